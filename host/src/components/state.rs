@@ -1,0 +1,117 @@
+//! [`HostState`]: the data of every store, whatever the function.
+
+use super::bindings::types::Peer;
+use super::limits::{CallBudget, MemoryLimiter};
+use crate::kv::KvTxn;
+use crate::secrets::ApiKeys;
+use std::collections::HashMap;
+use std::sync::Arc;
+use wasmtime::component::ResourceTable;
+use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+
+/// Which signaling function a component implements.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Function {
+    /// Token verification.
+    Auth,
+    /// Room actors.
+    Rooms,
+    /// Per-frame policy.
+    Relay,
+}
+
+impl Function {
+    /// All three, in start-up order.
+    pub const ALL: [Function; 3] = [Function::Auth, Function::Rooms, Function::Relay];
+
+    /// The name used in config, flags and logs.
+    pub fn name(self) -> &'static str {
+        match self {
+            Function::Auth => "auth",
+            Function::Rooms => "rooms",
+            Function::Relay => "relay",
+        }
+    }
+}
+
+impl std::fmt::Display for Function {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl std::str::FromStr for Function {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.trim() {
+            "auth" => Ok(Function::Auth),
+            "rooms" => Ok(Function::Rooms),
+            "relay" => Ok(Function::Relay),
+            other => Err(format!(
+                "unknown function {other:?} (expected auth, rooms or relay)"
+            )),
+        }
+    }
+}
+
+/// What a loaded component may see of the host: shared by all its stores.
+#[derive(Debug)]
+pub struct ModuleEnv {
+    /// The function it implements.
+    pub function: Function,
+    /// Version label (hash prefix of the component bytes), for logs and metrics.
+    pub version: Arc<str>,
+    /// Its `config` table.
+    pub config: HashMap<String, String>,
+    /// API secrets; only ever set for auth.
+    pub secrets: Option<Arc<ApiKeys>>,
+}
+
+/// Per-call context of a room actor's store.
+#[derive(Debug)]
+pub struct RoomContext {
+    /// Room name.
+    pub name: Arc<str>,
+    /// The current call's kv transaction.
+    pub kv: KvTxn,
+    /// Current members, as `membership.peers` returns them.
+    pub peers: Arc<Vec<Peer>>,
+}
+
+/// The data of one store.
+pub struct HostState {
+    wasi: WasiCtx,
+    table: ResourceTable,
+    pub(crate) env: Arc<ModuleEnv>,
+    pub(crate) room: Option<RoomContext>,
+    pub(crate) limiter: MemoryLimiter,
+    pub(crate) budget: CallBudget,
+}
+
+impl HostState {
+    /// A store's data with a deny-by-default WASI: no files, no env, no network.
+    pub(crate) fn new(env: Arc<ModuleEnv>, room: Option<RoomContext>, memory_cap: usize) -> Self {
+        let wasi = WasiCtx::builder()
+            .allow_ip_name_lookup(false)
+            .allow_tcp(false)
+            .allow_udp(false)
+            .build();
+        Self {
+            wasi,
+            table: ResourceTable::new(),
+            env,
+            room,
+            limiter: MemoryLimiter::new(memory_cap),
+            budget: CallBudget::default(),
+        }
+    }
+}
+
+impl WasiView for HostState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
+    }
+}

@@ -1,0 +1,131 @@
+//! [`KvStore`]: redb on disk (or in memory for tests and benchmarks).
+
+use redb::{ReadableDatabase, TableDefinition};
+use std::path::Path;
+
+/// (room, key) → value.
+const TABLE: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("room_kv");
+
+/// Errors of the store itself (disk, corruption), never of a module's input.
+#[derive(Debug, thiserror::Error)]
+pub enum KvStoreError {
+    /// redb failed.
+    #[error("key-value store: {0}")]
+    Store(#[from] redb::Error),
+}
+
+fn store_err(e: impl Into<redb::Error>) -> KvStoreError {
+    KvStoreError::Store(e.into())
+}
+
+/// Bounds on what one room may store.
+#[derive(Debug, Clone, Copy)]
+pub struct KvLimits {
+    /// Longest key, in bytes.
+    pub max_key_bytes: usize,
+    /// Largest value, in bytes.
+    pub max_value_bytes: usize,
+    /// Most keys one room may hold.
+    pub max_keys: usize,
+}
+
+impl Default for KvLimits {
+    fn default() -> Self {
+        Self {
+            max_key_bytes: 256,
+            max_value_bytes: 64 * 1024,
+            max_keys: 1024,
+        }
+    }
+}
+
+/// The node's room key-value store.
+pub struct KvStore {
+    db: redb::Database,
+    limits: KvLimits,
+}
+
+impl std::fmt::Debug for KvStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KvStore")
+            .field("limits", &self.limits)
+            .finish()
+    }
+}
+
+impl KvStore {
+    /// Opens (or creates) the store in the file `path`.
+    pub fn open(path: &Path, limits: KvLimits) -> Result<Self, KvStoreError> {
+        let db = redb::Database::create(path).map_err(store_err)?;
+        Self::init(db, limits)
+    }
+
+    /// A store that lives in memory only: for tests and benchmarks.
+    pub fn in_memory(limits: KvLimits) -> Result<Self, KvStoreError> {
+        let db = redb::Database::builder()
+            .create_with_backend(redb::backends::InMemoryBackend::new())
+            .map_err(store_err)?;
+        Self::init(db, limits)
+    }
+
+    fn init(db: redb::Database, limits: KvLimits) -> Result<Self, KvStoreError> {
+        let txn = db.begin_write().map_err(store_err)?;
+        txn.open_table(TABLE).map_err(store_err)?;
+        txn.commit().map_err(store_err)?;
+        Ok(Self { db, limits })
+    }
+
+    /// The limits every room's writes are checked against.
+    pub fn limits(&self) -> KvLimits {
+        self.limits
+    }
+
+    /// The committed value of `key` in `room`.
+    pub fn get(&self, room: &str, key: &str) -> Result<Option<Vec<u8>>, KvStoreError> {
+        let txn = self.db.begin_read().map_err(store_err)?;
+        let table = txn.open_table(TABLE).map_err(store_err)?;
+        Ok(table
+            .get((room, key))
+            .map_err(store_err)?
+            .map(|v| v.value().to_vec()))
+    }
+
+    /// Committed keys of `room` starting with `prefix`, in byte order.
+    pub fn keys(&self, room: &str, prefix: &str) -> Result<Vec<String>, KvStoreError> {
+        let txn = self.db.begin_read().map_err(store_err)?;
+        let table = txn.open_table(TABLE).map_err(store_err)?;
+        let mut out = Vec::new();
+        for entry in table.range((room, prefix)..).map_err(store_err)? {
+            let (k, _) = entry.map_err(store_err)?;
+            let (r, key) = k.value();
+            if r != room || !key.starts_with(prefix) {
+                break;
+            }
+            out.push(key.to_owned());
+        }
+        Ok(out)
+    }
+
+    /// Applies one call's writes (`None` deletes) atomically and durably.
+    pub fn commit<'a>(
+        &self,
+        room: &str,
+        writes: impl IntoIterator<Item = (&'a str, Option<&'a [u8]>)>,
+    ) -> Result<(), KvStoreError> {
+        let txn = self.db.begin_write().map_err(store_err)?;
+        {
+            let mut table = txn.open_table(TABLE).map_err(store_err)?;
+            for (key, value) in writes {
+                match value {
+                    Some(v) => {
+                        table.insert((room, key), v).map_err(store_err)?;
+                    }
+                    None => {
+                        table.remove((room, key)).map_err(store_err)?;
+                    }
+                }
+            }
+        }
+        txn.commit().map_err(store_err)
+    }
+}

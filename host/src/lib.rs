@@ -1,0 +1,12 @@
+//! roomlet: an edge-deployable WebRTC signaling runtime.
+//!
+//! The host terminates client WebSockets and runs the signaling functions —
+//! auth, rooms and relay — as WebAssembly components defined in `wit/`.
+//! A frame's path: socket → [`gateway`] session → relay policy
+//! ([`components`]) → room actor ([`rooms`]) → peer sessions.
+
+pub mod components;
+pub mod imports;
+pub mod kv;
+pub mod rooms;
+pub mod secrets;

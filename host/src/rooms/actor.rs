@@ -1,0 +1,550 @@
+//! [`RoomActor`]: the task that owns one room.
+
+use super::delivery::{Delivery, LeaveReason, Outbox};
+use super::registry::{JoinError, Joined, RoomShared, RoomStatus, RoomTable, RoomsConfig, forget};
+use crate::components::bindings::room::{Action, CreateCause, Outgoing};
+use crate::components::bindings::types::{Grants, Peer, Rejection, RoomMessage, Signal};
+use crate::components::{CallError, RoomInstance, RoomsFunction};
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+use tokio::sync::{mpsc, oneshot};
+use tokio::time::Instant;
+use tracing::Instrument;
+
+/// Longest timer a module may set.
+const MAX_TIMER: Duration = Duration::from_secs(24 * 3600);
+
+/// What a room's mailbox carries.
+pub(super) enum Command {
+    Join {
+        peer: Peer,
+        outbox: Outbox,
+        reply: oneshot::Sender<Result<Joined, JoinError>>,
+    },
+    Leave {
+        peer_id: String,
+        reason: LeaveReason,
+    },
+    Message {
+        message: RoomMessage,
+    },
+    Signal {
+        signal: Signal,
+    },
+    Kick {
+        peer_id: String,
+        reason: String,
+    },
+    SetMetadata {
+        metadata: String,
+    },
+    Hibernate {
+        reply: oneshot::Sender<bool>,
+    },
+    Status {
+        reply: oneshot::Sender<RoomStatus>,
+    },
+    Close {
+        reason: String,
+    },
+}
+
+struct Member {
+    peer: Arc<Peer>,
+    outbox: Outbox,
+}
+
+/// In-memory state carried across a hibernation.
+struct Snapshot {
+    version: String,
+    state: Vec<u8>,
+}
+
+/// One room: membership (the host's truth), the module instance (or its
+/// snapshot while hibernated), the module's timer and trap record.
+pub(super) struct RoomActor {
+    name: Arc<str>,
+    function: Arc<RoomsFunction>,
+    shared: Arc<RoomShared>,
+    config: Arc<RoomsConfig>,
+    table: RoomTable,
+    members: Vec<Member>,
+    /// `members` as `membership.peers` returns them; rebuilt on change.
+    peers: Arc<Vec<Peer>>,
+    metadata: Arc<str>,
+    instance: Option<RoomInstance>,
+    snapshot: Option<Snapshot>,
+    /// Whether `on-create` has run once (so a new instance is a recovery).
+    created: bool,
+    timer: Option<Instant>,
+    last_activity: Instant,
+    traps: VecDeque<Instant>,
+    closed: bool,
+}
+
+impl RoomActor {
+    pub(super) fn new(
+        name: Arc<str>,
+        function: Arc<RoomsFunction>,
+        shared: Arc<RoomShared>,
+        config: Arc<RoomsConfig>,
+        table: RoomTable,
+    ) -> Self {
+        Self {
+            name,
+            function,
+            shared,
+            config,
+            table,
+            members: Vec::new(),
+            peers: Arc::default(),
+            metadata: "".into(),
+            instance: None,
+            snapshot: None,
+            created: false,
+            timer: None,
+            last_activity: Instant::now(),
+            traps: VecDeque::new(),
+            closed: false,
+        }
+    }
+
+    pub(super) async fn run(mut self, mut rx: mpsc::Receiver<Command>) {
+        let span = tracing::info_span!("room", room = %self.name);
+        async move {
+            tracing::debug!("room started");
+            while !self.closed {
+                let idle_at = self
+                    .config
+                    .hibernate_after
+                    .filter(|_| self.instance.is_some() || self.members.is_empty())
+                    .map(|d| self.last_activity + d);
+                tokio::select! {
+                    cmd = rx.recv() => match cmd {
+                        Some(cmd) => {
+                            // Looking at a room does not keep it awake.
+                            if !matches!(cmd, Command::Status { .. }) {
+                                self.last_activity = Instant::now();
+                            }
+                            self.handle(cmd).await;
+                        }
+                        None => break,
+                    },
+                    _ = sleep_until(self.timer), if self.timer.is_some() => {
+                        self.timer = None;
+                        self.last_activity = Instant::now();
+                        if let Ok(actions) = self.call(async |i| i.on_timer().await).await {
+                            self.apply(actions, None).await;
+                        }
+                    }
+                    _ = sleep_until(idle_at), if idle_at.is_some() => {
+                        if self.members.is_empty() {
+                            self.close("empty").await;
+                        } else {
+                            self.hibernate().await;
+                        }
+                        self.last_activity = Instant::now();
+                    }
+                }
+            }
+            self.shared.closed.store(true, Ordering::Relaxed);
+            forget(&self.table, &self.name, &self.shared);
+            tracing::debug!("room finished");
+        }
+        .instrument(span)
+        .await
+    }
+
+    async fn handle(&mut self, cmd: Command) {
+        match cmd {
+            Command::Join {
+                peer,
+                outbox,
+                reply,
+            } => {
+                let r = self.join(peer, outbox).await;
+                let _ = reply.send(r);
+            }
+            Command::Leave { peer_id, reason } => self.leave(&peer_id, reason, true).await,
+            Command::Message { message } => {
+                if self.member(&message.sender).is_none() {
+                    return;
+                }
+                let sender = message.sender.clone();
+                match self.call(async |i| i.on_message(&message).await).await {
+                    Ok(actions) => self.apply(actions, Some(&sender)).await,
+                    Err(e) => self.module_error(&sender, &e),
+                }
+            }
+            Command::Signal { signal } => {
+                let sender = signal.sender.clone();
+                match self.call(async |i| i.on_signal(&signal).await).await {
+                    Ok(actions) => {
+                        let rejected = actions.iter().any(|a| matches!(a, Action::Reject(_)));
+                        self.apply(actions, Some(&sender)).await;
+                        if !rejected {
+                            self.deliver_signal(signal);
+                        }
+                    }
+                    Err(e) => self.module_error(&sender, &e),
+                }
+            }
+            Command::Kick { peer_id, reason } => self.kick(&peer_id, &reason).await,
+            Command::SetMetadata { metadata } => self.set_metadata(metadata),
+            Command::Hibernate { reply } => {
+                let _ = reply.send(self.hibernate().await);
+            }
+            Command::Status { reply } => {
+                let _ = reply.send(RoomStatus {
+                    live: self.instance.is_some(),
+                    hibernated: self.snapshot.is_some(),
+                    members: self.members.len(),
+                    recent_traps: self.traps.len(),
+                    version: self.function.version().to_owned(),
+                });
+            }
+            Command::Close { reason } => self.close(&reason).await,
+        }
+    }
+
+    fn member(&self, id: &str) -> Option<&Member> {
+        self.members.iter().find(|m| &*m.peer.id == id)
+    }
+
+    async fn join(&mut self, peer: Peer, outbox: Outbox) -> Result<Joined, JoinError> {
+        if self.members.len() >= self.config.max_peers_per_room {
+            return Err(JoinError::Rejected(Rejection {
+                code: "room-full".into(),
+                reason: format!(
+                    "room is full (this node allows {} peers per room)",
+                    self.config.max_peers_per_room
+                ),
+            }));
+        }
+        if self.member(&peer.id).is_some() {
+            return Err(JoinError::Rejected(Rejection {
+                code: "already-joined".into(),
+                reason: "a peer with this id is already in the room".into(),
+            }));
+        }
+        let actions = match self.call(async |i| i.on_join(&peer).await).await {
+            Ok(Ok(actions)) => actions,
+            Ok(Err(rejection)) => return Err(JoinError::Rejected(rejection)),
+            Err(e) => return Err(JoinError::Module(e.to_string())),
+        };
+        let peer = Arc::new(peer);
+        let joined = Joined {
+            peers: self
+                .members
+                .iter()
+                .filter(|m| !m.peer.grants.contains(Grants::HIDDEN))
+                .map(|m| m.peer.clone())
+                .collect(),
+            metadata: self.metadata.to_string(),
+        };
+        if !peer.grants.contains(Grants::HIDDEN) {
+            self.broadcast(&Delivery::PeerJoined(peer.clone()), None);
+        }
+        self.shared
+            .members
+            .write()
+            .insert(peer.id.as_str().into(), (outbox.clone(), peer.grants));
+        self.members.push(Member {
+            peer: peer.clone(),
+            outbox,
+        });
+        self.refresh_peers();
+        tracing::debug!(peer = %peer.id, identity = %peer.identity, "peer joined");
+        self.apply(actions, Some(&peer.id)).await;
+        Ok(joined)
+    }
+
+    /// Removes a member; `notify_module` calls `on-leave`.
+    async fn leave(&mut self, peer_id: &str, reason: LeaveReason, notify_module: bool) {
+        let Some(pos) = self.members.iter().position(|m| &*m.peer.id == peer_id) else {
+            return;
+        };
+        let member = self.members.remove(pos);
+        self.shared.members.write().remove(peer_id);
+        self.refresh_peers();
+        if !member.peer.grants.contains(Grants::HIDDEN) {
+            self.broadcast(
+                &Delivery::PeerLeft {
+                    peer_id: member.peer.id.as_str().into(),
+                    reason,
+                },
+                None,
+            );
+        }
+        tracing::debug!(peer = %peer_id, reason = reason.as_str(), "peer left");
+        if notify_module {
+            if let Ok(actions) = self.call(async |i| i.on_leave(&member.peer).await).await {
+                self.apply(actions, None).await;
+            }
+        }
+    }
+
+    async fn kick(&mut self, peer_id: &str, reason: &str) {
+        if let Some(m) = self.member(peer_id) {
+            let _ = m.outbox.send(Delivery::Kicked {
+                reason: reason.to_owned(),
+            });
+            self.leave(peer_id, LeaveReason::Kicked, true).await;
+        }
+    }
+
+    fn set_metadata(&mut self, metadata: String) {
+        self.metadata = metadata.into();
+        self.broadcast(&Delivery::Metadata(self.metadata.clone()), None);
+    }
+
+    fn refresh_peers(&mut self) {
+        self.peers = Arc::new(self.members.iter().map(|m| (*m.peer).clone()).collect());
+    }
+
+    fn broadcast(&self, delivery: &Delivery, except: Option<&[String]>) {
+        for m in &self.members {
+            if except.is_some_and(|ex| ex.iter().any(|e| *e == m.peer.id)) {
+                continue;
+            }
+            let _ = m.outbox.send(delivery.clone());
+        }
+    }
+
+    fn deliver_signal(&self, signal: Signal) {
+        if let Some(m) = self.member(&signal.to) {
+            let _ = m.outbox.send(Delivery::Signal {
+                from: signal.sender.into(),
+                kind: signal.kind,
+                payload: signal.payload.into(),
+            });
+        }
+    }
+
+    fn module_error(&self, sender: &str, e: &CallError) {
+        if let Some(m) = self.member(sender) {
+            let _ = m.outbox.send(Delivery::Error {
+                code: "module-error".into(),
+                message: format!("the room's module failed on this frame ({})", e.kind()),
+            });
+        }
+    }
+
+    /// Runs what a hook asked for. `sender` is the peer whose frame is
+    /// being handled (the target of `reject`).
+    async fn apply(&mut self, actions: Vec<Action>, sender: Option<&str>) {
+        for action in actions {
+            if self.closed {
+                return;
+            }
+            match action {
+                Action::Send((to, out)) => {
+                    let d = outgoing(out);
+                    for id in to {
+                        if let Some(m) = self.member(&id) {
+                            let _ = m.outbox.send(d.clone());
+                        }
+                    }
+                }
+                Action::Broadcast((out, except)) => {
+                    self.broadcast(&outgoing(out), Some(&except));
+                }
+                Action::Reject(r) => {
+                    if let Some(m) = sender.and_then(|s| self.member(s)) {
+                        let _ = m.outbox.send(Delivery::Error {
+                            code: r.code,
+                            message: r.reason,
+                        });
+                    }
+                }
+                Action::Kick((peer_id, reason)) => {
+                    if let Some(m) = self.member(&peer_id) {
+                        let _ = m.outbox.send(Delivery::Kicked { reason });
+                        // The module asked for it: it is not told again.
+                        Box::pin(self.leave(&peer_id, LeaveReason::Kicked, false)).await;
+                    }
+                }
+                Action::SetMetadata(m) => self.set_metadata(m),
+                Action::SetTimer(ms) => {
+                    self.timer = Some(Instant::now() + Duration::from_millis(ms).min(MAX_TIMER));
+                }
+                Action::Close(reason) => Box::pin(self.close(&reason)).await,
+            }
+        }
+    }
+
+    /// Runs one hook on the live instance (reviving it first), commits its
+    /// kv writes when it returns, and drops the instance when it fails.
+    async fn call<R>(
+        &mut self,
+        f: impl AsyncFnOnce(&mut RoomInstance) -> Result<R, CallError>,
+    ) -> Result<R, CallError> {
+        if self.instance.is_none() {
+            self.revive().await?;
+        }
+        let Some(instance) = self.instance.as_mut() else {
+            return Err(CallError::Instantiate("no instance".into()));
+        };
+        instance.set_peers(self.peers.clone());
+        match f(instance).await {
+            Ok(r) => {
+                self.commit().await;
+                Ok(r)
+            }
+            Err(e) => {
+                self.instance = None;
+                self.trapped(&e).await;
+                Err(e)
+            }
+        }
+    }
+
+    /// A new instance: restored from the hibernation snapshot, or created
+    /// (fresh the first time, recovered after a trap).
+    async fn revive(&mut self) -> Result<(), CallError> {
+        let mut instance = self
+            .function
+            .instantiate(self.name.clone(), self.peers.clone())
+            .await
+            .inspect_err(|e| tracing::warn!(error = %e, "cannot instantiate room"))?;
+        let restored = match self.snapshot.take() {
+            Some(s) => match instance.restore(&s.version, &s.state).await {
+                Ok(Ok(())) => true,
+                Ok(Err(reason)) => {
+                    tracing::warn!(%reason, "module refused its own snapshot; starting it as recovered");
+                    false
+                }
+                Err(e) => {
+                    self.trapped(&e).await;
+                    return Err(e);
+                }
+            },
+            None => false,
+        };
+        if !restored {
+            let cause = if self.created {
+                CreateCause::Recovered
+            } else {
+                CreateCause::Fresh
+            };
+            match instance.on_create(cause).await {
+                Ok(settings) => self
+                    .shared
+                    .observe_signals
+                    .store(settings.observe_signals, Ordering::Relaxed),
+                Err(e) => {
+                    self.trapped(&e).await;
+                    return Err(e);
+                }
+            }
+            self.created = true;
+        }
+        self.instance = Some(instance);
+        self.commit().await;
+        Ok(())
+    }
+
+    /// Commits the last call's kv writes.
+    async fn commit(&mut self) {
+        let Some(instance) = self.instance.as_mut() else {
+            return;
+        };
+        let writes = instance.take_writes();
+        if writes.is_empty() {
+            return;
+        }
+        let kv = self.function.kv().clone();
+        let room = self.name.clone();
+        // redb commits fsync: keep that off the async workers.
+        let r = tokio::task::spawn_blocking(move || {
+            kv.commit(
+                &room,
+                writes.iter().map(|(k, v)| (k.as_str(), v.as_deref())),
+            )
+        })
+        .await;
+        match r {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::error!(error = %e, "kv commit failed"),
+            Err(e) => tracing::error!(error = %e, "kv commit task failed"),
+        }
+    }
+
+    async fn trapped(&mut self, e: &CallError) {
+        let now = Instant::now();
+        self.traps.push_back(now);
+        while self
+            .traps
+            .front()
+            .is_some_and(|t| now.duration_since(*t) > self.config.trap_window)
+        {
+            self.traps.pop_front();
+        }
+        tracing::warn!(
+            kind = e.kind(),
+            error = %e,
+            module_version = self.function.version(),
+            recent_traps = self.traps.len(),
+            "room module failed; its instance is discarded"
+        );
+        if self.traps.len() >= self.config.trap_limit as usize {
+            Box::pin(self.close("module-failed")).await;
+        }
+    }
+
+    /// Snapshots the module's in-memory state and drops the instance.
+    async fn hibernate(&mut self) -> bool {
+        let Some(instance) = self.instance.as_mut() else {
+            return false;
+        };
+        let version = instance.state_version().await;
+        let state = match version {
+            Ok(v) => instance.snapshot().await.map(|s| (v, s)),
+            Err(e) => Err(e),
+        };
+        self.instance = None;
+        match state {
+            Ok((version, state)) => {
+                tracing::debug!(bytes = state.len(), "room hibernated");
+                self.snapshot = Some(Snapshot { version, state });
+                true
+            }
+            Err(e) => {
+                self.trapped(&e).await;
+                false
+            }
+        }
+    }
+
+    async fn close(&mut self, reason: &str) {
+        if self.closed {
+            return;
+        }
+        self.closed = true;
+        self.shared.closed.store(true, Ordering::Relaxed);
+        for m in self.members.drain(..) {
+            let _ = m.outbox.send(Delivery::Closed {
+                reason: reason.to_owned(),
+            });
+        }
+        self.shared.members.write().clear();
+        self.instance = None;
+        tracing::info!(reason, "room closed");
+    }
+}
+
+fn outgoing(out: Outgoing) -> Delivery {
+    Delivery::Message {
+        from: out.sender.into(),
+        data: out.data.into(),
+    }
+}
+
+async fn sleep_until(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}

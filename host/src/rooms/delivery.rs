@@ -1,0 +1,84 @@
+//! What a room sends to its peers' sessions.
+
+use std::sync::Arc;
+use tokio::sync::mpsc;
+
+use crate::components::bindings::types::{Peer, SignalKind};
+
+/// Where a peer's deliveries go: its gateway session.
+pub type Outbox = mpsc::UnboundedSender<Delivery>;
+
+/// Why a peer left.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LeaveReason {
+    /// It sent `leave`.
+    Left,
+    /// Its socket dropped and did not come back within the grace period.
+    Timeout,
+    /// A room admin or the module removed it.
+    Kicked,
+    /// The room closed.
+    Closed,
+}
+
+impl LeaveReason {
+    /// The reason as it appears in `peer-left` frames.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LeaveReason::Left => "leave",
+            LeaveReason::Timeout => "timeout",
+            LeaveReason::Kicked => "kicked",
+            LeaveReason::Closed => "closed",
+        }
+    }
+}
+
+/// One thing for one peer. Payloads are shared (`Arc`) so a broadcast
+/// allocates its data once, not once per peer.
+#[derive(Debug, Clone)]
+pub enum Delivery {
+    /// Someone joined.
+    PeerJoined(Arc<Peer>),
+    /// Someone left.
+    PeerLeft {
+        /// Its peer id.
+        peer_id: Arc<str>,
+        /// Why.
+        reason: LeaveReason,
+    },
+    /// A room message (JSON data).
+    Message {
+        /// Sender's peer id; empty when the room itself sends.
+        from: Arc<str>,
+        /// JSON text.
+        data: Arc<str>,
+    },
+    /// A targeted signal (JSON payload).
+    Signal {
+        /// Sender's peer id.
+        from: Arc<str>,
+        /// Offer, answer or candidate.
+        kind: SignalKind,
+        /// JSON text.
+        payload: Arc<str>,
+    },
+    /// Something this peer sent was refused.
+    Error {
+        /// Stable code.
+        code: String,
+        /// Human reason.
+        message: String,
+    },
+    /// This peer was removed.
+    Kicked {
+        /// Why.
+        reason: String,
+    },
+    /// The room's metadata changed.
+    Metadata(Arc<str>),
+    /// The room closed.
+    Closed {
+        /// Why.
+        reason: String,
+    },
+}

@@ -1,0 +1,331 @@
+//! [`Rooms`]: the node's table of live rooms, and [`RoomHandle`], the way
+//! into one room's mailbox.
+
+use super::actor::{Command, RoomActor};
+use super::delivery::{LeaveReason, Outbox};
+use crate::components::RoomsFunction;
+use crate::components::bindings::types::{Grants, Peer, Rejection, RoomMessage, Signal};
+use parking_lot::{Mutex, RwLock};
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+use tokio::sync::{mpsc, oneshot};
+
+/// Node-level room policy.
+#[derive(Debug, Clone)]
+pub struct RoomsConfig {
+    /// Quiet period after which a room is snapshotted and its instance
+    /// dropped; `None` keeps instances forever.
+    pub hibernate_after: Option<Duration>,
+    /// Most rooms on this node.
+    pub max_rooms: usize,
+    /// Most peers in one room, whatever the module says.
+    pub max_peers_per_room: usize,
+    /// Traps within `trap_window` after which the room is closed.
+    pub trap_limit: u32,
+    /// See `trap_limit`.
+    pub trap_window: Duration,
+    /// Mailbox depth per room: senders wait when it is full.
+    pub mailbox: usize,
+}
+
+impl Default for RoomsConfig {
+    fn default() -> Self {
+        Self {
+            hibernate_after: Some(Duration::from_secs(60)),
+            max_rooms: 10_000,
+            max_peers_per_room: 500,
+            trap_limit: 5,
+            trap_window: Duration::from_secs(60),
+            mailbox: 256,
+        }
+    }
+}
+
+/// Why a join failed.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum JoinError {
+    /// The module (or a host limit) refused it.
+    #[error("{}: {}", .0.code, .0.reason)]
+    Rejected(Rejection),
+    /// The room does not exist and the peer may not create it.
+    #[error("room does not exist")]
+    RoomNotFound,
+    /// The node's room limit is reached.
+    #[error("node has no room for another room")]
+    NodeFull,
+    /// The room's module failed while handling the join.
+    #[error("the room's module failed: {0}")]
+    Module(String),
+}
+
+impl JoinError {
+    /// The stable error code sent to the client.
+    pub fn code(&self) -> &str {
+        match self {
+            JoinError::Rejected(r) => &r.code,
+            JoinError::RoomNotFound => "room-not-found",
+            JoinError::NodeFull => "node-full",
+            JoinError::Module(_) => "module-error",
+        }
+    }
+}
+
+/// What a successful join returns.
+#[derive(Debug, Clone)]
+pub struct Joined {
+    /// The peers already present (hidden ones left out).
+    pub peers: Vec<Arc<Peer>>,
+    /// The room's metadata.
+    pub metadata: String,
+}
+
+/// How a room is doing, for tests and the admin API.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RoomStatus {
+    /// It has a live instance.
+    pub live: bool,
+    /// It is hibernated (snapshot held, no instance).
+    pub hibernated: bool,
+    /// Peers present.
+    pub members: usize,
+    /// Traps in the current window.
+    pub recent_traps: usize,
+    /// Version label of the component serving it.
+    pub version: String,
+}
+
+/// What gateways need without a trip through the mailbox: the outboxes
+/// of the room's peers, for peer-to-peer signals.
+#[derive(Debug, Default)]
+pub struct RoomShared {
+    pub(super) members: RwLock<HashMap<Arc<str>, (Outbox, Grants)>>,
+    pub(super) observe_signals: AtomicBool,
+    pub(super) closed: AtomicBool,
+}
+
+impl RoomShared {
+    /// The outbox and grants of peer `id`.
+    pub fn peer(&self, id: &str) -> Option<(Outbox, Grants)> {
+        self.members.read().get(id).cloned()
+    }
+
+    /// Whether the module wants to see signals.
+    pub fn observe_signals(&self) -> bool {
+        self.observe_signals.load(Ordering::Relaxed)
+    }
+}
+
+/// A way into one room.
+#[derive(Debug, Clone)]
+pub struct RoomHandle {
+    name: Arc<str>,
+    tx: mpsc::Sender<Command>,
+    shared: Arc<RoomShared>,
+}
+
+impl RoomHandle {
+    /// The room's name.
+    pub fn name(&self) -> &Arc<str> {
+        &self.name
+    }
+
+    /// The state shared with gateways.
+    pub fn shared(&self) -> &Arc<RoomShared> {
+        &self.shared
+    }
+
+    async fn send(&self, cmd: Command) -> bool {
+        self.tx.send(cmd).await.is_ok()
+    }
+
+    /// Asks the room to admit `peer`, whose deliveries go to `outbox`.
+    /// `None` means the room has closed meanwhile.
+    async fn join(&self, peer: Peer, outbox: Outbox) -> Option<Result<Joined, JoinError>> {
+        let (reply, rx) = oneshot::channel();
+        if !self
+            .send(Command::Join {
+                peer,
+                outbox,
+                reply,
+            })
+            .await
+        {
+            return None;
+        }
+        rx.await.ok()
+    }
+
+    /// The peer has left.
+    pub async fn leave(&self, peer_id: &str, reason: LeaveReason) {
+        self.send(Command::Leave {
+            peer_id: peer_id.into(),
+            reason,
+        })
+        .await;
+    }
+
+    /// A room message from a peer.
+    pub async fn message(&self, message: RoomMessage) {
+        self.send(Command::Message { message }).await;
+    }
+
+    /// A signal, when the module observes signals.
+    pub async fn signal(&self, signal: Signal) {
+        self.send(Command::Signal { signal }).await;
+    }
+
+    /// A room admin removes a peer.
+    pub async fn kick(&self, peer_id: &str, reason: &str) {
+        self.send(Command::Kick {
+            peer_id: peer_id.into(),
+            reason: reason.into(),
+        })
+        .await;
+    }
+
+    /// A room admin sets the room's metadata.
+    pub async fn set_metadata(&self, metadata: String) {
+        self.send(Command::SetMetadata { metadata }).await;
+    }
+
+    /// Snapshots the room and drops its instance now. Returns false when
+    /// there was nothing to hibernate.
+    pub async fn hibernate(&self) -> bool {
+        let (reply, rx) = oneshot::channel();
+        self.send(Command::Hibernate { reply }).await && rx.await.unwrap_or(false)
+    }
+
+    /// The room's status, or `None` when it has closed.
+    pub async fn status(&self) -> Option<RoomStatus> {
+        let (reply, rx) = oneshot::channel();
+        if !self.send(Command::Status { reply }).await {
+            return None;
+        }
+        rx.await.ok()
+    }
+
+    /// Closes the room; every peer receives `Closed`.
+    pub async fn close(&self, reason: &str) {
+        self.send(Command::Close {
+            reason: reason.into(),
+        })
+        .await;
+    }
+}
+
+pub(super) type RoomTable = Arc<Mutex<HashMap<Arc<str>, RoomHandle>>>;
+
+/// The node's rooms.
+#[derive(Clone)]
+pub struct Rooms {
+    function: Arc<RwLock<Arc<RoomsFunction>>>,
+    table: RoomTable,
+    config: Arc<RoomsConfig>,
+}
+
+impl Rooms {
+    /// An empty table whose rooms run `function`.
+    pub fn new(function: Arc<RoomsFunction>, config: RoomsConfig) -> Self {
+        Self {
+            function: Arc::new(RwLock::new(function)),
+            table: Arc::default(),
+            config: Arc::new(config),
+        }
+    }
+
+    /// The component new rooms start with.
+    pub fn function(&self) -> Arc<RoomsFunction> {
+        self.function.read().clone()
+    }
+
+    /// The policy rooms run under.
+    pub fn config(&self) -> &RoomsConfig {
+        &self.config
+    }
+
+    /// The live room called `name`.
+    pub fn get(&self, name: &str) -> Option<RoomHandle> {
+        self.table.lock().get(name).cloned()
+    }
+
+    /// Names of every room on this node.
+    pub fn names(&self) -> Vec<Arc<str>> {
+        self.table.lock().keys().cloned().collect()
+    }
+
+    /// Number of rooms on this node.
+    pub fn len(&self) -> usize {
+        self.table.lock().len()
+    }
+
+    /// Whether the node has no rooms.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Joins `peer` to `room`, creating the room when `may_create`.
+    pub async fn join(
+        &self,
+        room: &str,
+        peer: Peer,
+        outbox: Outbox,
+        may_create: bool,
+    ) -> Result<(RoomHandle, Joined), JoinError> {
+        // A room that closes between lookup and join is simply recreated;
+        // two tries cover that race, a third would mean a bug.
+        for _ in 0..3 {
+            let handle = self.get_or_start(room, may_create)?;
+            if let Some(r) = handle.join(peer.clone(), outbox.clone()).await {
+                return r.map(|j| (handle, j));
+            }
+            self.forget(&handle);
+        }
+        Err(JoinError::Module("room kept closing during join".into()))
+    }
+
+    fn get_or_start(&self, room: &str, may_create: bool) -> Result<RoomHandle, JoinError> {
+        let mut table = self.table.lock();
+        if let Some(h) = table.get(room) {
+            if !h.tx.is_closed() {
+                return Ok(h.clone());
+            }
+        }
+        if !may_create {
+            return Err(JoinError::RoomNotFound);
+        }
+        if table.len() >= self.config.max_rooms {
+            return Err(JoinError::NodeFull);
+        }
+        let name: Arc<str> = room.into();
+        let (tx, rx) = mpsc::channel(self.config.mailbox);
+        let handle = RoomHandle {
+            name: name.clone(),
+            tx,
+            shared: Arc::default(),
+        };
+        table.insert(name.clone(), handle.clone());
+        let actor = RoomActor::new(
+            name,
+            self.function(),
+            handle.shared.clone(),
+            self.config.clone(),
+            self.table.clone(),
+        );
+        tokio::spawn(actor.run(rx));
+        Ok(handle)
+    }
+
+    fn forget(&self, handle: &RoomHandle) {
+        forget(&self.table, handle.name(), &handle.shared);
+    }
+}
+
+/// Removes `name` from the table if it still refers to that room.
+pub(super) fn forget(table: &RoomTable, name: &str, shared: &Arc<RoomShared>) {
+    let mut t = table.lock();
+    if t.get(name).is_some_and(|h| Arc::ptr_eq(&h.shared, shared)) {
+        t.remove(name);
+    }
+}
