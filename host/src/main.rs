@@ -1,1 +1,319 @@
-fn main() {}
+//! The `roomlet` binary: arguments, tracing, wiring. Everything else is
+//! in the library, so tests start the same server in-process.
+
+use anyhow::{Context, Result, bail};
+use clap::{Args, Parser, Subcommand};
+use roomlet::config::{Config, ModuleSection};
+use roomlet::secrets::ApiKeys;
+use roomlet::server::{self, Secrets};
+use roomlet::tokens::{self, TokenRequest};
+use std::io::{Read, Write};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+#[derive(Parser)]
+#[command(
+    name = "roomlet",
+    version,
+    about = "Edge-deployable WebRTC signaling runtime"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run a node (all functions in one process by default).
+    Serve(ServeArgs),
+    /// Access tokens.
+    Token {
+        #[command(subcommand)]
+        command: TokenCommand,
+    },
+    /// Exit 0 when the server at --url answers ready (for health checks).
+    Health {
+        /// Readiness URL.
+        #[arg(
+            long,
+            env = "ROOMLET_HEALTH_URL",
+            default_value = "http://127.0.0.1:7700/readyz"
+        )]
+        url: String,
+    },
+}
+
+#[derive(Args)]
+struct ServeArgs {
+    /// TOML configuration file.
+    #[arg(long, env = "ROOMLET_CONFIG")]
+    config: Option<PathBuf>,
+    /// Public listener address.
+    #[arg(long, env = "ROOMLET_LISTEN")]
+    listen: Option<SocketAddr>,
+    /// Internal listener address (metrics, admin).
+    #[arg(long, env = "ROOMLET_INTERNAL_LISTEN")]
+    internal_listen: Option<SocketAddr>,
+    /// Functions to run: any of auth,rooms,relay.
+    #[arg(long, env = "ROOMLET_FUNCTIONS", value_delimiter = ',')]
+    functions: Option<Vec<String>>,
+    /// Replace a default component: FUNCTION=PATH.wasm (repeatable).
+    #[arg(long = "module", env = "ROOMLET_MODULES", value_delimiter = ',')]
+    modules: Vec<String>,
+    /// Data directory (kv, event log, artifact cache).
+    #[arg(long, env = "ROOMLET_DATA_DIR")]
+    data_dir: Option<PathBuf>,
+    /// This node's region.
+    #[arg(long, env = "ROOMLET_REGION")]
+    region: Option<String>,
+    /// This node's name.
+    #[arg(long, env = "ROOMLET_NODE")]
+    node: Option<String>,
+    /// Public WebSocket URL of this node.
+    #[arg(long, env = "ROOMLET_PUBLIC_URL")]
+    public_url: Option<String>,
+    /// NATS URL (split and multi-node deployments).
+    #[arg(long, env = "ROOMLET_NATS")]
+    nats: Option<String>,
+    /// Log format.
+    #[arg(long, env = "ROOMLET_LOG_FORMAT", default_value = "text", value_parser = ["text", "json"])]
+    log_format: String,
+    /// Development mode: well-known API key, demo token endpoint.
+    #[arg(long, env = "ROOMLET_DEV")]
+    dev: bool,
+}
+
+#[derive(Subcommand)]
+enum TokenCommand {
+    /// Print one access token on stdout.
+    Create {
+        /// Room the token is for.
+        #[arg(long)]
+        room: String,
+        /// Identity (`sub`).
+        #[arg(long)]
+        identity: String,
+        /// Lifetime, e.g. 90s, 30m, 1h, 7d.
+        #[arg(long, default_value = "1h", value_parser = parse_ttl)]
+        ttl: Duration,
+        /// Display name.
+        #[arg(long)]
+        name: Option<String>,
+        /// Application metadata (often JSON).
+        #[arg(long)]
+        metadata: Option<String>,
+        /// Grant roomAdmin for the room.
+        #[arg(long)]
+        admin: bool,
+        /// Do not grant roomCreate (joining then needs the room to exist).
+        #[arg(long)]
+        no_create: bool,
+        /// Sign with the development key (as `serve --dev` accepts).
+        #[arg(long, env = "ROOMLET_DEV")]
+        dev: bool,
+    },
+}
+
+fn parse_ttl(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (n, unit) = s.split_at(split);
+    let n: u64 = n
+        .parse()
+        .map_err(|_| format!("bad duration {s:?}: expected e.g. 30m or 1h"))?;
+    let secs = match unit {
+        "" | "s" => n,
+        "m" => n * 60,
+        "h" => n * 3600,
+        "d" => n * 86_400,
+        _ => return Err(format!("bad duration unit in {s:?}: use s, m, h or d")),
+    };
+    if secs == 0 {
+        return Err("the lifetime must be positive".into());
+    }
+    Ok(Duration::from_secs(secs))
+}
+
+fn init_tracing(json: bool) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if json {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
+
+fn main() -> Result<()> {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Serve(args) => serve(args),
+        Command::Token {
+            command:
+                TokenCommand::Create {
+                    room,
+                    identity,
+                    ttl,
+                    name,
+                    metadata,
+                    admin,
+                    no_create,
+                    dev,
+                },
+        } => {
+            let keys = Secrets::from_env()
+                .context("reading ROOMLET_API_KEYS")?
+                .api_keys;
+            let keys = if !keys.is_empty() {
+                keys
+            } else if dev {
+                ApiKeys::dev()
+            } else {
+                bail!(
+                    "no API keys configured: set ROOMLET_API_KEYS=key:secret (or ROOMLET_API_KEYS_FILE), or pass --dev"
+                );
+            };
+            let Some((key, secret)) = keys.first() else {
+                bail!("no API key");
+            };
+            let request = TokenRequest {
+                room,
+                identity,
+                name,
+                metadata,
+                ttl,
+                admin,
+                create: !no_create,
+            };
+            println!("{}", tokens::mint(key, secret, &request));
+            Ok(())
+        }
+        Command::Health { url } => health(&url),
+    }
+}
+
+fn serve(args: ServeArgs) -> Result<()> {
+    init_tracing(args.log_format == "json");
+    let mut config = Config::load(args.config.as_deref()).context("loading configuration")?;
+    let s = &mut config.server;
+    if let Some(v) = args.listen {
+        s.listen = v;
+    }
+    if let Some(v) = args.internal_listen {
+        s.internal_listen = v;
+    }
+    if let Some(v) = args.functions {
+        s.functions = v;
+    }
+    if let Some(v) = args.data_dir {
+        s.data_dir = v;
+    }
+    if let Some(v) = args.region {
+        s.region = v;
+    }
+    if let Some(v) = args.node {
+        s.node = v;
+    }
+    if let Some(v) = args.public_url {
+        s.public_url = Some(v);
+    }
+    s.dev |= args.dev;
+    if args.nats.is_some() {
+        bail!(
+            "--nats: the distributed bus is not available in this build yet; run without it (all-in-one)"
+        );
+    }
+    for m in &args.modules {
+        let Some((function, path)) = m.split_once('=') else {
+            bail!("--module {m:?}: expected FUNCTION=PATH.wasm");
+        };
+        let function: roomlet::components::Function =
+            function.parse().map_err(anyhow::Error::msg)?;
+        config
+            .modules
+            .entry(function.name().to_owned())
+            .or_insert_with(ModuleSection::default)
+            .path = Some(PathBuf::from(path));
+    }
+    let secrets = Secrets::from_env().context("reading secrets")?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    runtime.block_on(async move {
+        let dev = config.server.dev;
+        let running = server::start(config, secrets)
+            .await
+            .context("starting roomlet")?;
+        let shown = match running.public_addr {
+            a if a.ip().is_unspecified() => format!("127.0.0.1:{}", a.port()),
+            a => a.to_string(),
+        };
+        println!("roomlet is listening on http://{shown}");
+        if dev {
+            println!("demo: open http://{shown}/demo in two browser tabs");
+        }
+        let _ = std::io::stdout().flush();
+        shutdown_signal().await;
+        tracing::info!("shutting down");
+        running.shutdown();
+        Ok(())
+    })
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = ctrl_c => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = ctrl_c.await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = ctrl_c.await;
+    }
+}
+
+/// A minimal HTTP/1.1 GET (no TLS): the image has no shell or curl.
+fn health(url: &str) -> Result<()> {
+    let rest = url
+        .strip_prefix("http://")
+        .with_context(|| format!("{url}: only http:// URLs are supported"))?;
+    let (hostport, path) = match rest.find('/') {
+        Some(i) => (&rest[..i], &rest[i..]),
+        None => (rest, "/readyz"),
+    };
+    let addr = std::net::ToSocketAddrs::to_socket_addrs(hostport)
+        .with_context(|| format!("resolving {hostport}"))?
+        .next()
+        .with_context(|| format!("{hostport} resolves to nothing"))?;
+    let mut stream = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(2))
+        .with_context(|| format!("connecting to {addr}"))?;
+    stream.set_read_timeout(Some(Duration::from_secs(2))).ok();
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: {hostport}\r\nConnection: close\r\n\r\n"
+    )
+    .context("sending the request")?;
+    let mut buf = [0u8; 64];
+    let n = stream.read(&mut buf).context("reading the response")?;
+    let head = String::from_utf8_lossy(&buf[..n]);
+    if head.starts_with("HTTP/1.1 200") || head.starts_with("HTTP/1.0 200") {
+        Ok(())
+    } else {
+        bail!("not ready: {}", head.lines().next().unwrap_or("no answer"))
+    }
+}

@@ -57,3 +57,85 @@ impl ApiKeys {
         self.keys.is_empty()
     }
 }
+
+/// A secret that could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum SecretError {
+    /// `NAME_FILE` names a file that cannot be read.
+    #[error("{var} names a file that cannot be read: {source}")]
+    File {
+        /// The variable.
+        var: String,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The value has the wrong shape (the value itself is never shown).
+    #[error("{var} is malformed: {what}")]
+    Malformed {
+        /// The variable.
+        var: String,
+        /// What is wrong.
+        what: &'static str,
+    },
+}
+
+/// Reads secret `var` from the environment, or from the file named by
+/// `var_FILE` (Docker and Kubernetes secrets). Surrounding whitespace,
+/// such as a file's trailing newline, is dropped.
+pub fn from_env(var: &str) -> Result<Option<Secret>, SecretError> {
+    if let Ok(v) = std::env::var(var) {
+        return Ok(Some(Secret::new(v.trim())));
+    }
+    let file_var = format!("{var}_FILE");
+    match std::env::var(&file_var) {
+        Ok(path) => std::fs::read_to_string(path.trim())
+            .map(|v| Some(Secret::new(v.trim())))
+            .map_err(|source| SecretError::File {
+                var: file_var,
+                source,
+            }),
+        Err(_) => Ok(None),
+    }
+}
+
+impl ApiKeys {
+    /// Parses `key:secret` pairs separated by commas or newlines, as
+    /// `ROOMLET_API_KEYS` holds them.
+    pub fn parse(var: &str, text: &Secret) -> Result<Self, SecretError> {
+        let mut keys = ApiKeys::default();
+        for pair in text
+            .expose()
+            .split([',', '\n'])
+            .map(str::trim)
+            .filter(|p| !p.is_empty())
+        {
+            let Some((key, secret)) = pair.split_once(':') else {
+                return Err(SecretError::Malformed {
+                    var: var.into(),
+                    what: "expected key:secret pairs separated by commas",
+                });
+            };
+            if key.trim().is_empty() || secret.trim().is_empty() {
+                return Err(SecretError::Malformed {
+                    var: var.into(),
+                    what: "a key or a secret is empty",
+                });
+            }
+            keys.insert(key.trim(), Secret::new(secret.trim()));
+        }
+        Ok(keys)
+    }
+
+    /// The well-known development key pair used by `--dev` (as LiveKit's
+    /// dev mode does). Never use it in production.
+    pub fn dev() -> Self {
+        let mut keys = ApiKeys::default();
+        keys.insert(DEV_API_KEY, Secret::new(DEV_API_SECRET));
+        keys
+    }
+}
+
+/// The development API key.
+pub const DEV_API_KEY: &str = "devkey";
+/// The development API secret.
+pub const DEV_API_SECRET: &str = "secret";

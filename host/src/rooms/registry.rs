@@ -111,6 +111,11 @@ impl RoomShared {
         self.members.read().get(id).cloned()
     }
 
+    /// Whether the room has closed.
+    pub fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::Relaxed)
+    }
+
     /// Whether the module wants to see signals.
     pub fn observe_signals(&self) -> bool {
         self.observe_signals.load(Ordering::Relaxed)

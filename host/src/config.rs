@@ -1,0 +1,350 @@
+//! Server configuration: a TOML file (see `edge-configs/`), overridden by
+//! command-line flags and their `ROOMLET_*` environment twins. Secrets are
+//! never in the file: they come from the environment or from `*_FILE`
+//! files ([`crate::secrets`]).
+
+use crate::components::{ComponentSource, Function, FunctionSpec, Limits};
+use serde::Deserialize;
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// A configuration that cannot be used, with what to fix.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("reading config {path}: {source}")]
+    Read {
+        /// The file.
+        path: String,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML for this schema.
+    #[error("config {path}: {message}")]
+    Parse {
+        /// The file.
+        path: String,
+        /// What is wrong, with line and column.
+        message: String,
+    },
+    /// A value is out of range or inconsistent.
+    #[error("config: {0}")]
+    Invalid(String),
+}
+
+/// The whole configuration.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Listeners, identity and deployment shape.
+    pub server: ServerSection,
+    /// Client-facing limits.
+    pub limits: LimitsSection,
+    /// Room policy.
+    pub rooms: RoomsSection,
+    /// ICE servers handed to clients in `joined`.
+    pub ice_servers: Vec<IceServer>,
+    /// TURN with coturn REST credentials.
+    pub turn: Option<TurnSection>,
+    /// Nearby regions listed in `joined`, for clients to pick the fastest.
+    pub regions: Vec<RegionLink>,
+    /// Per-function component settings.
+    pub modules: HashMap<String, ModuleSection>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            server: ServerSection::default(),
+            limits: LimitsSection::default(),
+            rooms: RoomsSection::default(),
+            ice_servers: vec![IceServer {
+                urls: vec!["stun:stun.l.google.com:19302".into()],
+                username: None,
+                credential: None,
+            }],
+            turn: None,
+            regions: Vec::new(),
+            modules: HashMap::new(),
+        }
+    }
+}
+
+/// `[server]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ServerSection {
+    /// Public listener (`/v1/ws`, `/demo`, `/healthz`, `/readyz`).
+    pub listen: SocketAddr,
+    /// Internal listener (`/metrics`, admin API). Never expose it.
+    pub internal_listen: SocketAddr,
+    /// This node's region.
+    pub region: String,
+    /// This node's name; defaults to the host name.
+    pub node: String,
+    /// Where kv, the event log and the artifact cache live.
+    pub data_dir: PathBuf,
+    /// Functions this process runs.
+    pub functions: Vec<String>,
+    /// The public WebSocket URL of this node, as clients should use it.
+    pub public_url: Option<String>,
+    /// Development mode: dev API key, demo token endpoint.
+    pub dev: bool,
+}
+
+impl Default for ServerSection {
+    fn default() -> Self {
+        Self {
+            listen: ([0, 0, 0, 0], 7700).into(),
+            internal_listen: ([127, 0, 0, 1], 7701).into(),
+            region: "local".into(),
+            node: String::new(),
+            data_dir: PathBuf::from("roomlet-data"),
+            functions: vec!["auth".into(), "rooms".into(), "relay".into()],
+            public_url: None,
+            dev: false,
+        }
+    }
+}
+
+/// `[limits]`: what one client may do.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LimitsSection {
+    /// Largest client frame, in bytes.
+    pub max_frame_bytes: usize,
+    /// Sustained frames per second per connection.
+    pub frames_per_second: u32,
+    /// Burst above the sustained rate.
+    pub frame_burst: u32,
+    /// Most WebSocket connections on this node.
+    pub max_connections: usize,
+    /// Server ping interval.
+    pub ping_interval_ms: u64,
+    /// A connection silent this long is closed (4005).
+    pub idle_timeout_ms: u64,
+    /// How long a dropped session may be resumed.
+    pub resume_grace_ms: u64,
+    /// Unacknowledged frames kept per session for resume.
+    pub resume_buffer: usize,
+    /// Time allowed between connecting and sending `join`.
+    pub join_timeout_ms: u64,
+}
+
+impl Default for LimitsSection {
+    fn default() -> Self {
+        Self {
+            max_frame_bytes: 64 * 1024,
+            frames_per_second: 100,
+            frame_burst: 200,
+            max_connections: 60_000,
+            ping_interval_ms: 15_000,
+            idle_timeout_ms: 45_000,
+            resume_grace_ms: 30_000,
+            resume_buffer: 1024,
+            join_timeout_ms: 10_000,
+        }
+    }
+}
+
+/// `[rooms]`: node-level room policy.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RoomsSection {
+    /// Most rooms on this node.
+    pub max_rooms: usize,
+    /// Most peers per room (the module may allow fewer).
+    pub max_peers_per_room: usize,
+    /// Quiet period before a room hibernates; 0 disables.
+    pub hibernate_after_ms: u64,
+    /// Traps within the window after which a room is closed.
+    pub trap_limit: u32,
+    /// See `trap_limit`.
+    pub trap_window_ms: u64,
+}
+
+impl Default for RoomsSection {
+    fn default() -> Self {
+        Self {
+            max_rooms: 10_000,
+            max_peers_per_room: 500,
+            hibernate_after_ms: 60_000,
+            trap_limit: 5,
+            trap_window_ms: 60_000,
+        }
+    }
+}
+
+/// One ICE server.
+#[derive(Debug, Clone, Deserialize, serde::Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct IceServer {
+    /// `stun:` / `turn:` URLs.
+    pub urls: Vec<String>,
+    /// Static username (prefer `[turn]` with a shared secret).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub username: Option<String>,
+    /// Static credential.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub credential: Option<String>,
+}
+
+/// `[turn]`: a TURN server using coturn's REST scheme; the shared secret
+/// comes from `ROOMLET_TURN_SECRET` (or `_FILE`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TurnSection {
+    /// `turn:` URLs.
+    pub urls: Vec<String>,
+    /// Credential lifetime in seconds.
+    #[serde(default = "default_turn_ttl")]
+    pub ttl_seconds: u64,
+}
+
+fn default_turn_ttl() -> u64 {
+    3600
+}
+
+/// A nearby region.
+#[derive(Debug, Clone, Deserialize, serde::Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct RegionLink {
+    /// Region name.
+    pub name: String,
+    /// Its public WebSocket URL.
+    pub url: String,
+}
+
+/// `[modules.<function>]`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ModuleSection {
+    /// A component file replacing the embedded default.
+    pub path: Option<PathBuf>,
+    /// Memory cap per instance, MiB.
+    pub memory_cap_mb: Option<usize>,
+    /// CPU deadline per call, ms.
+    pub deadline_ms: Option<u64>,
+    /// The module's own `config` table.
+    pub config: HashMap<String, toml::Value>,
+}
+
+impl Config {
+    /// Reads `path`, or the defaults when there is none.
+    pub fn load(path: Option<&Path>) -> Result<Self, ConfigError> {
+        let Some(path) = path else {
+            return Ok(Self::default());
+        };
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.display().to_string(),
+            source,
+        })?;
+        Self::parse(&text, &path.display().to_string())
+    }
+
+    /// Parses TOML text; `origin` names it in errors.
+    pub fn parse(text: &str, origin: &str) -> Result<Self, ConfigError> {
+        let config: Config = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: origin.to_owned(),
+            message: e.to_string(),
+        })?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Checks ranges and names.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |m: String| Err(ConfigError::Invalid(m));
+        self.functions()?;
+        for name in self.modules.keys() {
+            name.parse::<Function>()
+                .map_err(|e| ConfigError::Invalid(format!("[modules.{name}]: {e}")))?;
+        }
+        let l = &self.limits;
+        if l.max_frame_bytes < 256 || l.max_frame_bytes > 16 << 20 {
+            return invalid(format!(
+                "limits.max_frame_bytes {} must be within 256..=16777216",
+                l.max_frame_bytes
+            ));
+        }
+        if l.frames_per_second == 0 {
+            return invalid("limits.frames_per_second must be positive".into());
+        }
+        if l.idle_timeout_ms <= l.ping_interval_ms {
+            return invalid("limits.idle_timeout_ms must exceed limits.ping_interval_ms".into());
+        }
+        if self.rooms.max_rooms == 0 || self.rooms.max_peers_per_room == 0 {
+            return invalid("rooms.max_rooms and rooms.max_peers_per_room must be positive".into());
+        }
+        if self.server.region.is_empty() {
+            return invalid("server.region must not be empty".into());
+        }
+        Ok(())
+    }
+
+    /// The functions this process runs.
+    pub fn functions(&self) -> Result<Vec<Function>, ConfigError> {
+        let mut out = Vec::new();
+        for f in &self.server.functions {
+            let f: Function = f.parse().map_err(ConfigError::Invalid)?;
+            if !out.contains(&f) {
+                out.push(f);
+            }
+        }
+        if out.is_empty() {
+            return Err(ConfigError::Invalid("server.functions is empty".into()));
+        }
+        Ok(out)
+    }
+
+    /// How to load `function`'s component.
+    pub fn function_spec(&self, function: Function) -> FunctionSpec {
+        let section = self
+            .modules
+            .get(function.name())
+            .cloned()
+            .unwrap_or_default();
+        let defaults = Limits::default();
+        FunctionSpec {
+            source: section
+                .path
+                .map(ComponentSource::File)
+                .unwrap_or(ComponentSource::Embedded),
+            config: section
+                .config
+                .into_iter()
+                .map(|(k, v)| {
+                    let v = match v {
+                        toml::Value::String(s) => s,
+                        other => other.to_string(),
+                    };
+                    (k, v)
+                })
+                .collect(),
+            limits: Limits {
+                memory_cap: section
+                    .memory_cap_mb
+                    .map(|m| m << 20)
+                    .unwrap_or(defaults.memory_cap),
+                deadline: section
+                    .deadline_ms
+                    .map(Duration::from_millis)
+                    .unwrap_or(defaults.deadline),
+            },
+        }
+    }
+
+    /// This node's name: configured, else the host name, else "node".
+    pub fn node_name(&self) -> String {
+        if !self.server.node.is_empty() {
+            return self.server.node.clone();
+        }
+        std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .ok()
+            .map(|s| s.trim().to_owned())
+            .filter(|s| !s.is_empty())
+            .unwrap_or_else(|| "node".into())
+    }
+}

@@ -1,0 +1,285 @@
+//! Decoding client frames and encoding server frames, in JSON (text) or
+//! MessagePack (binary) — the subprotocol picks one per connection.
+
+use super::frames::{Inbound, Numbered, ServerFrame, Stats, WireIn, signal_kind_name};
+use crate::components::bindings::types::SignalKind;
+use tokio_tungstenite::tungstenite::Message;
+
+/// The JSON subprotocol.
+pub const JSON_PROTOCOL: &str = "roomlet.v1.json";
+/// The MessagePack subprotocol.
+pub const MSGPACK_PROTOCOL: &str = "roomlet.v1.msgpack";
+
+/// One connection's encoding.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Encoding {
+    /// JSON text frames.
+    Json,
+    /// MessagePack binary frames.
+    Msgpack,
+}
+
+impl Encoding {
+    /// The encoding of a subprotocol name.
+    pub fn from_protocol(p: &str) -> Option<Self> {
+        match p.trim() {
+            JSON_PROTOCOL => Some(Encoding::Json),
+            MSGPACK_PROTOCOL => Some(Encoding::Msgpack),
+            _ => None,
+        }
+    }
+
+    /// Its subprotocol name.
+    pub fn protocol(self) -> &'static str {
+        match self {
+            Encoding::Json => JSON_PROTOCOL,
+            Encoding::Msgpack => MSGPACK_PROTOCOL,
+        }
+    }
+}
+
+/// Why a frame was refused before it reached any logic.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{code}: {message}")]
+pub struct DecodeError {
+    /// `bad-frame` or `unknown-type`.
+    pub code: &'static str,
+    /// What was wrong.
+    pub message: String,
+}
+
+fn bad(message: impl Into<String>) -> DecodeError {
+    DecodeError {
+        code: "bad-frame",
+        message: message.into(),
+    }
+}
+
+/// Decodes a data frame's bytes. `text` says whether it came as a text frame.
+pub fn decode(encoding: Encoding, text: bool, bytes: &[u8]) -> Result<Inbound, DecodeError> {
+    match (encoding, text) {
+        (Encoding::Json, true) => {
+            let wire: WireIn<Box<serde_json::value::RawValue>> = serde_json::from_slice(bytes)
+                .map_err(|e| bad(format!("invalid JSON frame: {e}")))?;
+            check(wire, |p| p.get().to_owned())
+        }
+        (Encoding::Msgpack, false) => {
+            let wire: WireIn<serde_json::Value> = rmp_serde::from_slice(bytes)
+                .map_err(|e| bad(format!("invalid MessagePack frame: {e}")))?;
+            check(wire, |v| v.to_string())
+        }
+        (Encoding::Json, false) => Err(bad("binary frame on a roomlet.v1.json connection")),
+        (Encoding::Msgpack, true) => Err(bad("text frame on a roomlet.v1.msgpack connection")),
+    }
+}
+
+fn need<T>(v: Option<T>, frame: &str, field: &str) -> Result<T, DecodeError> {
+    v.ok_or_else(|| bad(format!("`{frame}` needs `{field}`")))
+}
+
+fn check<P>(w: WireIn<P>, text: impl Fn(P) -> String) -> Result<Inbound, DecodeError> {
+    let t = need(w.frame_type, "frame", "type")?;
+    Ok(match t.as_str() {
+        "join" => Inbound::Join {
+            room: need(w.room, "join", "room")?,
+            token: need(w.token, "join", "token")?,
+        },
+        "resume" => Inbound::Resume {
+            resume_token: need(w.resume_token, "resume", "resumeToken")?,
+            last_seq: need(w.last_seq, "resume", "lastSeq")?,
+        },
+        "signal" => {
+            let kind = match need(w.kind, "signal", "kind")?.as_str() {
+                "offer" => SignalKind::Offer,
+                "answer" => SignalKind::Answer,
+                "candidate" => SignalKind::Candidate,
+                other => return Err(bad(format!("unknown signal kind {other:?}"))),
+            };
+            Inbound::Signal {
+                to: need(w.to, "signal", "to")?,
+                kind,
+                payload: text(need(w.payload, "signal", "payload")?),
+            }
+        }
+        "message" => Inbound::Message {
+            to: w.to,
+            data: text(need(w.data, "message", "data")?),
+        },
+        "leave" => Inbound::Leave,
+        "ping" => Inbound::Ping { ts: w.ts },
+        "ack" => Inbound::Ack {
+            seq: need(w.seq, "ack", "seq")?,
+        },
+        "stats" => Inbound::Stats(Stats {
+            rtt_ms: w.rtt_ms,
+            jitter_ms: w.jitter_ms,
+            packet_loss: w.packet_loss,
+            fps: w.fps,
+            width: w.width,
+            height: w.height,
+            freeze_count: w.freeze_count,
+            concealed_samples: w.concealed_samples,
+        }),
+        "kick" => Inbound::Kick {
+            peer: need(w.peer, "kick", "peer")?,
+            reason: w.reason.unwrap_or_default(),
+        },
+        "room-metadata" => Inbound::RoomMetadata {
+            metadata: need(w.metadata, "room-metadata", "metadata")?,
+        },
+        other => {
+            let shown: String = other.chars().take(40).collect();
+            return Err(DecodeError {
+                code: "unknown-type",
+                message: format!("unknown frame type {shown:?}"),
+            });
+        }
+    })
+}
+
+/// Encodes a server frame, with its sequence number when it has one.
+pub fn encode(encoding: Encoding, seq: Option<u64>, frame: &ServerFrame) -> Message {
+    match encoding {
+        Encoding::Json => Message::text(encode_json(seq, frame)),
+        Encoding::Msgpack => {
+            let numbered = Numbered { seq, frame };
+            match rmp_serde::to_vec_named(&numbered) {
+                Ok(b) => Message::binary(b),
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot encode frame as MessagePack");
+                    let err = ServerFrame::error("internal", "cannot encode frame");
+                    Message::binary(
+                        rmp_serde::to_vec_named(&Numbered { seq, frame: &err }).unwrap_or_default(),
+                    )
+                }
+            }
+        }
+    }
+}
+
+/// JSON encoding. Signals and messages — nearly all traffic — are written
+/// directly: their payload is already JSON text, so it is spliced in
+/// rather than parsed and re-serialised.
+fn encode_json(seq: Option<u64>, frame: &ServerFrame) -> String {
+    let (kind, from, signal_kind, body) = match frame {
+        ServerFrame::Signal {
+            from,
+            kind,
+            payload,
+        } => ("signal", from, Some(*kind), payload),
+        ServerFrame::Message { from, data } => ("message", from, None, data),
+        other => {
+            return serde_json::to_string(&Numbered { seq, frame: other }).unwrap_or_else(|e| {
+                tracing::error!(error = %e, "cannot encode frame as JSON");
+                r#"{"type":"error","code":"internal","message":"cannot encode frame"}"#.into()
+            });
+        }
+    };
+    let from = serde_json::to_string(&**from).unwrap_or_else(|_| "\"\"".into());
+    let mut out = String::with_capacity(body.len() + from.len() + 64);
+    out.push_str("{\"type\":\"");
+    out.push_str(kind);
+    out.push('"');
+    if let Some(seq) = seq {
+        out.push_str(",\"seq\":");
+        out.push_str(&seq.to_string());
+    }
+    out.push_str(",\"from\":");
+    out.push_str(&from);
+    match signal_kind {
+        Some(k) => {
+            out.push_str(",\"kind\":\"");
+            out.push_str(k);
+            out.push_str("\",\"payload\":");
+        }
+        None => out.push_str(",\"data\":"),
+    }
+    out.push_str(body);
+    out.push('}');
+    out
+}
+
+/// The wire name of a signal kind (re-exported for sessions).
+pub fn kind_name(kind: SignalKind) -> &'static str {
+    signal_kind_name(kind)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn json_fast_path_matches_serde() {
+        let f = ServerFrame::Signal {
+            from: "p-1\"x".into(),
+            kind: "offer",
+            payload: r#"{"sdp":"v=0\r\n"}"#.into(),
+        };
+        let fast: serde_json::Value =
+            serde_json::from_str(&encode_json(Some(7), &f)).expect("json");
+        let slow = serde_json::to_value(Numbered {
+            seq: Some(7),
+            frame: &f,
+        })
+        .expect("json");
+        assert_eq!(fast, slow);
+        let m = ServerFrame::Message {
+            from: "".into(),
+            data: "[1,2]".into(),
+        };
+        let fast: serde_json::Value = serde_json::from_str(&encode_json(None, &m)).expect("json");
+        let slow = serde_json::to_value(Numbered {
+            seq: None,
+            frame: &m,
+        })
+        .expect("json");
+        assert_eq!(fast, slow);
+    }
+
+    #[test]
+    fn decodes_both_encodings_alike() {
+        let json = br#"{"type":"signal","to":"p-2","kind":"candidate","payload":{"candidate":"c","sdpMid":"0"}}"#;
+        let a = decode(Encoding::Json, true, json).expect("json");
+        let v: serde_json::Value = serde_json::from_slice(json).expect("value");
+        let mp = rmp_serde::to_vec_named(&v).expect("msgpack");
+        let b = decode(Encoding::Msgpack, false, &mp).expect("msgpack");
+        match (a, b) {
+            (Inbound::Signal { payload: pa, .. }, Inbound::Signal { payload: pb, .. }) => {
+                let va: serde_json::Value = serde_json::from_str(&pa).expect("a");
+                let vb: serde_json::Value = serde_json::from_str(&pb).expect("b");
+                assert_eq!(va, vb);
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn refuses_with_stable_codes() {
+        assert_eq!(
+            decode(Encoding::Json, true, b"{").unwrap_err().code,
+            "bad-frame"
+        );
+        assert_eq!(
+            decode(Encoding::Json, true, br#"{"type":"nope"}"#)
+                .unwrap_err()
+                .code,
+            "unknown-type"
+        );
+        assert_eq!(
+            decode(Encoding::Json, true, br#"{"type":"join","room":"r"}"#)
+                .unwrap_err()
+                .code,
+            "bad-frame"
+        );
+        assert_eq!(
+            decode(Encoding::Json, false, br#"{"type":"leave"}"#)
+                .unwrap_err()
+                .code,
+            "bad-frame"
+        );
+        assert_eq!(
+            decode(Encoding::Msgpack, true, b"x").unwrap_err().code,
+            "bad-frame"
+        );
+    }
+}

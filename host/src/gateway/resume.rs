@@ -1,0 +1,157 @@
+//! Sessions that outlive their socket: the resume buffer and the table of
+//! resumable sessions.
+//!
+//! A joined session's state ([`PeerState`]) belongs to the peer, not the
+//! socket. When the socket drops it is parked under its resume token for
+//! the grace period; a `resume` on a new socket takes it (even from a
+//! socket the server still thinks is alive: the old one is told to hand
+//! it over) and replays every frame after the client's last seq.
+
+use super::frames::ServerFrame;
+use crate::components::bindings::types::Peer;
+use crate::rooms::{Delivery, LeaveReason, RoomHandle};
+use parking_lot::Mutex;
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{mpsc, oneshot};
+
+/// A joined peer's session state.
+pub(crate) struct PeerState {
+    pub peer: Arc<Peer>,
+    pub room: RoomHandle,
+    pub inbox: mpsc::UnboundedReceiver<Delivery>,
+    pub resume_token: String,
+    /// The next stream seq to assign.
+    pub next_seq: u64,
+    /// Sent but not acknowledged, oldest first.
+    pub unacked: VecDeque<(u64, ServerFrame)>,
+    /// Frames before this seq were dropped from `unacked` for room.
+    pub trimmed_before: u64,
+}
+
+impl PeerState {
+    /// Numbers a frame, remembers it for resume, and returns its seq.
+    pub fn number(&mut self, frame: ServerFrame, keep: usize) -> u64 {
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        self.unacked.push_back((seq, frame));
+        while self.unacked.len() > keep {
+            if let Some((s, _)) = self.unacked.pop_front() {
+                self.trimmed_before = s + 1;
+            }
+        }
+        seq
+    }
+
+    /// Forgets frames up to `seq`. False when `seq` is ahead of what was sent.
+    pub fn ack(&mut self, seq: u64) -> bool {
+        if seq >= self.next_seq {
+            return false;
+        }
+        while self.unacked.front().is_some_and(|(s, _)| *s <= seq) {
+            self.unacked.pop_front();
+        }
+        true
+    }
+
+    /// Prepares a replay after `last_seq`: false when it cannot be exact.
+    pub fn rewind(&mut self, last_seq: u64) -> bool {
+        if last_seq >= self.next_seq || last_seq + 1 < self.trimmed_before {
+            return false;
+        }
+        self.ack(last_seq);
+        true
+    }
+}
+
+/// How a live session is asked to give up its state.
+pub(crate) type Takeover = mpsc::Sender<oneshot::Sender<PeerState>>;
+
+enum Slot {
+    Live(Takeover),
+    Parked {
+        state: Box<PeerState>,
+        generation: u64,
+    },
+}
+
+/// Resume token → session.
+#[derive(Default)]
+pub(crate) struct Resumable {
+    slots: Mutex<HashMap<String, Slot>>,
+    generation: std::sync::atomic::AtomicU64,
+}
+
+impl Resumable {
+    /// Registers a live session.
+    pub fn live(&self, token: &str, takeover: Takeover) {
+        self.slots
+            .lock()
+            .insert(token.to_owned(), Slot::Live(takeover));
+    }
+
+    /// Forgets a session that ended for good.
+    pub fn remove(&self, token: &str) {
+        self.slots.lock().remove(token);
+    }
+
+    /// Parks a session whose socket dropped; after `grace` it leaves its room.
+    pub fn park(self: &Arc<Self>, state: PeerState, grace: Duration) {
+        let generation = self
+            .generation
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let token = state.resume_token.clone();
+        tracing::debug!(room = %state.room.name(), peer = %state.peer.id, "session parked for resume");
+        self.slots.lock().insert(
+            token.clone(),
+            Slot::Parked {
+                state: Box::new(state),
+                generation,
+            },
+        );
+        let this = self.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(grace).await;
+            let expired = {
+                let mut slots = this.slots.lock();
+                match slots.get(&token) {
+                    Some(Slot::Parked { generation: g, .. }) if *g == generation => {
+                        slots.remove(&token)
+                    }
+                    _ => None,
+                }
+            };
+            if let Some(Slot::Parked { state, .. }) = expired {
+                tracing::debug!(room = %state.room.name(), peer = %state.peer.id, "resume grace period over");
+                state.room.leave(&state.peer.id, LeaveReason::Timeout).await;
+            }
+        });
+    }
+
+    /// Takes the session for `token`, asking a live one to hand it over.
+    pub async fn take(&self, token: &str) -> Option<PeerState> {
+        let slot = self.slots.lock().remove(token)?;
+        match slot {
+            Slot::Parked { state, .. } => Some(*state),
+            Slot::Live(takeover) => {
+                let (tx, rx) = oneshot::channel();
+                if takeover.send(tx).await.is_ok() {
+                    if let Ok(Ok(state)) = tokio::time::timeout(Duration::from_secs(5), rx).await {
+                        return Some(state);
+                    }
+                }
+                // The session ended on its own meanwhile and parked itself.
+                let slot = self.slots.lock().remove(token);
+                match slot {
+                    Some(Slot::Parked { state, .. }) => Some(*state),
+                    Some(live) => {
+                        self.slots.lock().insert(token.to_owned(), live);
+                        None
+                    }
+                    None => None,
+                }
+            }
+        }
+    }
+}

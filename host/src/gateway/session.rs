@@ -1,0 +1,829 @@
+//! One WebSocket connection: before `join` it only authenticates; after,
+//! it pumps frames between the socket and the peer's [`PeerState`].
+
+use super::Gateway;
+use super::codec::{self, DecodeError, Encoding, kind_name};
+use super::frames::{Inbound, ServerFrame, WirePeer};
+use super::guard::{MAX_BAD_STREAK, Rate, RateLimit, check_stats};
+use super::resume::PeerState;
+use crate::components::bindings::authenticator::{AuthError, AuthRequest};
+use crate::components::bindings::relay_policy::{Frame, FrameKind, Verdict};
+use crate::components::bindings::types::{Grants, Peer, RoomMessage, Signal, SignalKind, Target};
+use crate::rooms::{Delivery, JoinError, LeaveReason};
+use futures_util::{SinkExt, StreamExt};
+use rand::RngCore;
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tracing::Instrument;
+
+/// Close codes (docs/protocol.md).
+pub mod close {
+    /// Normal closure.
+    pub const NORMAL: u16 = 1000;
+    /// Server error.
+    pub const INTERNAL: u16 = 1011;
+    /// Frame too large.
+    pub const TOO_LARGE: u16 = 1009;
+    /// Node full: try again later.
+    pub const TRY_LATER: u16 = 1013;
+    /// Authentication failed.
+    pub const AUTH: u16 = 4001;
+    /// Protocol violation.
+    pub const PROTOCOL: u16 = 4002;
+    /// Rate limited.
+    pub const RATE: u16 = 4003;
+    /// Kicked.
+    pub const KICKED: u16 = 4004;
+    /// Idle timeout.
+    pub const IDLE: u16 = 4005;
+    /// Draining: reconnect elsewhere.
+    pub const DRAINING: u16 = 4006;
+    /// Resume failed.
+    pub const RESUME_FAILED: u16 = 4007;
+    /// Room closed or not found.
+    pub const ROOM_CLOSED: u16 = 4008;
+    /// The room refused the join.
+    pub const ROOM_REFUSED: u16 = 4009;
+    /// The session was resumed on another connection.
+    pub const RESUMED_ELSEWHERE: u16 = 4010;
+}
+
+/// Who is connecting.
+#[derive(Debug, Clone)]
+pub struct ClientInfo {
+    /// Remote address.
+    pub addr: String,
+    /// Selected handshake headers, lower-case names.
+    pub headers: Vec<(String, String)>,
+}
+
+/// A refusal that ends the connection (or not, when `close` is `None`).
+struct Refusal {
+    code: String,
+    message: String,
+    close: Option<u16>,
+}
+
+impl Refusal {
+    fn new(code: impl Into<String>, message: impl Into<String>, close: Option<u16>) -> Self {
+        Self {
+            code: code.into(),
+            message: message.into(),
+            close,
+        }
+    }
+}
+
+enum Incoming {
+    Frame(Inbound),
+    Refused(DecodeError),
+    Close {
+        code: u16,
+        error: &'static str,
+        message: String,
+    },
+    Gone,
+}
+
+/// The socket side of a session.
+struct Conn<S> {
+    ws: WebSocketStream<S>,
+    encoding: Encoding,
+    rate: RateLimit,
+    bad_streak: u32,
+    last_heard: Instant,
+    max_frame: usize,
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
+    async fn send(&mut self, seq: Option<u64>, frame: &ServerFrame) -> bool {
+        self.ws
+            .send(codec::encode(self.encoding, seq, frame))
+            .await
+            .is_ok()
+    }
+
+    async fn feed(&mut self, seq: Option<u64>, frame: &ServerFrame) -> bool {
+        self.ws
+            .feed(codec::encode(self.encoding, seq, frame))
+            .await
+            .is_ok()
+    }
+
+    async fn close(&mut self, code: u16, reason: &str) {
+        let frame = CloseFrame {
+            code: CloseCode::from(code),
+            reason: reason.chars().take(100).collect::<String>().into(),
+        };
+        let _ = self.ws.send(Message::Close(Some(frame))).await;
+    }
+
+    /// The next client frame. Reads only; never cancelled mid-write.
+    async fn recv(&mut self) -> Incoming {
+        loop {
+            let msg = match self.ws.next().await {
+                Some(Ok(m)) => m,
+                Some(Err(_)) | None => return Incoming::Gone,
+            };
+            self.last_heard = Instant::now();
+            let (text, bytes) = match msg {
+                Message::Text(t) => (true, t.as_bytes().to_vec()),
+                Message::Binary(b) => (false, b.to_vec()),
+                Message::Close(_) => return Incoming::Gone,
+                Message::Ping(_) | Message::Pong(_) | Message::Frame(_) => continue,
+            };
+            if bytes.len() > self.max_frame {
+                return Incoming::Close {
+                    code: close::TOO_LARGE,
+                    error: "frame-too-large",
+                    message: format!("frames are limited to {} bytes", self.max_frame),
+                };
+            }
+            match self.rate.check() {
+                Rate::Ok => {}
+                Rate::Refuse => {
+                    return Incoming::Refused(DecodeError {
+                        code: "rate-limited",
+                        message: "too many frames per second; this one was dropped".into(),
+                    });
+                }
+                Rate::Disconnect => {
+                    return Incoming::Close {
+                        code: close::RATE,
+                        error: "rate-limited",
+                        message: "over the frame rate limit for too long".into(),
+                    };
+                }
+            }
+            return match codec::decode(self.encoding, text, &bytes) {
+                Ok(f) => {
+                    self.bad_streak = 0;
+                    Incoming::Frame(f)
+                }
+                Err(e) => {
+                    self.bad_streak += 1;
+                    if self.bad_streak >= MAX_BAD_STREAK {
+                        Incoming::Close {
+                            code: close::PROTOCOL,
+                            error: e.code,
+                            message: format!(
+                                "{MAX_BAD_STREAK} bad frames in a row; last: {}",
+                                e.message
+                            ),
+                        }
+                    } else {
+                        Incoming::Refused(e)
+                    }
+                }
+            };
+        }
+    }
+}
+
+/// Counts a connection for as long as it lives.
+struct Counted<'a>(&'a Gateway);
+
+impl Drop for Counted<'_> {
+    fn drop(&mut self) {
+        self.0.connections.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// Serves one upgraded WebSocket until it closes.
+pub async fn serve<S>(
+    gw: Arc<Gateway>,
+    ws: WebSocketStream<S>,
+    encoding: Encoding,
+    client: ClientInfo,
+) where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let span = tracing::info_span!("session", client = %client.addr, room = tracing::field::Empty, peer = tracing::field::Empty);
+    async move {
+        let open = gw.connections.fetch_add(1, Ordering::Relaxed) + 1;
+        let _counted = Counted(&gw);
+        let l = &gw.limits;
+        let mut conn = Conn {
+            ws,
+            encoding,
+            rate: RateLimit::new(l.frames_per_second, l.frame_burst),
+            bad_streak: 0,
+            last_heard: Instant::now(),
+            max_frame: l.max_frame_bytes,
+        };
+        if open > l.max_connections {
+            conn.send(
+                None,
+                &ServerFrame::error("node-full", "this node has no room for another connection"),
+            )
+            .await;
+            conn.close(close::TRY_LATER, "node full").await;
+            return;
+        }
+        let Some((state, resumed)) = before_join(&gw, &mut conn, &client).await else {
+            return;
+        };
+        let span = tracing::Span::current();
+        span.record("room", &*state.room.name().to_string());
+        span.record("peer", state.peer.id.as_str());
+        joined(&gw, conn, state, resumed).await;
+    }
+    .instrument(span)
+    .await
+}
+
+/// Waits for `join` or `resume`.
+async fn before_join<S: AsyncRead + AsyncWrite + Unpin>(
+    gw: &Gateway,
+    conn: &mut Conn<S>,
+    client: &ClientInfo,
+) -> Option<(PeerState, bool)> {
+    let deadline = Instant::now() + Duration::from_millis(gw.limits.join_timeout_ms);
+    loop {
+        let incoming = tokio::select! {
+            i = conn.recv() => i,
+            _ = tokio::time::sleep_until(deadline) => {
+                conn.send(None, &ServerFrame::error("join-timeout", "no join within the time allowed")).await;
+                conn.close(close::IDLE, "join timeout").await;
+                return None;
+            }
+        };
+        let attempt = match incoming {
+            Incoming::Frame(Inbound::Join { room, token }) => {
+                join(gw, room, token, client).await.map(|s| (s, false))
+            }
+            Incoming::Frame(Inbound::Resume {
+                resume_token,
+                last_seq,
+            }) => resume(gw, &resume_token, last_seq).await.map(|s| (s, true)),
+            Incoming::Frame(Inbound::Ping { ts }) => {
+                conn.send(None, &ServerFrame::Pong { ts }).await;
+                continue;
+            }
+            Incoming::Frame(_) => Err(Refusal::new(
+                "not-joined",
+                "send join (or resume) first",
+                None,
+            )),
+            Incoming::Refused(e) => Err(Refusal::new(e.code, e.message, None)),
+            Incoming::Close {
+                code,
+                error,
+                message,
+            } => Err(Refusal::new(error, message, Some(code))),
+            Incoming::Gone => return None,
+        };
+        match attempt {
+            Ok(ok) => return Some(ok),
+            Err(r) => {
+                conn.send(None, &ServerFrame::error(&r.code, &r.message))
+                    .await;
+                if let Some(code) = r.close {
+                    conn.close(code, &r.code).await;
+                    return None;
+                }
+            }
+        }
+    }
+}
+
+fn auth_error(e: &AuthError) -> Refusal {
+    let (code, message) = match e {
+        AuthError::Malformed => (
+            "token-malformed",
+            "the token is not a well-formed JWT".to_owned(),
+        ),
+        AuthError::BadSignature => (
+            "token-bad-signature",
+            "the token's signature does not verify".to_owned(),
+        ),
+        AuthError::BadAlgorithm => (
+            "token-bad-algorithm",
+            "tokens must be signed with HS256".to_owned(),
+        ),
+        AuthError::UnknownKey => (
+            "token-unknown-key",
+            "the token's API key is not configured here".to_owned(),
+        ),
+        AuthError::Expired => ("token-expired", "the token has expired".to_owned()),
+        AuthError::NotYetValid => (
+            "token-not-yet-valid",
+            "the token is not valid yet".to_owned(),
+        ),
+        AuthError::WrongRoom => (
+            "token-wrong-room",
+            "the token is for another room".to_owned(),
+        ),
+        AuthError::MissingGrant(g) => (
+            "token-missing-grant",
+            format!("the token lacks the {g} grant"),
+        ),
+    };
+    Refusal::new(code, message, Some(close::AUTH))
+}
+
+fn random_id(prefix: &str) -> String {
+    let mut b = [0u8; 12];
+    rand::rng().fill_bytes(&mut b);
+    let hex: String = b.iter().map(|x| format!("{x:02x}")).collect();
+    format!("{prefix}{hex}")
+}
+
+fn valid_room_name(room: &str) -> bool {
+    !room.is_empty() && room.len() <= 128 && !room.chars().any(char::is_control)
+}
+
+async fn join(
+    gw: &Gateway,
+    room: String,
+    token: String,
+    client: &ClientInfo,
+) -> Result<PeerState, Refusal> {
+    if gw.is_draining() {
+        return Err(Refusal::new(
+            "draining",
+            "this node is draining; connect to another",
+            Some(close::DRAINING),
+        ));
+    }
+    if !valid_room_name(&room) {
+        return Err(Refusal::new(
+            "bad-frame",
+            "room names are 1 to 128 characters, no control characters",
+            None,
+        ));
+    }
+    let request = AuthRequest {
+        token,
+        room: room.clone(),
+        client_addr: client.addr.clone(),
+        region: gw.region.clone(),
+        headers: client.headers.clone(),
+    };
+    let identity = match gw.auth.authenticate(&request).await {
+        Ok(Ok(id)) => id,
+        Ok(Err(e)) => {
+            tracing::debug!(reason = ?e, "token refused");
+            return Err(auth_error(&e));
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "auth component failed");
+            return Err(Refusal::new(
+                "internal",
+                "authentication is unavailable",
+                Some(close::INTERNAL),
+            ));
+        }
+    };
+    if !identity.grants.contains(Grants::JOIN) {
+        return Err(auth_error(&AuthError::MissingGrant("roomJoin".into())));
+    }
+    let peer = Peer {
+        id: random_id("p-"),
+        identity: identity.identity,
+        name: identity.name,
+        metadata: identity.metadata,
+        grants: identity.grants,
+    };
+    let (tx, inbox) = mpsc::unbounded_channel();
+    let may_create = peer.grants.contains(Grants::ROOM_CREATE);
+    let (handle, joined) = gw
+        .rooms
+        .join(&room, peer.clone(), tx, may_create)
+        .await
+        .map_err(|e| {
+            let close = match &e {
+                JoinError::Rejected(_) => close::ROOM_REFUSED,
+                JoinError::RoomNotFound => close::ROOM_CLOSED,
+                JoinError::NodeFull => close::TRY_LATER,
+                JoinError::Module(_) => close::INTERNAL,
+            };
+            let message = match &e {
+                JoinError::Rejected(r) => r.reason.clone(),
+                JoinError::RoomNotFound => {
+                    "the room does not exist and the token may not create it (roomCreate)".into()
+                }
+                other => other.to_string(),
+            };
+            Refusal::new(e.code(), message, Some(close))
+        })?;
+    let mut state = PeerState {
+        peer: Arc::new(peer),
+        room: handle,
+        inbox,
+        resume_token: random_id("r-"),
+        next_seq: 1,
+        unacked: VecDeque::new(),
+        trimmed_before: 0,
+    };
+    let frame = ServerFrame::Joined {
+        peer_id: state.peer.id.clone(),
+        room,
+        peers: joined.peers.iter().map(|p| WirePeer::from(&**p)).collect(),
+        ice_servers: gw.ice_servers_for(&state.peer.identity),
+        resume_token: state.resume_token.clone(),
+        region: gw.region.clone(),
+        regions: gw.regions.clone(),
+        metadata: joined.metadata,
+        resumed: false,
+    };
+    state.number(frame, gw.limits.resume_buffer);
+    Ok(state)
+}
+
+async fn resume(gw: &Gateway, token: &str, last_seq: u64) -> Result<PeerState, Refusal> {
+    let failed = |m: &str| Refusal::new("resume-failed", m, Some(close::RESUME_FAILED));
+    let mut state = gw
+        .resumable
+        .take(token)
+        .await
+        .ok_or_else(|| failed("unknown or expired resume token"))?;
+    if state.room.shared().is_closed() {
+        return Err(failed("the room has closed"));
+    }
+    if !state.rewind(last_seq) {
+        state.room.leave(&state.peer.id, LeaveReason::Timeout).await;
+        return Err(failed(
+            "lastSeq is ahead of the server or older than the resume buffer",
+        ));
+    }
+    Ok(state)
+}
+
+/// How a joined session ended.
+enum End {
+    /// For good: the peer left, was kicked, or the room closed.
+    Over,
+    /// The socket is gone; the session may be resumed.
+    Dropped,
+}
+
+async fn joined<S: AsyncRead + AsyncWrite + Unpin>(
+    gw: &Gateway,
+    mut conn: Conn<S>,
+    mut state: PeerState,
+    resumed: bool,
+) {
+    let (takeover_tx, mut takeover) = mpsc::channel(1);
+    gw.resumable.live(&state.resume_token, takeover_tx);
+    let mut ok = true;
+    if resumed {
+        let frame = ServerFrame::Joined {
+            peer_id: state.peer.id.clone(),
+            room: state.room.name().to_string(),
+            peers: Vec::new(),
+            ice_servers: gw.ice_servers_for(&state.peer.identity),
+            resume_token: state.resume_token.clone(),
+            region: gw.region.clone(),
+            regions: gw.regions.clone(),
+            metadata: String::new(),
+            resumed: true,
+        };
+        ok = conn.feed(None, &frame).await;
+        tracing::debug!(replay = state.unacked.len(), "session resumed");
+    }
+    // A fresh join's `joined` is unacked seq 1; a resume replays the rest.
+    for (seq, frame) in &state.unacked {
+        if !ok {
+            break;
+        }
+        ok = conn.feed(Some(*seq), frame).await;
+    }
+    ok = ok && conn.ws.flush().await.is_ok();
+    let end = if ok {
+        pump(gw, &mut conn, &mut state, &mut takeover).await
+    } else {
+        Some(End::Dropped)
+    };
+    match end {
+        None => {} // handed over to another connection
+        Some(End::Over) => gw.resumable.remove(&state.resume_token),
+        Some(End::Dropped) => {
+            // A takeover may have raced with the drop: honour it.
+            if let Ok(reply) = takeover.try_recv() {
+                let _ = reply.send(state);
+                return;
+            }
+            gw.resumable
+                .park(state, Duration::from_millis(gw.limits.resume_grace_ms));
+        }
+    }
+}
+
+/// The joined loop. `None` when the state was handed to another connection.
+async fn pump<S: AsyncRead + AsyncWrite + Unpin>(
+    gw: &Gateway,
+    conn: &mut Conn<S>,
+    state: &mut PeerState,
+    takeover: &mut mpsc::Receiver<tokio::sync::oneshot::Sender<PeerState>>,
+) -> Option<End> {
+    let mut ping = tokio::time::interval(Duration::from_millis(gw.limits.ping_interval_ms));
+    ping.tick().await;
+    let idle = Duration::from_millis(gw.limits.idle_timeout_ms);
+    let keep = gw.limits.resume_buffer;
+    loop {
+        let idle_at = conn.last_heard + idle;
+        tokio::select! {
+            biased;
+            req = takeover.recv() => {
+                if let Some(reply) = req {
+                    conn.close(close::RESUMED_ELSEWHERE, "resumed on another connection").await;
+                    let taken = std::mem::replace(state, placeholder(state));
+                    let _ = reply.send(taken);
+                    return None;
+                }
+            }
+            d = state.inbox.recv() => {
+                let Some(d) = d else {
+                    conn.close(close::ROOM_CLOSED, "room closed").await;
+                    return Some(End::Over);
+                };
+                let mut next = Some(d);
+                let mut budget = 64;
+                while let Some(d) = next.take() {
+                    if let Some(end) = deliver(conn, state, d, keep).await {
+                        return Some(end);
+                    }
+                    budget -= 1;
+                    if budget > 0 {
+                        next = state.inbox.try_recv().ok();
+                    }
+                }
+                if conn.ws.flush().await.is_err() {
+                    return Some(End::Dropped);
+                }
+            }
+            incoming = conn.recv() => {
+                let reply = match incoming {
+                    Incoming::Frame(f) => match handle(gw, state, f).await {
+                        Handled::Done => None,
+                        Handled::Reply(r) => Some(r),
+                        Handled::Left => {
+                            conn.close(close::NORMAL, "left").await;
+                            return Some(End::Over);
+                        }
+                        Handled::Pong(ts) => {
+                            if !conn.send(None, &ServerFrame::Pong { ts }).await {
+                                return Some(End::Dropped);
+                            }
+                            None
+                        }
+                    },
+                    Incoming::Refused(e) => Some(Refusal::new(e.code, e.message, None)),
+                    Incoming::Close { code, error, message } => Some(Refusal::new(error, message, Some(code))),
+                    Incoming::Gone => return Some(End::Dropped),
+                };
+                if let Some(r) = reply {
+                    let frame = ServerFrame::error(r.code.clone(), r.message);
+                    let seq = state.number(frame.clone(), keep);
+                    let sent = conn.send(Some(seq), &frame).await;
+                    if let Some(code) = r.close {
+                        conn.close(code, &r.code).await;
+                        state.room.leave(&state.peer.id, LeaveReason::Left).await;
+                        return Some(End::Over);
+                    }
+                    if !sent {
+                        return Some(End::Dropped);
+                    }
+                }
+            }
+            _ = ping.tick() => {
+                if conn.ws.send(Message::Ping(Vec::new().into())).await.is_err() {
+                    return Some(End::Dropped);
+                }
+            }
+            _ = tokio::time::sleep_until(idle_at) => {
+                conn.close(close::IDLE, "idle timeout").await;
+                return Some(End::Dropped);
+            }
+        }
+    }
+}
+
+/// An empty state left behind when the real one moves to another connection.
+fn placeholder(state: &PeerState) -> PeerState {
+    PeerState {
+        peer: state.peer.clone(),
+        room: state.room.clone(),
+        inbox: mpsc::unbounded_channel().1,
+        resume_token: state.resume_token.clone(),
+        next_seq: state.next_seq,
+        unacked: VecDeque::new(),
+        trimmed_before: state.next_seq,
+    }
+}
+
+/// Sends one room delivery (fed, not flushed). `Some` ends the session.
+async fn deliver<S: AsyncRead + AsyncWrite + Unpin>(
+    conn: &mut Conn<S>,
+    state: &mut PeerState,
+    d: Delivery,
+    keep: usize,
+) -> Option<End> {
+    let (frame, close_with) = match d {
+        Delivery::PeerJoined(p) => (
+            ServerFrame::PeerJoined {
+                peer: WirePeer::from(&*p),
+            },
+            None,
+        ),
+        Delivery::PeerLeft { peer_id, reason } => (
+            ServerFrame::PeerLeft {
+                peer_id: peer_id.to_string(),
+                reason: reason.as_str().into(),
+            },
+            None,
+        ),
+        Delivery::Message { from, data } => (ServerFrame::Message { from, data }, None),
+        Delivery::Signal {
+            from,
+            kind,
+            payload,
+        } => (
+            ServerFrame::Signal {
+                from,
+                kind: kind_name(kind),
+                payload,
+            },
+            None,
+        ),
+        Delivery::Error { code, message } => (ServerFrame::Error { code, message }, None),
+        Delivery::Metadata(metadata) => (ServerFrame::RoomMetadata { metadata }, None),
+        Delivery::Kicked { reason } => (
+            ServerFrame::Kicked { reason },
+            Some((close::KICKED, "kicked")),
+        ),
+        Delivery::Closed { reason } => (
+            ServerFrame::error("room-closed", reason),
+            Some((close::ROOM_CLOSED, "room closed")),
+        ),
+    };
+    let seq = state.number(frame.clone(), keep);
+    let sent = conn.feed(Some(seq), &frame).await;
+    if let Some((code, reason)) = close_with {
+        let _ = conn.ws.flush().await;
+        conn.close(code, reason).await;
+        return Some(End::Over);
+    }
+    if !sent {
+        return Some(End::Dropped);
+    }
+    None
+}
+
+enum Handled {
+    Done,
+    Reply(Refusal),
+    Pong(Option<f64>),
+    Left,
+}
+
+fn refuse(code: &str, message: impl Into<String>) -> Handled {
+    Handled::Reply(Refusal::new(code, message, None))
+}
+
+/// Runs the relay policy; the payload to deliver, or the refusal.
+async fn relay(
+    gw: &Gateway,
+    state: &PeerState,
+    kind: FrameKind,
+    to: Option<&str>,
+    payload: String,
+) -> Result<String, Handled> {
+    let frame = Frame {
+        kind,
+        room: state.room.name().to_string(),
+        sender: state.peer.id.clone(),
+        to: to.map(str::to_owned),
+        payload,
+    };
+    match gw.relay.check(&frame).await {
+        Ok(Verdict::Forward) => Ok(frame.payload),
+        Ok(Verdict::Rewrite(p)) => Ok(p),
+        Ok(Verdict::Reject(r)) => Err(refuse(&r.code, r.reason)),
+        Err(e) => {
+            tracing::warn!(error = %e, "relay component failed");
+            Err(refuse(
+                "module-error",
+                "the relay policy failed on this frame",
+            ))
+        }
+    }
+}
+
+async fn handle(gw: &Gateway, state: &mut PeerState, frame: Inbound) -> Handled {
+    let grants = state.peer.grants;
+    match frame {
+        Inbound::Join { .. } | Inbound::Resume { .. } => {
+            refuse("already-joined", "this connection has already joined")
+        }
+        Inbound::Signal { to, kind, payload } => {
+            if kind == SignalKind::Offer && !grants.contains(Grants::PUBLISH) {
+                return refuse("forbidden", "sending offers needs the canPublish grant");
+            }
+            let Some((outbox, target_grants)) = state.room.shared().peer(&to) else {
+                return refuse("unknown-peer", "no such peer in this room");
+            };
+            if kind == SignalKind::Offer && !target_grants.contains(Grants::SUBSCRIBE) {
+                return refuse(
+                    "forbidden",
+                    "that peer may not receive offers (canSubscribe)",
+                );
+            }
+            let payload = match relay(gw, state, FrameKind::Signal(kind), Some(&to), payload).await
+            {
+                Ok(p) => p,
+                Err(h) => return h,
+            };
+            if state.room.shared().observe_signals() {
+                state
+                    .room
+                    .signal(Signal {
+                        sender: state.peer.id.clone(),
+                        to,
+                        kind,
+                        payload,
+                    })
+                    .await;
+            } else {
+                let _ = outbox.send(Delivery::Signal {
+                    from: state.peer.id.as_str().into(),
+                    kind,
+                    payload: payload.into(),
+                });
+            }
+            Handled::Done
+        }
+        Inbound::Message { to, data } => {
+            if !grants.contains(Grants::PUBLISH_DATA) {
+                return refuse(
+                    "forbidden",
+                    "sending messages needs the canPublishData grant",
+                );
+            }
+            if let Some(to) = &to {
+                if state.room.shared().peer(to).is_none() {
+                    return refuse("unknown-peer", "no such peer in this room");
+                }
+            }
+            let data = match relay(gw, state, FrameKind::Message, to.as_deref(), data).await {
+                Ok(d) => d,
+                Err(h) => return h,
+            };
+            state
+                .room
+                .message(RoomMessage {
+                    sender: state.peer.id.clone(),
+                    target: to.map(Target::Peer).unwrap_or(Target::Room),
+                    data,
+                })
+                .await;
+            Handled::Done
+        }
+        Inbound::Leave => {
+            state.room.leave(&state.peer.id, LeaveReason::Left).await;
+            Handled::Left
+        }
+        Inbound::Ping { ts } => Handled::Pong(ts),
+        Inbound::Ack { seq } => {
+            if state.ack(seq) {
+                Handled::Done
+            } else {
+                refuse("bad-seq", "ack is ahead of the frames sent")
+            }
+        }
+        Inbound::Stats(s) => match check_stats(&s) {
+            Ok(()) => Handled::Done,
+            Err(m) => refuse("stats-invalid", m),
+        },
+        Inbound::Kick { peer, reason } => {
+            if !grants.contains(Grants::ROOM_ADMIN) {
+                return refuse("forbidden", "kicking needs the roomAdmin grant");
+            }
+            if state.room.shared().peer(&peer).is_none() {
+                return refuse("unknown-peer", "no such peer in this room");
+            }
+            state.room.kick(&peer, &reason).await;
+            Handled::Done
+        }
+        Inbound::RoomMetadata { metadata } => {
+            if !grants.contains(Grants::ROOM_ADMIN) {
+                return refuse(
+                    "forbidden",
+                    "setting room metadata needs the roomAdmin grant",
+                );
+            }
+            state.room.set_metadata(metadata).await;
+            Handled::Done
+        }
+    }
+}

@@ -1,0 +1,541 @@
+//! The HTTP side: the public listener (`/v1/ws`, `/demo`, `/healthz`,
+//! `/readyz`, and `/v1/dev/token` in dev mode) and the internal one
+//! (`/metrics`), on hyper 1.x. [`start`] wires a whole node from a
+//! [`Config`] and returns once both listeners are bound.
+
+use crate::components::engine::{self, EngineSettings};
+use crate::components::{Function, LoadError, Loader};
+use crate::config::{Config, ConfigError};
+use crate::gateway::session::ClientInfo;
+use crate::gateway::{Encoding, Gateway};
+use crate::kv::{KvLimits, KvStore, KvStoreError};
+use crate::rooms::{Rooms, RoomsConfig};
+use crate::secrets::{ApiKeys, Secret, SecretError};
+use crate::tokens::{self, TokenRequest};
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::header::{self, HeaderValue};
+use hyper::service::service_fn;
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
+use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
+
+static DEMO_HTML: &str = include_str!("../../clients/js/demo.html");
+static CLIENT_JS: &str = include_str!("../../clients/js/roomlet.js");
+
+/// Why a node could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    /// Bad configuration.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// A secret could not be read.
+    #[error(transparent)]
+    Secret(#[from] SecretError),
+    /// No API keys and not in dev mode.
+    #[error(
+        "no API keys configured: set ROOMLET_API_KEYS=key:secret (or ROOMLET_API_KEYS_FILE=/run/secrets/...), \
+         or start with --dev for local development"
+    )]
+    NoApiKeys,
+    /// A component failed to load.
+    #[error("{function} component: {source}")]
+    Component {
+        /// Which function.
+        function: Function,
+        /// Why.
+        source: LoadError,
+    },
+    /// The kv store could not be opened.
+    #[error("opening the key-value store: {0}")]
+    Kv(#[from] KvStoreError),
+    /// The engine could not be built.
+    #[error("building the wasm engine: {0}")]
+    Engine(String),
+    /// I/O (data directory, listeners).
+    #[error("{what}: {source}")]
+    Io {
+        /// What was being done.
+        what: String,
+        /// Why it failed.
+        source: std::io::Error,
+    },
+    /// A deployment shape this build cannot serve yet.
+    #[error("{0}")]
+    Unsupported(String),
+}
+
+/// Secrets a node needs, read from the environment (or `*_FILE`).
+#[derive(Debug, Clone, Default)]
+pub struct Secrets {
+    /// API key pairs for access tokens.
+    pub api_keys: ApiKeys,
+    /// The operator credential for node-wide admin operations.
+    pub operator: Option<Secret>,
+    /// The TURN shared secret.
+    pub turn: Option<Secret>,
+}
+
+impl Secrets {
+    /// Reads `ROOMLET_API_KEYS`, `ROOMLET_OPERATOR_TOKEN` and
+    /// `ROOMLET_TURN_SECRET` (each also as `*_FILE`).
+    pub fn from_env() -> Result<Self, SecretError> {
+        let api_keys = match crate::secrets::from_env("ROOMLET_API_KEYS")? {
+            Some(s) => ApiKeys::parse("ROOMLET_API_KEYS", &s)?,
+            None => ApiKeys::default(),
+        };
+        Ok(Self {
+            api_keys,
+            operator: crate::secrets::from_env("ROOMLET_OPERATOR_TOKEN")?,
+            turn: crate::secrets::from_env("ROOMLET_TURN_SECRET")?,
+        })
+    }
+}
+
+/// A started node.
+pub struct Running {
+    /// Where the public listener is bound.
+    pub public_addr: SocketAddr,
+    /// Where the internal listener is bound.
+    pub internal_addr: SocketAddr,
+    /// The gateway (sessions, rooms).
+    pub gateway: Arc<Gateway>,
+    shutdown: watch::Sender<bool>,
+}
+
+impl Running {
+    /// Stops accepting connections.
+    pub fn shutdown(&self) {
+        let _ = self.shutdown.send(true);
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+struct Http {
+    gateway: Arc<Gateway>,
+    dev_keys: Option<Arc<ApiKeys>>,
+    public_url: Option<String>,
+    ws_config: WebSocketConfig,
+}
+
+/// Starts a node: loads the components, opens the data directory, binds
+/// both listeners. Returns when the node is ready.
+pub async fn start(config: Config, secrets: Secrets) -> Result<Running, ServerError> {
+    config.validate()?;
+    let functions = config.functions()?;
+    if functions.len() != Function::ALL.len() {
+        return Err(ServerError::Unsupported(format!(
+            "this build runs all functions in one process; --functions {} needs the NATS bus (not available yet)",
+            config.server.functions.join(",")
+        )));
+    }
+    let dev = config.server.dev;
+    let api_keys = if !secrets.api_keys.is_empty() {
+        secrets.api_keys.clone()
+    } else if dev {
+        tracing::warn!(
+            "--dev: using the well-known development API key; never do this in production"
+        );
+        ApiKeys::dev()
+    } else {
+        return Err(ServerError::NoApiKeys);
+    };
+    let api_keys = Arc::new(api_keys);
+    let data_dir = &config.server.data_dir;
+    std::fs::create_dir_all(data_dir).map_err(|source| ServerError::Io {
+        what: format!("creating data directory {}", data_dir.display()),
+        source,
+    })?;
+    let kv = Arc::new(KvStore::open(
+        &data_dir.join("kv.redb"),
+        KvLimits::default(),
+    )?);
+    let max_memory = Function::ALL
+        .iter()
+        .map(|f| config.function_spec(*f).limits.memory_cap)
+        .max()
+        .unwrap_or(64 << 20)
+        .max(1 << 20);
+    let engine = engine::build(EngineSettings {
+        max_instances: u32::try_from(config.rooms.max_rooms)
+            .unwrap_or(u32::MAX)
+            .saturating_add(256),
+        max_memory,
+    })
+    .map_err(|e| ServerError::Engine(format!("{e:#}")))?;
+    let loader = Loader::new(engine, Some(data_dir.join("cache")));
+    let component_err = |function| move |source| ServerError::Component { function, source };
+    let auth = loader
+        .auth(&config.function_spec(Function::Auth), api_keys.clone())
+        .map_err(component_err(Function::Auth))?;
+    let relay = loader
+        .relay(&config.function_spec(Function::Relay))
+        .map_err(component_err(Function::Relay))?;
+    let rooms_fn = loader
+        .rooms(&config.function_spec(Function::Rooms), kv)
+        .map_err(component_err(Function::Rooms))?;
+    let r = &config.rooms;
+    let rooms = Rooms::new(
+        Arc::new(rooms_fn),
+        RoomsConfig {
+            hibernate_after: (r.hibernate_after_ms > 0)
+                .then(|| Duration::from_millis(r.hibernate_after_ms)),
+            max_rooms: r.max_rooms,
+            max_peers_per_room: r.max_peers_per_room,
+            trap_limit: r.trap_limit,
+            trap_window: Duration::from_millis(r.trap_window_ms),
+            ..RoomsConfig::default()
+        },
+    );
+    let turn = match (&config.turn, &secrets.turn) {
+        (Some(t), Some(s)) => Some((t.clone(), s.clone())),
+        (Some(_), None) => {
+            return Err(ServerError::Config(ConfigError::Invalid(
+                "[turn] is configured but ROOMLET_TURN_SECRET (or ROOMLET_TURN_SECRET_FILE) is not set".into(),
+            )));
+        }
+        _ => None,
+    };
+    let gateway = Arc::new(Gateway::new(
+        rooms,
+        Arc::new(auth),
+        Arc::new(relay),
+        config.limits.clone(),
+        config.server.region.clone(),
+        config.regions.clone(),
+        config.ice_servers.clone(),
+        turn,
+    ));
+    let frame_cap = config.limits.max_frame_bytes.saturating_mul(4);
+    let http = Arc::new(Http {
+        gateway: gateway.clone(),
+        dev_keys: dev.then(|| api_keys.clone()),
+        public_url: config.server.public_url.clone(),
+        ws_config: WebSocketConfig::default()
+            .max_message_size(Some(frame_cap))
+            .max_frame_size(Some(frame_cap)),
+    });
+    let bind = |addr: SocketAddr| async move {
+        TcpListener::bind(addr)
+            .await
+            .map_err(|source| ServerError::Io {
+                what: format!("binding {addr}"),
+                source,
+            })
+    };
+    let public = bind(config.server.listen).await?;
+    let internal = bind(config.server.internal_listen).await?;
+    let public_addr = public.local_addr().map_err(|source| ServerError::Io {
+        what: "reading the public address".into(),
+        source,
+    })?;
+    let internal_addr = internal.local_addr().map_err(|source| ServerError::Io {
+        what: "reading the internal address".into(),
+        source,
+    })?;
+    let (shutdown, rx) = watch::channel(false);
+    tokio::spawn(accept(public, http.clone(), rx.clone(), false));
+    tokio::spawn(accept(internal, http, rx, true));
+    tracing::info!(%public_addr, %internal_addr, region = %config.server.region, node = %config.node_name(), "roomlet ready");
+    Ok(Running {
+        public_addr,
+        internal_addr,
+        gateway,
+        shutdown,
+    })
+}
+
+async fn accept(
+    listener: TcpListener,
+    http: Arc<Http>,
+    mut shutdown: watch::Receiver<bool>,
+    internal: bool,
+) {
+    loop {
+        let (stream, addr) = tokio::select! {
+            r = listener.accept() => match r {
+                Ok(x) => x,
+                Err(e) => {
+                    // Out of file descriptors and the like: back off
+                    // instead of spinning.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = shutdown.changed() => return,
+        };
+        let _ = stream.set_nodelay(true);
+        let http = http.clone();
+        tokio::spawn(async move {
+            let service = service_fn(move |req| {
+                let http = http.clone();
+                async move {
+                    Ok::<_, Infallible>(if internal {
+                        route_internal(&http, req)
+                    } else {
+                        route_public(http, req, addr)
+                    })
+                }
+            });
+            let conn = hyper::server::conn::http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), service)
+                .with_upgrades();
+            if let Err(e) = conn.await {
+                tracing::trace!(error = %e, "http connection ended with an error");
+            }
+        });
+    }
+}
+
+fn text(status: StatusCode, body: impl Into<Bytes>) -> Response<Full<Bytes>> {
+    let mut r = Response::new(Full::new(body.into()));
+    *r.status_mut() = status;
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    r
+}
+
+fn with_type(body: &'static str, content_type: &'static str) -> Response<Full<Bytes>> {
+    let mut r = Response::new(Full::new(Bytes::from_static(body.as_bytes())));
+    r.headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    r
+}
+
+fn route_public(
+    http: Arc<Http>,
+    req: Request<Incoming>,
+    addr: SocketAddr,
+) -> Response<Full<Bytes>> {
+    if req.method() != Method::GET {
+        return text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n");
+    }
+    match req.uri().path() {
+        "/v1/ws" => upgrade(http, req, addr),
+        "/demo" | "/demo/" => with_type(DEMO_HTML, "text/html; charset=utf-8"),
+        "/demo/roomlet.js" => with_type(CLIENT_JS, "text/javascript; charset=utf-8"),
+        "/healthz" => text(StatusCode::OK, "ok\n"),
+        "/readyz" => ready(&http),
+        "/v1/dev/token" => dev_token(&http, &req),
+        _ => text(StatusCode::NOT_FOUND, "not found\n"),
+    }
+}
+
+fn route_internal(http: &Http, req: Request<Incoming>) -> Response<Full<Bytes>> {
+    match req.uri().path() {
+        "/healthz" => text(StatusCode::OK, "ok\n"),
+        "/readyz" => ready(http),
+        "/metrics" => metrics(http),
+        _ => text(StatusCode::NOT_FOUND, "not found\n"),
+    }
+}
+
+fn ready(http: &Http) -> Response<Full<Bytes>> {
+    if http.gateway.is_draining() {
+        text(StatusCode::SERVICE_UNAVAILABLE, "draining\n")
+    } else {
+        text(StatusCode::OK, "ready\n")
+    }
+}
+
+fn metrics(http: &Http) -> Response<Full<Bytes>> {
+    let g = &http.gateway;
+    let body = format!(
+        "# HELP roomlet_connections Open WebSocket connections.\n# TYPE roomlet_connections gauge\nroomlet_connections{{region=\"{r}\"}} {}\n\
+         # HELP roomlet_rooms Rooms on this node.\n# TYPE roomlet_rooms gauge\nroomlet_rooms{{region=\"{r}\"}} {}\n",
+        g.connections(),
+        g.rooms.len(),
+        r = g.region,
+    );
+    with_type_owned(body, "text/plain; version=0.0.4")
+}
+
+fn with_type_owned(body: String, content_type: &'static str) -> Response<Full<Bytes>> {
+    let mut r = Response::new(Full::new(Bytes::from(body)));
+    r.headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    r
+}
+
+fn query_param(req: &Request<Incoming>, name: &str) -> Option<String> {
+    req.uri().query()?.split('&').find_map(|kv| {
+        let (k, v) = kv.split_once('=')?;
+        (k == name).then(|| percent_decode(v))
+    })
+}
+
+fn percent_decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'+' => out.push(b' '),
+            b'%' if i + 2 < bytes.len() => {
+                match u8::from_str_radix(
+                    std::str::from_utf8(&bytes[i + 1..i + 3]).unwrap_or("zz"),
+                    16,
+                ) {
+                    Ok(b) => {
+                        out.push(b);
+                        i += 2;
+                    }
+                    Err(_) => out.push(b'%'),
+                }
+            }
+            b => out.push(b),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// `--dev` only: a token for any room and identity, for the demo page.
+fn dev_token(http: &Http, req: &Request<Incoming>) -> Response<Full<Bytes>> {
+    let Some(keys) = &http.dev_keys else {
+        return text(
+            StatusCode::NOT_FOUND,
+            "not found (the demo token endpoint exists only with --dev)\n",
+        );
+    };
+    let Some((key, secret)) = keys.first() else {
+        return text(StatusCode::NOT_FOUND, "no API key\n");
+    };
+    let room = query_param(req, "room").unwrap_or_else(|| "demo".into());
+    let identity = query_param(req, "identity").unwrap_or_else(|| "guest".into());
+    if room.is_empty() || room.len() > 128 || identity.is_empty() || identity.len() > 128 {
+        return text(
+            StatusCode::BAD_REQUEST,
+            "room and identity must be 1 to 128 characters\n",
+        );
+    }
+    let token = tokens::mint(
+        key,
+        secret,
+        &TokenRequest {
+            room,
+            name: Some(identity.clone()),
+            identity,
+            metadata: None,
+            ttl: Duration::from_secs(3600),
+            admin: false,
+            create: true,
+        },
+    );
+    let url = http.public_url.clone().unwrap_or_else(|| {
+        let host = req
+            .headers()
+            .get(header::HOST)
+            .and_then(|h| h.to_str().ok())
+            .unwrap_or("127.0.0.1:7700");
+        format!("ws://{host}/v1/ws")
+    });
+    let body = serde_json::json!({ "token": token, "url": url }).to_string();
+    with_type_owned(body, "application/json")
+}
+
+fn header_has(req: &Request<Incoming>, name: header::HeaderName, token: &str) -> bool {
+    req.headers().get_all(name).iter().any(|v| {
+        v.to_str()
+            .map(|s| s.split(',').any(|p| p.trim().eq_ignore_ascii_case(token)))
+            .unwrap_or(false)
+    })
+}
+
+/// The WebSocket handshake: checks it, picks the subprotocol, answers 101
+/// and hands the upgraded connection to a gateway session.
+fn upgrade(http: Arc<Http>, req: Request<Incoming>, addr: SocketAddr) -> Response<Full<Bytes>> {
+    if !header_has(&req, header::UPGRADE, "websocket")
+        || !header_has(&req, header::CONNECTION, "upgrade")
+    {
+        return text(
+            StatusCode::UPGRADE_REQUIRED,
+            "this endpoint speaks WebSocket only\n",
+        );
+    }
+    if req
+        .headers()
+        .get(header::SEC_WEBSOCKET_VERSION)
+        .map(|v| v.as_bytes())
+        != Some(b"13")
+    {
+        return text(
+            StatusCode::BAD_REQUEST,
+            "unsupported WebSocket version (13 required)\n",
+        );
+    }
+    let Some(key) = req.headers().get(header::SEC_WEBSOCKET_KEY) else {
+        return text(StatusCode::BAD_REQUEST, "missing Sec-WebSocket-Key\n");
+    };
+    let accept = derive_accept_key(key.as_bytes());
+    let encoding = req
+        .headers()
+        .get_all(header::SEC_WEBSOCKET_PROTOCOL)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .find_map(Encoding::from_protocol);
+    let Some(encoding) = encoding else {
+        return text(
+            StatusCode::BAD_REQUEST,
+            "unsupported subprotocol: offer roomlet.v1.json or roomlet.v1.msgpack\n",
+        );
+    };
+    let headers = ["user-agent", "origin", "x-forwarded-for"]
+        .iter()
+        .filter_map(|n| {
+            let v = req.headers().get(*n)?.to_str().ok()?;
+            Some((n.to_string(), v.chars().take(256).collect()))
+        })
+        .collect();
+    let client = ClientInfo {
+        addr: addr.to_string(),
+        headers,
+    };
+    let gateway = http.gateway.clone();
+    let ws_config = http.ws_config;
+    tokio::spawn(async move {
+        match hyper::upgrade::on(req).await {
+            Ok(upgraded) => {
+                let ws = WebSocketStream::from_raw_socket(
+                    TokioIo::new(upgraded),
+                    Role::Server,
+                    Some(ws_config),
+                )
+                .await;
+                crate::gateway::serve(gateway, ws, encoding, client).await;
+            }
+            Err(e) => tracing::debug!(error = %e, "websocket upgrade failed"),
+        }
+    });
+    let mut r = Response::new(Full::new(Bytes::new()));
+    *r.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+    let h = r.headers_mut();
+    h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+    h.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
+    if let Ok(v) = HeaderValue::from_str(&accept) {
+        h.insert(header::SEC_WEBSOCKET_ACCEPT, v);
+    }
+    h.insert(
+        header::SEC_WEBSOCKET_PROTOCOL,
+        HeaderValue::from_static(encoding.protocol()),
+    );
+    r
+}
