@@ -283,3 +283,31 @@ mod tests {
         );
     }
 }
+
+#[cfg(test)]
+mod properties {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(100_000))]
+
+        /// Arbitrary bytes never panic the decoder and always get an answer.
+        #[test]
+        fn json_decoder_answers_any_bytes(text in any::<bool>(), bytes in prop::collection::vec(any::<u8>(), 0..300)) {
+            match decode(Encoding::Json, text, &bytes) {
+                Ok(_) => {}
+                Err(e) => prop_assert!(e.code == "bad-frame" || e.code == "unknown-type"),
+            }
+        }
+
+        /// The same for MessagePack.
+        #[test]
+        fn msgpack_decoder_answers_any_bytes(text in any::<bool>(), bytes in prop::collection::vec(any::<u8>(), 0..300)) {
+            match decode(Encoding::Msgpack, text, &bytes) {
+                Ok(_) => {}
+                Err(e) => prop_assert!(e.code == "bad-frame" || e.code == "unknown-type"),
+            }
+        }
+    }
+}

@@ -47,7 +47,11 @@ impl RateLimit {
         self.tokens = (self.tokens + elapsed * self.rate).min(self.burst);
         if self.tokens >= 1.0 {
             self.tokens -= 1.0;
-            self.over_since = None;
+            // Forgiven only once the client has really slowed down: a
+            // flood that lets the odd frame through stays a flood.
+            if self.tokens >= self.burst / 2.0 {
+                self.over_since = None;
+            }
             return Rate::Ok;
         }
         let since = *self.over_since.get_or_insert(now);
