@@ -34,7 +34,8 @@ const WHOLE_TEST: Duration = Duration::from_secs(240);
 /// Polling period for page conditions.
 const POLL: Duration = Duration::from_millis(100);
 
-/// Flags verified on Chromium 156 (see DESIGN.md, "Known pitfalls").
+/// Flags verified on Chromium 156 (see DESIGN.md, "Known pitfalls"), plus a
+/// few that only make the run more predictable.
 /// mDNS host-candidate obfuscation is switched off so that ICE candidates
 /// are plain loopback/LAN addresses even if getUserMedia is refused (then
 /// Chromium would hand out `*.local` names that need a working mDNS
@@ -51,6 +52,11 @@ const CHROMIUM_FLAGS: &[&str] = &[
     "--no-first-run",
     "--no-default-browser-check",
     "--disable-features=WebRtcHideLocalIpsWithMdns",
+    // Two tabs, one of them in the background: keep its timers and
+    // renderer at full speed (the demo's signaling runs on timers too).
+    "--disable-background-timer-throttling",
+    "--disable-renderer-backgrounding",
+    "--disable-backgrounding-occluded-windows",
     "--remote-debugging-port=0",
 ];
 
@@ -548,8 +554,8 @@ async fn two_chromium_pages_connect_and_chat_over_a_data_channel() {
     let Some(binary) = find_browser() else {
         if std::env::var("CI").as_deref() == Ok("true") {
             panic!(
-                "no chromium or chromium-browser on PATH: install the Debian package chromium \
-                 (apt-get install -y chromium)"
+                "no chromium or chromium-browser on PATH (nor a file at $ROOMLET_CHROMIUM): \
+                 install the Debian package chromium (apt-get install -y chromium)"
             );
         }
         println!("skipping: install Debian package chromium");

@@ -172,7 +172,9 @@ async fn run(wire: Wire) {
                 Message::binary(bytes)
             };
             ws.feed(msg).await.expect("send input");
-            ws.feed(send_json(json!({"type": "ping", "ts": i}))).await.expect("send ping");
+            ws.feed(send_json(json!({"type": "ping", "ts": i})))
+                .await
+                .expect("send ping");
         }
         ws.flush().await.expect("flush");
         for (j, code) in expected.into_iter().enumerate() {

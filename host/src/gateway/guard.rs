@@ -76,10 +76,10 @@ pub(crate) fn check_stats(s: &super::frames::Stats) -> Result<(), String> {
         ("concealedSamples", s.concealed_samples, 1e12),
     ];
     for (name, v, max) in checks {
-        if let Some(v) = v {
-            if !v.is_finite() || !(0.0..=max).contains(&v) {
-                return Err(format!("{name} must be within 0..={max}"));
-            }
+        if let Some(v) = v
+            && (!v.is_finite() || !(0.0..=max).contains(&v))
+        {
+            return Err(format!("{name} must be within 0..={max}"));
         }
     }
     Ok(())

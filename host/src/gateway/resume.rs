@@ -136,10 +136,10 @@ impl Resumable {
             Slot::Parked { state, .. } => Some(*state),
             Slot::Live(takeover) => {
                 let (tx, rx) = oneshot::channel();
-                if takeover.send(tx).await.is_ok() {
-                    if let Ok(Ok(state)) = tokio::time::timeout(Duration::from_secs(5), rx).await {
-                        return Some(state);
-                    }
+                if takeover.send(tx).await.is_ok()
+                    && let Ok(Ok(state)) = tokio::time::timeout(Duration::from_secs(5), rx).await
+                {
+                    return Some(state);
                 }
                 // The session ended on its own meanwhile and parked itself.
                 let slot = self.slots.lock().remove(token);

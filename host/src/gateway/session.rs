@@ -770,10 +770,10 @@ async fn handle(gw: &Gateway, state: &mut PeerState, frame: Inbound) -> Handled 
                     "sending messages needs the canPublishData grant",
                 );
             }
-            if let Some(to) = &to {
-                if state.room.shared().peer(to).is_none() {
-                    return refuse("unknown-peer", "no such peer in this room");
-                }
+            if let Some(to) = &to
+                && state.room.shared().peer(to).is_none()
+            {
+                return refuse("unknown-peer", "no such peer in this room");
             }
             let data = match relay(gw, state, FrameKind::Message, to.as_deref(), data).await {
                 Ok(d) => d,

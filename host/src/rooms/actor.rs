@@ -279,10 +279,10 @@ impl RoomActor {
             );
         }
         tracing::debug!(peer = %peer_id, reason = reason.as_str(), "peer left");
-        if notify_module {
-            if let Ok(actions) = self.call(async |i| i.on_leave(&member.peer).await).await {
-                self.apply(actions, None).await;
-            }
+        if notify_module
+            && let Ok(actions) = self.call(async |i| i.on_leave(&member.peer).await).await
+        {
+            self.apply(actions, None).await;
         }
     }
 

@@ -292,10 +292,10 @@ impl Rooms {
 
     fn get_or_start(&self, room: &str, may_create: bool) -> Result<RoomHandle, JoinError> {
         let mut table = self.table.lock();
-        if let Some(h) = table.get(room) {
-            if !h.tx.is_closed() {
-                return Ok(h.clone());
-            }
+        if let Some(h) = table.get(room)
+            && !h.tx.is_closed()
+        {
+            return Ok(h.clone());
         }
         if !may_create {
             return Err(JoinError::RoomNotFound);
