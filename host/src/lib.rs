@@ -5,12 +5,14 @@
 //! A frame's path: socket → [`gateway`] session → relay policy
 //! ([`components`]) → room actor ([`rooms`]) → peer sessions.
 
+pub mod admin;
 pub mod clock;
 pub mod components;
 pub mod config;
 pub mod gateway;
 pub mod imports;
 pub mod kv;
+pub mod reload;
 pub mod rooms;
 pub mod secrets;
 pub mod server;

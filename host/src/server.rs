@@ -9,6 +9,7 @@ use crate::config::{Config, ConfigError};
 use crate::gateway::session::ClientInfo;
 use crate::gateway::{Encoding, Gateway};
 use crate::kv::{KvLimits, KvStore, KvStoreError};
+use crate::reload::Modules;
 use crate::rooms::{Rooms, RoomsConfig};
 use crate::secrets::{ApiKeys, Secret, SecretError};
 use crate::tokens::{self, TokenRequest};
@@ -101,7 +102,8 @@ impl Secrets {
     }
 }
 
-/// A started node.
+/// A started node. Dropping it stops the listeners and closes the store;
+/// [`Running::stop`] also closes every room first.
 pub struct Running {
     /// Where the public listener is bound.
     pub public_addr: SocketAddr,
@@ -109,6 +111,9 @@ pub struct Running {
     pub internal_addr: SocketAddr,
     /// The gateway (sessions, rooms).
     pub gateway: Arc<Gateway>,
+    /// Component versions (hot reload).
+    pub modules: Arc<Modules>,
+    kv: Arc<KvStore>,
     shutdown: watch::Sender<bool>,
 }
 
@@ -117,16 +122,31 @@ impl Running {
     pub fn shutdown(&self) {
         let _ = self.shutdown.send(true);
     }
+
+    /// Stops the node in order: listeners, then every room (its peers are
+    /// told the room closed), then the kv store, so another node can open
+    /// the same data directory right away.
+    pub async fn stop(self) {
+        self.shutdown();
+        self.gateway.set_draining();
+        self.gateway
+            .rooms
+            .close_all("shutdown", Duration::from_secs(5))
+            .await;
+        self.kv.close();
+    }
 }
 
 impl Drop for Running {
     fn drop(&mut self) {
         self.shutdown();
+        self.kv.close();
     }
 }
 
 struct Http {
     gateway: Arc<Gateway>,
+    admin: crate::admin::Admin,
     dev_keys: Option<Arc<ApiKeys>>,
     public_url: Option<String>,
     ws_config: WebSocketConfig,
@@ -164,6 +184,10 @@ pub async fn start(config: Config, secrets: Secrets) -> Result<Running, ServerEr
         &data_dir.join("kv.redb"),
         KvLimits::default(),
     )?);
+    let specs: std::collections::HashMap<Function, crate::components::FunctionSpec> = Function::ALL
+        .iter()
+        .map(|f| (*f, config.function_spec(*f)))
+        .collect();
     let max_memory = Function::ALL
         .iter()
         .map(|f| config.function_spec(*f).limits.memory_cap)
@@ -186,7 +210,7 @@ pub async fn start(config: Config, secrets: Secrets) -> Result<Running, ServerEr
         .relay(&config.function_spec(Function::Relay))
         .map_err(component_err(Function::Relay))?;
     let rooms_fn = loader
-        .rooms(&config.function_spec(Function::Rooms), kv)
+        .rooms(&config.function_spec(Function::Rooms), kv.clone())
         .map_err(component_err(Function::Rooms))?;
     let r = &config.rooms;
     let rooms = Rooms::new(
@@ -220,9 +244,24 @@ pub async fn start(config: Config, secrets: Secrets) -> Result<Running, ServerEr
         config.ice_servers.clone(),
         turn,
     ));
+    let modules = Arc::new(Modules::new(
+        loader,
+        specs,
+        api_keys.clone(),
+        kv.clone(),
+        gateway.clone(),
+    ));
+    if dev {
+        modules.watch_files();
+    }
     let frame_cap = config.limits.max_frame_bytes.saturating_mul(4);
     let http = Arc::new(Http {
         gateway: gateway.clone(),
+        admin: crate::admin::Admin {
+            gateway: gateway.clone(),
+            modules: modules.clone(),
+            operator: secrets.operator.clone(),
+        },
         dev_keys: dev.then(|| api_keys.clone()),
         public_url: config.server.public_url.clone(),
         ws_config: WebSocketConfig::default()
@@ -255,6 +294,8 @@ pub async fn start(config: Config, secrets: Secrets) -> Result<Running, ServerEr
         public_addr,
         internal_addr,
         gateway,
+        modules,
+        kv,
         shutdown,
     })
 }
@@ -286,7 +327,7 @@ async fn accept(
                 let http = http.clone();
                 async move {
                     Ok::<_, Infallible>(if internal {
-                        route_internal(&http, req)
+                        route_internal(&http, req).await
                     } else {
                         route_public(http, req, addr)
                     })
@@ -338,7 +379,10 @@ fn route_public(
     }
 }
 
-fn route_internal(http: &Http, req: Request<Incoming>) -> Response<Full<Bytes>> {
+async fn route_internal(http: &Http, req: Request<Incoming>) -> Response<Full<Bytes>> {
+    if req.uri().path().starts_with("/v1/admin/") {
+        return http.admin.handle(req).await;
+    }
     match req.uri().path() {
         "/healthz" => text(StatusCode::OK, "ok\n"),
         "/readyz" => ready(http),

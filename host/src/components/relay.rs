@@ -71,6 +71,14 @@ impl RelayFunction {
         }
     }
 
+    /// Creates one instance into the warm pool: proves a new version
+    /// instantiates before it replaces the old one.
+    pub async fn warm_up(&self) -> Result<(), CallError> {
+        let warm = self.instantiate().await?;
+        self.pool.put(warm);
+        Ok(())
+    }
+
     async fn instantiate(&self) -> Result<Warm<Relay>, CallError> {
         let mut store = new_store(&self.engine, self.env.clone(), None, &self.limits);
         let bindings = self

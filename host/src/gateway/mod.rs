@@ -24,10 +24,8 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 pub struct Gateway {
     /// The node's rooms.
     pub rooms: Rooms,
-    /// Token verification.
-    pub auth: Arc<AuthFunction>,
-    /// Per-frame policy.
-    pub relay: Arc<RelayFunction>,
+    auth: Swap<AuthFunction>,
+    relay: Swap<RelayFunction>,
     /// Client limits.
     pub limits: LimitsSection,
     /// This node's region.
@@ -58,8 +56,8 @@ impl Gateway {
     ) -> Self {
         Self {
             rooms,
-            auth,
-            relay,
+            auth: Swap::new(auth),
+            relay: Swap::new(relay),
             limits,
             region,
             regions,
@@ -69,6 +67,26 @@ impl Gateway {
             draining: AtomicBool::new(false),
             resumable: Arc::default(),
         }
+    }
+
+    /// The current auth function.
+    pub fn auth(&self) -> Arc<AuthFunction> {
+        self.auth.get()
+    }
+
+    /// The current relay function.
+    pub fn relay(&self) -> Arc<RelayFunction> {
+        self.relay.get()
+    }
+
+    /// Replaces the auth function (hot reload); calls in flight finish on the old one.
+    pub fn set_auth(&self, f: Arc<AuthFunction>) {
+        self.auth.set(f);
+    }
+
+    /// Replaces the relay function (hot reload).
+    pub fn set_relay(&self, f: Arc<RelayFunction>) {
+        self.relay.set(f);
     }
 
     /// Open WebSocket connections.
@@ -100,5 +118,22 @@ impl Gateway {
             });
         }
         out
+    }
+}
+
+/// A value replaced atomically while readers keep the one they took.
+struct Swap<T>(parking_lot::RwLock<Arc<T>>);
+
+impl<T> Swap<T> {
+    fn new(v: Arc<T>) -> Self {
+        Self(parking_lot::RwLock::new(v))
+    }
+
+    fn get(&self) -> Arc<T> {
+        self.0.read().clone()
+    }
+
+    fn set(&self, v: Arc<T>) {
+        *self.0.write() = v;
     }
 }

@@ -369,7 +369,7 @@ async fn join(
         region: gw.region.clone(),
         headers: client.headers.clone(),
     };
-    let identity = match gw.auth.authenticate(&request).await {
+    let identity = match gw.auth().authenticate(&request).await {
         Ok(Ok(id)) => id,
         Ok(Err(e)) => {
             tracing::debug!(reason = ?e, "token refused");
@@ -706,7 +706,7 @@ async fn relay(
         to: to.map(str::to_owned),
         payload,
     };
-    match gw.relay.check(&frame).await {
+    match gw.relay().check(&frame).await {
         Ok(Verdict::Forward) => Ok(frame.payload),
         Ok(Verdict::Rewrite(p)) => Ok(p),
         Ok(Verdict::Reject(r)) => Err(refuse(&r.code, r.reason)),

@@ -12,6 +12,9 @@ pub enum KvStoreError {
     /// redb failed.
     #[error("key-value store: {0}")]
     Store(#[from] redb::Error),
+    /// The store was closed (the node is shutting down).
+    #[error("key-value store is closed")]
+    Closed,
 }
 
 fn store_err(e: impl Into<redb::Error>) -> KvStoreError {
@@ -41,7 +44,9 @@ impl Default for KvLimits {
 
 /// The node's room key-value store.
 pub struct KvStore {
-    db: redb::Database,
+    /// `None` once closed, so a node that stops releases the file (and its
+    /// lock) even while stray tasks still hold the store.
+    db: parking_lot::RwLock<Option<redb::Database>>,
     limits: KvLimits,
 }
 
@@ -72,7 +77,25 @@ impl KvStore {
         let txn = db.begin_write().map_err(store_err)?;
         txn.open_table(TABLE).map_err(store_err)?;
         txn.commit().map_err(store_err)?;
-        Ok(Self { db, limits })
+        Ok(Self {
+            db: parking_lot::RwLock::new(Some(db)),
+            limits,
+        })
+    }
+
+    /// Closes the database file; every later call fails with `Closed`.
+    pub fn close(&self) {
+        self.db.write().take();
+    }
+
+    fn with_db<R>(
+        &self,
+        f: impl FnOnce(&redb::Database) -> Result<R, KvStoreError>,
+    ) -> Result<R, KvStoreError> {
+        match self.db.read().as_ref() {
+            Some(db) => f(db),
+            None => Err(KvStoreError::Closed),
+        }
     }
 
     /// The limits every room's writes are checked against.
@@ -82,17 +105,23 @@ impl KvStore {
 
     /// The committed value of `key` in `room`.
     pub fn get(&self, room: &str, key: &str) -> Result<Option<Vec<u8>>, KvStoreError> {
-        let txn = self.db.begin_read().map_err(store_err)?;
-        let table = txn.open_table(TABLE).map_err(store_err)?;
-        Ok(table
-            .get((room, key))
-            .map_err(store_err)?
-            .map(|v| v.value().to_vec()))
+        self.with_db(|db| {
+            let txn = db.begin_read().map_err(store_err)?;
+            let table = txn.open_table(TABLE).map_err(store_err)?;
+            Ok(table
+                .get((room, key))
+                .map_err(store_err)?
+                .map(|v| v.value().to_vec()))
+        })
     }
 
     /// Committed keys of `room` starting with `prefix`, in byte order.
     pub fn keys(&self, room: &str, prefix: &str) -> Result<Vec<String>, KvStoreError> {
-        let txn = self.db.begin_read().map_err(store_err)?;
+        self.with_db(|db| Self::scan(db, room, prefix))
+    }
+
+    fn scan(db: &redb::Database, room: &str, prefix: &str) -> Result<Vec<String>, KvStoreError> {
+        let txn = db.begin_read().map_err(store_err)?;
         let table = txn.open_table(TABLE).map_err(store_err)?;
         let mut out = Vec::new();
         for entry in table.range((room, prefix)..).map_err(store_err)? {
@@ -112,7 +141,15 @@ impl KvStore {
         room: &str,
         writes: impl IntoIterator<Item = (&'a str, Option<&'a [u8]>)>,
     ) -> Result<(), KvStoreError> {
-        let txn = self.db.begin_write().map_err(store_err)?;
+        self.with_db(|db| Self::write(db, room, writes))
+    }
+
+    fn write<'a>(
+        db: &redb::Database,
+        room: &str,
+        writes: impl IntoIterator<Item = (&'a str, Option<&'a [u8]>)>,
+    ) -> Result<(), KvStoreError> {
+        let txn = db.begin_write().map_err(store_err)?;
         {
             let mut table = txn.open_table(TABLE).map_err(store_err)?;
             for (key, value) in writes {

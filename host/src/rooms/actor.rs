@@ -49,6 +49,20 @@ pub(super) enum Command {
     Close {
         reason: String,
     },
+    /// Move to another version of the rooms component (hot reload).
+    Upgrade {
+        function: Arc<RoomsFunction>,
+        reply: oneshot::Sender<Result<(), String>>,
+    },
+    /// Every member, hidden ones included (admin API).
+    Peers {
+        reply: oneshot::Sender<Vec<Arc<Peer>>>,
+    },
+    /// A message from the room itself, bypassing the module (admin API).
+    Announce {
+        to: Option<String>,
+        data: String,
+    },
 }
 
 struct Member {
@@ -206,6 +220,27 @@ impl RoomActor {
                 });
             }
             Command::Close { reason } => self.close(&reason).await,
+            Command::Upgrade { function, reply } => {
+                let r = self.upgrade(function).await;
+                let _ = reply.send(r);
+            }
+            Command::Peers { reply } => {
+                let _ = reply.send(self.members.iter().map(|m| m.peer.clone()).collect());
+            }
+            Command::Announce { to, data } => {
+                let d = Delivery::Message {
+                    from: "".into(),
+                    data: data.into(),
+                };
+                match to {
+                    Some(id) => {
+                        if let Some(m) = self.member(&id) {
+                            let _ = m.outbox.send(d);
+                        }
+                    }
+                    None => self.broadcast(&d, None),
+                }
+            }
         }
     }
 
@@ -492,6 +527,70 @@ impl RoomActor {
         if self.traps.len() >= self.config.trap_limit as usize {
             Box::pin(self.close("module-failed")).await;
         }
+    }
+
+    /// Moves the room to `function`: snapshot from the old instance (or
+    /// the hibernation snapshot), restore into a new one. When anything
+    /// fails the room keeps its old instance and state, untouched.
+    async fn upgrade(&mut self, function: Arc<RoomsFunction>) -> Result<(), String> {
+        let carried = match self.instance.as_mut() {
+            Some(old) => {
+                let version = old
+                    .state_version()
+                    .await
+                    .map_err(|e| format!("old version failed to snapshot: {e}"))?;
+                let state = old
+                    .snapshot()
+                    .await
+                    .map_err(|e| format!("old version failed to snapshot: {e}"))?;
+                Some(Snapshot { version, state })
+            }
+            None => None,
+        };
+        let snapshot = carried.as_ref().or(self.snapshot.as_ref());
+        let mut new = function
+            .instantiate(self.name.clone(), self.peers.clone())
+            .await
+            .map_err(|e| format!("new version failed to instantiate: {e}"))?;
+        let settings = match snapshot {
+            Some(s) => {
+                match new.restore(&s.version, &s.state).await {
+                    Ok(Ok(())) => {}
+                    Ok(Err(reason)) => {
+                        return Err(format!("new version refused the snapshot: {reason}"));
+                    }
+                    Err(e) => return Err(format!("new version failed to restore: {e}")),
+                }
+                None
+            }
+            None => {
+                let cause = if self.created {
+                    CreateCause::Recovered
+                } else {
+                    CreateCause::Fresh
+                };
+                Some(
+                    new.on_create(cause)
+                        .await
+                        .map_err(|e| format!("new version failed on-create: {e}"))?,
+                )
+            }
+        };
+        if let Some(settings) = settings {
+            self.shared
+                .observe_signals
+                .store(settings.observe_signals, Ordering::Relaxed);
+        }
+        self.created = true;
+        self.snapshot = None;
+        self.instance = Some(new);
+        self.function = function;
+        self.commit().await;
+        tracing::info!(
+            module_version = self.function.version(),
+            "room moved to a new module version"
+        );
+        Ok(())
     }
 
     /// Snapshots the module's in-memory state and drops the instance.

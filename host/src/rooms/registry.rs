@@ -211,6 +211,29 @@ impl RoomHandle {
         rx.await.ok()
     }
 
+    /// Every member, hidden ones included; `None` when the room has closed.
+    pub async fn peers(&self) -> Option<Vec<Arc<Peer>>> {
+        let (reply, rx) = oneshot::channel();
+        if !self.send(Command::Peers { reply }).await {
+            return None;
+        }
+        rx.await.ok()
+    }
+
+    /// Sends a message from the room itself to one peer or to everyone.
+    pub async fn announce(&self, to: Option<String>, data: String) -> bool {
+        self.send(Command::Announce { to, data }).await
+    }
+
+    /// Moves the room to another component version.
+    pub async fn upgrade(&self, function: Arc<RoomsFunction>) -> Result<(), String> {
+        let (reply, rx) = oneshot::channel();
+        if !self.send(Command::Upgrade { function, reply }).await {
+            return Ok(()); // closed meanwhile: nothing to move
+        }
+        rx.await.unwrap_or(Ok(()))
+    }
+
     /// Closes the room; every peer receives `Closed`.
     pub async fn close(&self, reason: &str) {
         self.send(Command::Close {
@@ -243,6 +266,42 @@ impl Rooms {
     /// The component new rooms start with.
     pub fn function(&self) -> Arc<RoomsFunction> {
         self.function.read().clone()
+    }
+
+    /// Moves every room, and the rooms created from now on, to `function`.
+    /// All or nothing: if one room refuses, the rooms already moved go back
+    /// and the error names the room.
+    pub async fn upgrade_all(&self, function: Arc<RoomsFunction>) -> Result<usize, String> {
+        let old = std::mem::replace(&mut *self.function.write(), function.clone());
+        let handles: Vec<RoomHandle> = self.table.lock().values().cloned().collect();
+        let mut moved = Vec::with_capacity(handles.len());
+        for h in handles {
+            match h.upgrade(function.clone()).await {
+                Ok(()) => moved.push(h),
+                Err(e) => {
+                    *self.function.write() = old.clone();
+                    for m in &moved {
+                        if let Err(back) = m.upgrade(old.clone()).await {
+                            tracing::error!(room = %m.name(), error = %back, "room could not go back to the previous version");
+                        }
+                    }
+                    return Err(format!("room {:?}: {e}", h.name()));
+                }
+            }
+        }
+        Ok(moved.len())
+    }
+
+    /// Closes every room (shutdown) and waits, up to `within`, for them to end.
+    pub async fn close_all(&self, reason: &str, within: Duration) {
+        let handles: Vec<RoomHandle> = self.table.lock().values().cloned().collect();
+        for h in &handles {
+            h.close(reason).await;
+        }
+        let deadline = tokio::time::Instant::now() + within;
+        while !self.is_empty() && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
     }
 
     /// The policy rooms run under.
