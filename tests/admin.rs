@@ -361,7 +361,7 @@ async fn a_reload_under_live_traffic_loses_no_frame_and_closes_no_socket() {
     let internal = s.running.internal_addr;
     let mut tasks = Vec::new();
     let (started_tx, mut started_rx) = tokio::sync::mpsc::channel::<()>(ROOMS);
-    let go = std::sync::Arc::new(tokio::sync::Notify::new());
+    let (go_tx, go_rx) = tokio::sync::watch::channel(false);
     for r in 0..ROOMS {
         let (mut c, _) = joined(
             &s,
@@ -375,14 +375,14 @@ async fn a_reload_under_live_traffic_loses_no_frame_and_closes_no_socket() {
         )
         .await;
         let started = started_tx.clone();
-        let go = go.clone();
+        let mut go = go_rx.clone();
         tasks.push(tokio::spawn(async move {
             // Half the traffic before the reload, half during and after.
             for expect in 1..=COUNTS / 2 {
                 assert_eq!(count(&mut c).await, expect);
             }
             started.send(()).await.expect("report");
-            go.notified().await;
+            go.wait_for(|g| *g).await.expect("go signal");
             for expect in COUNTS / 2 + 1..=COUNTS {
                 assert_eq!(
                     count(&mut c).await,
@@ -402,7 +402,7 @@ async fn a_reload_under_live_traffic_loses_no_frame_and_closes_no_socket() {
         started_rx.recv().await.expect("room started");
     }
     // Let the second half start racing the reload.
-    go.notify_waiters();
+    go_tx.send(true).expect("tasks listen");
     let (status, body) = http(
         internal,
         "PUT",

@@ -52,7 +52,7 @@ fn main() {
     let args: Vec<String> = std::env::args().collect();
     let listing = args.iter().any(|a| a == "--list");
     // Criterion's own rule: a real run has `--bench` and no `--test`.
-    let quick = !(args.iter().any(|a| a == "--bench") && !args.iter().any(|a| a == "--test"));
+    let quick = !args.iter().any(|a| a == "--bench") || args.iter().any(|a| a == "--test");
     let iters = env_usize("ROOMLET_BENCH_ITERS", if quick { 200 } else { 20_000 });
     let rooms_n = env_usize("ROOMLET_BENCH_ROOMS", if quick { 100 } else { 10_000 });
     let run_criterion = std::env::var("ROOMLET_BENCH_CRITERION").as_deref() != Ok("0");
@@ -87,6 +87,7 @@ fn main() {
     let mut table = Table::default();
     percentile_benches(&rt, &fx, iters, &mut table);
     print!("{}", table.render(iters));
+    table.print_ratios();
     drop(fx);
     if rooms_n > 0 {
         live_rooms(&rt, &function, rooms_n, settings);
@@ -204,7 +205,7 @@ impl Fixture {
         assert!(
             matches!(&actions[..], [Action::Broadcast((out, except))]
                 if out.sender == self.message.sender && out.data == self.message.data
-                    && except == &[self.message.sender.clone()]),
+                    && except == std::slice::from_ref(&self.message.sender)),
             "unexpected actions {actions:?}"
         );
         i
@@ -487,6 +488,24 @@ impl Table {
         s
     }
 
+    /// WASM vs native `on-message`, and the target for it.
+    fn print_ratios(&self) {
+        let wasm = self.get("on_message/wasm");
+        for native in ["on_message/native_policy", "on_message/native_glue"] {
+            let native = self.get(native);
+            for (q, w, n) in [("p50", wasm.p50, native.p50), ("p99", wasm.p99, native.p99)] {
+                let (w, n) = (w.as_nanos() as f64, n.as_nanos() as f64);
+                let budget = 2.0 * n + 1000.0;
+                println!(
+                    "{q} wasm / {}: {:.1}x; target wasm <= 2 x native + 1 µs = {budget:.0} ns: {}",
+                    native.name,
+                    w / n.max(1.0),
+                    if w <= budget { "met" } else { "NOT met" }
+                );
+            }
+        }
+    }
+
     fn get(&self, name: &str) -> &Stats {
         self.0
             .iter()
@@ -619,17 +638,6 @@ fn percentile_benches(rt: &Runtime, fx: &Fixture, iters: usize, table: &mut Tabl
             .push(Stats::of("on_message/actor (send → 3 deliveries)", v));
         actor.close().await;
     });
-
-    let wasm = table.get("on_message/wasm").p50.as_nanos() as f64;
-    for native in ["on_message/native_policy", "on_message/native_glue"] {
-        let n = table.get(native).p50.as_nanos() as f64;
-        let budget = 2.0 * n + 1000.0;
-        println!(
-            "p50 ratio wasm / {native}: {:.1}x; target wasm <= 2 x native + 1 µs = {budget:.0} ns: {}",
-            wasm / n.max(1.0),
-            if wasm <= budget { "met" } else { "NOT met" }
-        );
-    }
 }
 
 /// Resident set size in bytes, from `/proc/self/statm` (4 KiB pages).
@@ -645,6 +653,34 @@ fn rss_bytes() -> u64 {
 
 fn map_count() -> usize {
     std::fs::read_to_string("/proc/self/maps").map_or(0, |m| m.lines().count())
+}
+
+/// The most frequent kinds of mapping (permissions, size), to see what
+/// uses up `vm.max_map_count`.
+fn map_kinds(top: usize) -> String {
+    let maps = std::fs::read_to_string("/proc/self/maps").unwrap_or_default();
+    let mut kinds: HashMap<(String, u64), usize> = HashMap::new();
+    for line in maps.lines() {
+        let mut f = line.split_whitespace();
+        let (Some(range), Some(perms)) = (f.next(), f.next()) else {
+            continue;
+        };
+        let size = range
+            .split_once('-')
+            .and_then(|(a, b)| {
+                Some(u64::from_str_radix(b, 16).ok()? - u64::from_str_radix(a, 16).ok()?)
+            })
+            .unwrap_or(0);
+        *kinds.entry((perms.to_owned(), size)).or_default() += 1;
+    }
+    let mut kinds: Vec<_> = kinds.into_iter().collect();
+    kinds.sort_by_key(|k| std::cmp::Reverse(k.1));
+    kinds
+        .iter()
+        .take(top)
+        .map(|((perms, size), n)| format!("{n} x {perms} {} KiB", size / 1024))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 fn mib(b: u64) -> String {
@@ -670,6 +706,7 @@ fn live_rooms(rt: &Runtime, function: &Arc<RoomsFunction>, n: usize, settings: E
     rt.block_on(async {
         let rss0 = rss_bytes();
         let maps0 = map_count();
+        println!("mappings before: {maps0}; most frequent: {}", map_kinds(3));
         let mut handles = Vec::with_capacity(n);
         let mut inboxes = Vec::with_capacity(n);
         let mut latency = Vec::with_capacity(n);
@@ -732,6 +769,7 @@ fn live_rooms(rt: &Runtime, function: &Arc<RoomsFunction>, n: usize, settings: E
             std::fs::read_to_string("/proc/sys/vm/max_map_count")
                 .map_or("?".into(), |s| s.trim().to_owned())
         );
+        println!("most frequent mappings: {}", map_kinds(6));
         for h in &handles {
             h.close("bench done").await;
         }

@@ -83,6 +83,8 @@ impl Admin {
     }
 
     /// Node-wide endpoints: the operator credential only.
+    // The error is the HTTP answer itself, built once per request.
+    #[allow(clippy::result_large_err)]
     fn operator_only(&self, req: &Request<Incoming>) -> Result<(), Resp> {
         match bearer(req) {
             None => Err(error(
@@ -100,6 +102,8 @@ impl Admin {
     }
 
     /// Room endpoints: the operator, or a token with roomAdmin for this room.
+    // The error is the HTTP answer itself, built once per request.
+    #[allow(clippy::result_large_err)]
     async fn room_admin(&self, req: &Request<Incoming>, room: &str) -> Result<Caller, Resp> {
         let Some(token) = bearer(req) else {
             return Err(error(
@@ -350,6 +354,8 @@ impl Admin {
     }
 }
 
+// The error is the HTTP answer itself, built once per request.
+#[allow(clippy::result_large_err)]
 async fn read_json(req: Request<Incoming>) -> Result<Value, Resp> {
     let body = Limited::new(req.into_body(), MAX_JSON)
         .collect()

@@ -32,6 +32,11 @@ enum Command {
         #[command(subcommand)]
         command: TokenCommand,
     },
+    /// Create something new from a template.
+    New {
+        #[command(subcommand)]
+        what: NewCommand,
+    },
     /// Exit 0 when the server at --url answers ready (for health checks).
     Health {
         /// Readiness URL.
@@ -82,6 +87,18 @@ struct ServeArgs {
     /// Development mode: well-known API key, demo token endpoint.
     #[arg(long, env = "ROOMLET_DEV")]
     dev: bool,
+}
+
+#[derive(Subcommand)]
+enum NewCommand {
+    /// A rooms plugin crate (Rust, wasm32-wasip2): see docs/plugins.md.
+    Plugin {
+        /// Crate name; also the directory created.
+        name: String,
+        /// Where to create the crate's directory.
+        #[arg(long, default_value = ".")]
+        dir: PathBuf,
+    },
 }
 
 #[derive(Subcommand)]
@@ -136,7 +153,14 @@ fn parse_ttl(s: &str) -> Result<Duration, String> {
 }
 
 fn init_tracing(json: bool) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+    // The WebSocket library logs whole frames (access tokens included) at
+    // DEBUG/TRACE, and cranelift logs gigabytes: whatever RUST_LOG asks,
+    // they stay at INFO, so no level can leak a token into the log.
+    let spec = std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into());
+    let spec = format!(
+        "{spec},tungstenite=info,tokio_tungstenite=info,cranelift_codegen=info,wasmtime_internal_cranelift=info"
+    );
+    let filter = tracing_subscriber::EnvFilter::try_new(&spec)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
@@ -190,6 +214,18 @@ fn main() -> Result<()> {
                 create: !no_create,
             };
             println!("{}", tokens::mint(key, secret, &request));
+            Ok(())
+        }
+        Command::New {
+            what: NewCommand::Plugin { name, dir },
+        } => {
+            let root = roomlet::scaffold::new_plugin(&name, &dir)?;
+            println!(
+                "created {}\nbuild it:  cd {} && cargo build --target wasm32-wasip2 --release\nrun it:    roomlet serve --dev --module rooms=target/wasm32-wasip2/release/{}",
+                root.display(),
+                root.display(),
+                roomlet::scaffold::wasm_file_name(&name)
+            );
             Ok(())
         }
         Command::Health { url } => health(&url),
@@ -259,8 +295,8 @@ fn serve(args: ServeArgs) -> Result<()> {
         }
         let _ = std::io::stdout().flush();
         shutdown_signal().await;
-        tracing::info!("shutting down");
-        running.shutdown();
+        tracing::info!("shutting down: draining, closing rooms");
+        running.stop().await;
         Ok(())
     })
 }

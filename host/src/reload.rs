@@ -171,10 +171,12 @@ impl Modules {
     fn count(&self, function: Function, r: &Result<ModuleVersion, ReloadError>) {
         match r {
             Ok(v) => {
+                crate::metrics::RELOADS.inc(&[function.name(), "applied"]);
                 self.stats.applied.fetch_add(1, Ordering::Relaxed);
                 tracing::info!(%function, module_version = %v.version, origin = %v.origin, "module reloaded");
             }
             Err(e) => {
+                crate::metrics::RELOADS.inc(&[function.name(), "refused"]);
                 self.stats.refused.fetch_add(1, Ordering::Relaxed);
                 tracing::warn!(%function, error = %e, "module reload refused; the old version keeps serving");
             }

@@ -164,6 +164,7 @@ pub async fn start(config: Config, secrets: Secrets) -> Result<Running, ServerEr
         )));
     }
     let dev = config.server.dev;
+    crate::metrics::set_identity(&config.server.region, &config.node_name());
     let api_keys = if !secrets.api_keys.is_empty() {
         secrets.api_keys.clone()
     } else if dev {
@@ -401,14 +402,12 @@ fn ready(http: &Http) -> Response<Full<Bytes>> {
 
 fn metrics(http: &Http) -> Response<Full<Bytes>> {
     let g = &http.gateway;
-    let body = format!(
-        "# HELP roomlet_connections Open WebSocket connections.\n# TYPE roomlet_connections gauge\nroomlet_connections{{region=\"{r}\"}} {}\n\
-         # HELP roomlet_rooms Rooms on this node.\n# TYPE roomlet_rooms gauge\nroomlet_rooms{{region=\"{r}\"}} {}\n",
-        g.connections(),
-        g.rooms.len(),
-        r = g.region,
-    );
-    with_type_owned(body, "text/plain; version=0.0.4")
+    let body = crate::metrics::render(&crate::metrics::Sampled {
+        connections: g.connections(),
+        rooms: g.rooms.len(),
+        draining: g.is_draining(),
+    });
+    with_type_owned(body, "text/plain; version=0.0.4; charset=utf-8")
 }
 
 fn with_type_owned(body: String, content_type: &'static str) -> Response<Full<Bytes>> {

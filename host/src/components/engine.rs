@@ -22,6 +22,9 @@ impl Default for EngineSettings {
     }
 }
 
+/// Calls that may run at once across all instances.
+const MAX_CONCURRENT_CALLS: u32 = 1024;
+
 /// Guest wasm stack: Rust guests keep their data stack in linear memory,
 /// so the native stack they need is small.
 const MAX_WASM_STACK: usize = 256 << 10;
@@ -39,7 +42,10 @@ pub fn build(settings: EngineSettings) -> wasmtime::Result<Engine> {
         .total_core_instances(n.saturating_mul(4))
         .total_memories(n.saturating_mul(2))
         .total_tables(n.saturating_mul(4))
-        .total_stacks(n)
+        // A fiber stack is held only while a call runs, so the stacks
+        // bound concurrent calls, not rooms; each costs two memory
+        // mappings, and vm.max_map_count (65,530) is shared with rooms.
+        .total_stacks(n.min(MAX_CONCURRENT_CALLS))
         .max_memory_size(settings.max_memory)
         .max_core_instances_per_component(16)
         .max_memories_per_component(4)

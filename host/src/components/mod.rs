@@ -17,6 +17,7 @@ mod pool;
 mod relay;
 mod rooms;
 pub mod state;
+pub mod stateless;
 
 pub use auth::AuthFunction;
 pub use error::{CallError, LoadError};

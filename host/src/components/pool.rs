@@ -23,12 +23,30 @@ pub(crate) fn new_store(
 /// Turns a failed call into what happened, using what the limits saw.
 pub(crate) fn classify(store: &Store<HostState>, e: wasmtime::Error) -> CallError {
     let data = store.data();
-    if data.budget.deadline_hit {
+    let err = if data.budget.deadline_hit {
         CallError::Deadline
     } else if data.limiter.hit {
         CallError::MemoryCap
     } else {
         CallError::Trap(brief(&e))
+    };
+    crate::metrics::TRAPS.inc(&[data.env.function.name(), err.kind()]);
+    err
+}
+
+/// Records a call's duration under its function and version.
+pub(crate) fn timed(env: &ModuleEnv, started: std::time::Instant) {
+    crate::metrics::CALL_SECONDS.observe(
+        &[env.function.name(), &env.version],
+        started.elapsed().as_secs_f64(),
+    );
+}
+
+/// Counts an instantiation (and its failure).
+pub(crate) fn instantiated<T>(function: super::Function, r: &Result<T, CallError>) {
+    crate::metrics::INSTANTIATIONS.inc(&[function.name()]);
+    if let Err(e) = r {
+        crate::metrics::TRAPS.inc(&[function.name(), e.kind()]);
     }
 }
 

@@ -5,7 +5,7 @@ use super::bindings::rooms::{Rooms, RoomsPre};
 use super::bindings::types::{Peer, Rejection, RoomMessage, Signal};
 use super::error::{CallError, LoadError, brief};
 use super::limits::{self, Limits};
-use super::pool::{classify, new_store};
+use super::pool::{classify, instantiated, new_store, timed};
 use super::state::{HostState, ModuleEnv, RoomContext};
 use crate::kv::{KvStore, KvTxn};
 use std::collections::BTreeMap;
@@ -76,11 +76,14 @@ impl RoomsFunction {
             peers,
         };
         let mut store = new_store(&self.engine, self.env.clone(), Some(ctx), &self.limits);
-        let bindings = self
+        let r = self
             .pre
             .instantiate_async(&mut store)
             .await
-            .map_err(|e| CallError::Instantiate(brief(&e)))?;
+            .map_err(|e| CallError::Instantiate(brief(&e)));
+        instantiated(self.env.function, &r);
+        let bindings = r?;
+        crate::metrics::ROOMS_LIVE.add(1);
         Ok(RoomInstance {
             store,
             bindings,
@@ -97,14 +100,22 @@ pub struct RoomInstance {
     limits: Limits,
 }
 
+impl Drop for RoomInstance {
+    fn drop(&mut self) {
+        crate::metrics::ROOMS_LIVE.add(-1);
+    }
+}
+
 macro_rules! hook {
     ($self:ident, $call:ident ( $($arg:expr),* )) => {{
         limits::arm(&mut $self.store, &$self.limits);
+        let started = std::time::Instant::now();
         let r = $self
             .bindings
             .roomlet_signal_room()
             .$call(&mut $self.store, $($arg),*)
             .await;
+        timed(&$self.store.data().env, started);
         r.map_err(|e| classify(&$self.store, e))
     }};
 }

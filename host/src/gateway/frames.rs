@@ -120,6 +120,24 @@ pub enum Inbound {
     },
 }
 
+impl Inbound {
+    /// The frame's `type`, for metrics.
+    pub fn type_name(&self) -> &'static str {
+        match self {
+            Inbound::Join { .. } => "join",
+            Inbound::Resume { .. } => "resume",
+            Inbound::Signal { .. } => "signal",
+            Inbound::Message { .. } => "message",
+            Inbound::Leave => "leave",
+            Inbound::Ping { .. } => "ping",
+            Inbound::Ack { .. } => "ack",
+            Inbound::Stats(_) => "stats",
+            Inbound::Kick { .. } => "kick",
+            Inbound::RoomMetadata { .. } => "room-metadata",
+        }
+    }
+}
+
 /// A peer as clients see it.
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct WirePeer {
@@ -246,6 +264,22 @@ pub enum ServerFrame {
 }
 
 impl ServerFrame {
+    /// The frame's `type`, for metrics.
+    pub fn type_name(&self) -> &'static str {
+        match self {
+            ServerFrame::Joined { .. } => "joined",
+            ServerFrame::PeerJoined { .. } => "peer-joined",
+            ServerFrame::PeerLeft { .. } => "peer-left",
+            ServerFrame::Signal { .. } => "signal",
+            ServerFrame::Message { .. } => "message",
+            ServerFrame::Pong { .. } => "pong",
+            ServerFrame::Error { .. } => "error",
+            ServerFrame::Kicked { .. } => "kicked",
+            ServerFrame::RoomMetadata { .. } => "room-metadata",
+            ServerFrame::Reconnect { .. } => "reconnect",
+        }
+    }
+
     /// An `error` frame.
     pub fn error(code: impl Into<String>, message: impl Into<String>) -> Self {
         ServerFrame::Error {

@@ -9,6 +9,7 @@ use super::resume::PeerState;
 use crate::components::bindings::authenticator::{AuthError, AuthRequest};
 use crate::components::bindings::relay_policy::{Frame, FrameKind, Verdict};
 use crate::components::bindings::types::{Grants, Peer, RoomMessage, Signal, SignalKind, Target};
+use crate::metrics;
 use crate::rooms::{Delivery, JoinError, LeaveReason};
 use futures_util::{SinkExt, StreamExt};
 use rand::RngCore;
@@ -104,8 +105,17 @@ struct Conn<S> {
     max_frame: usize,
 }
 
+/// Counts a frame on its way out.
+fn count_out(frame: &ServerFrame) {
+    metrics::FRAMES_OUT.inc(&[frame.type_name()]);
+    if let ServerFrame::Error { code, .. } = frame {
+        metrics::ERRORS.inc(&[code]);
+    }
+}
+
 impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
     async fn send(&mut self, seq: Option<u64>, frame: &ServerFrame) -> bool {
+        count_out(frame);
         self.ws
             .send(codec::encode(self.encoding, seq, frame))
             .await
@@ -113,6 +123,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
     }
 
     async fn feed(&mut self, seq: Option<u64>, frame: &ServerFrame) -> bool {
+        count_out(frame);
         self.ws
             .feed(codec::encode(self.encoding, seq, frame))
             .await
@@ -166,6 +177,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
             }
             return match codec::decode(self.encoding, text, &bytes) {
                 Ok(f) => {
+                    metrics::FRAMES_IN.inc(&[f.type_name()]);
                     self.bad_streak = 0;
                     Incoming::Frame(f)
                 }
@@ -348,6 +360,20 @@ async fn join(
     token: String,
     client: &ClientInfo,
 ) -> Result<PeerState, Refusal> {
+    let started = std::time::Instant::now();
+    let r = join_inner(gw, room, token, client).await;
+    if r.is_ok() {
+        metrics::JOIN_SECONDS.observe(&[], started.elapsed().as_secs_f64());
+    }
+    r
+}
+
+async fn join_inner(
+    gw: &Gateway,
+    room: String,
+    token: String,
+    client: &ClientInfo,
+) -> Result<PeerState, Refusal> {
     if gw.is_draining() {
         return Err(Refusal::new(
             "draining",
@@ -373,7 +399,9 @@ async fn join(
         Ok(Ok(id)) => id,
         Ok(Err(e)) => {
             tracing::debug!(reason = ?e, "token refused");
-            return Err(auth_error(&e));
+            let refusal = auth_error(&e);
+            metrics::AUTH_FAILURES.inc(&[&refusal.code]);
+            return Err(refusal);
         }
         Err(e) => {
             tracing::warn!(error = %e, "auth component failed");
@@ -441,6 +469,12 @@ async fn join(
 }
 
 async fn resume(gw: &Gateway, token: &str, last_seq: u64) -> Result<PeerState, Refusal> {
+    let r = resume_inner(gw, token, last_seq).await;
+    metrics::RESUMES.inc(&[if r.is_ok() { "ok" } else { "failed" }]);
+    r
+}
+
+async fn resume_inner(gw: &Gateway, token: &str, last_seq: u64) -> Result<PeerState, Refusal> {
     let failed = |m: &str| Refusal::new("resume-failed", m, Some(close::RESUME_FAILED));
     let mut state = gw
         .resumable
@@ -802,7 +836,10 @@ async fn handle(gw: &Gateway, state: &mut PeerState, frame: Inbound) -> Handled 
             }
         }
         Inbound::Stats(s) => match check_stats(&s) {
-            Ok(()) => Handled::Done,
+            Ok(()) => {
+                record_stats(&s);
+                Handled::Done
+            }
             Err(m) => refuse("stats-invalid", m),
         },
         Inbound::Kick { peer, reason } => {
@@ -824,6 +861,24 @@ async fn handle(gw: &Gateway, state: &mut PeerState, frame: Inbound) -> Handled 
             }
             state.room.set_metadata(metadata).await;
             Handled::Done
+        }
+    }
+}
+
+/// Aggregates a client's call-quality report.
+fn record_stats(s: &super::frames::Stats) {
+    let ms = |v: Option<f64>| v.map(|v| v / 1000.0);
+    for (h, v) in [
+        (&metrics::CALL_RTT, ms(s.rtt_ms)),
+        (&metrics::CALL_JITTER, ms(s.jitter_ms)),
+        (&metrics::CALL_LOSS, s.packet_loss),
+        (&metrics::CALL_FPS, s.fps),
+        (&metrics::CALL_HEIGHT, s.height),
+        (&metrics::CALL_FREEZES, s.freeze_count),
+        (&metrics::CALL_CONCEALED, s.concealed_samples),
+    ] {
+        if let Some(v) = v {
+            h.observe(&[], v);
         }
     }
 }

@@ -1,0 +1,488 @@
+//! Prometheus metrics, rendered in the text exposition format on the
+//! internal listener's `/metrics`.
+//!
+//! A deliberately small registry: counters, gauges and histograms with
+//! label sets, process-wide (as Prometheus client libraries keep theirs),
+//! every series labelled with the node's `region` and `node`. Values that
+//! are cheaper to read than to track (connections, rooms) are sampled at
+//! scrape time by the caller of [`render`].
+
+use parking_lot::Mutex;
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicI64, Ordering};
+
+/// A family of counters.
+pub struct Counter {
+    name: &'static str,
+    help: &'static str,
+    labels: &'static [&'static str],
+    values: Mutex<BTreeMap<Vec<String>, u64>>,
+}
+
+impl Counter {
+    const fn new(name: &'static str, help: &'static str, labels: &'static [&'static str]) -> Self {
+        Self {
+            name,
+            help,
+            labels,
+            values: parking_lot::const_mutex(BTreeMap::new()),
+        }
+    }
+
+    /// Adds one to the series with these label values.
+    pub fn inc(&self, labels: &[&str]) {
+        self.add(labels, 1);
+    }
+
+    /// Adds `n`.
+    pub fn add(&self, labels: &[&str], n: u64) {
+        let key: Vec<String> = labels.iter().map(|s| (*s).to_owned()).collect();
+        *self.values.lock().entry(key).or_default() += n;
+    }
+
+    /// The current value (tests).
+    pub fn get(&self, labels: &[&str]) -> u64 {
+        let key: Vec<String> = labels.iter().map(|s| (*s).to_owned()).collect();
+        self.values.lock().get(&key).copied().unwrap_or(0)
+    }
+}
+
+/// A gauge without labels, tracked as it changes.
+pub struct Gauge {
+    name: &'static str,
+    help: &'static str,
+    value: AtomicI64,
+}
+
+impl Gauge {
+    const fn new(name: &'static str, help: &'static str) -> Self {
+        Self {
+            name,
+            help,
+            value: AtomicI64::new(0),
+        }
+    }
+
+    /// Adds `d` (may be negative).
+    pub fn add(&self, d: i64) {
+        self.value.fetch_add(d, Ordering::Relaxed);
+    }
+
+    /// Sets the value.
+    pub fn set(&self, v: i64) {
+        self.value.store(v, Ordering::Relaxed);
+    }
+
+    /// The value.
+    pub fn get(&self) -> i64 {
+        self.value.load(Ordering::Relaxed)
+    }
+}
+
+struct HistData {
+    buckets: Vec<u64>,
+    sum: f64,
+    count: u64,
+}
+
+/// A family of histograms.
+pub struct Histogram {
+    name: &'static str,
+    help: &'static str,
+    labels: &'static [&'static str],
+    bounds: &'static [f64],
+    values: Mutex<BTreeMap<Vec<String>, HistData>>,
+}
+
+impl Histogram {
+    const fn new(
+        name: &'static str,
+        help: &'static str,
+        labels: &'static [&'static str],
+        bounds: &'static [f64],
+    ) -> Self {
+        Self {
+            name,
+            help,
+            labels,
+            bounds,
+            values: parking_lot::const_mutex(BTreeMap::new()),
+        }
+    }
+
+    /// Records one observation.
+    pub fn observe(&self, labels: &[&str], v: f64) {
+        if !v.is_finite() {
+            return;
+        }
+        let key: Vec<String> = labels.iter().map(|s| (*s).to_owned()).collect();
+        let mut values = self.values.lock();
+        let h = values.entry(key).or_insert_with(|| HistData {
+            buckets: vec![0; self.bounds.len()],
+            sum: 0.0,
+            count: 0,
+        });
+        for (i, b) in self.bounds.iter().enumerate() {
+            if v <= *b {
+                h.buckets[i] += 1;
+            }
+        }
+        h.sum += v;
+        h.count += 1;
+    }
+
+    /// Observations so far in a series (tests).
+    pub fn count(&self, labels: &[&str]) -> u64 {
+        let key: Vec<String> = labels.iter().map(|s| (*s).to_owned()).collect();
+        self.values.lock().get(&key).map(|h| h.count).unwrap_or(0)
+    }
+}
+
+const LATENCY: &[f64] = &[
+    0.00001, 0.000025, 0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05,
+    0.1, 0.25, 0.5, 1.0, 2.5,
+];
+const RTT: &[f64] = &[0.01, 0.025, 0.05, 0.1, 0.15, 0.2, 0.3, 0.5, 1.0, 2.0];
+const JITTER: &[f64] = &[0.001, 0.005, 0.01, 0.02, 0.03, 0.05, 0.1, 0.2];
+const LOSS: &[f64] = &[0.0, 0.001, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5];
+const FPS: &[f64] = &[1.0, 5.0, 10.0, 15.0, 20.0, 25.0, 30.0, 45.0, 60.0];
+const HEIGHT: &[f64] = &[180.0, 240.0, 360.0, 480.0, 720.0, 1080.0, 1440.0, 2160.0];
+const COUNTS: &[f64] = &[0.0, 1.0, 2.0, 5.0, 10.0, 25.0, 50.0, 100.0, 1000.0];
+const SAMPLES: &[f64] = &[0.0, 100.0, 1000.0, 10_000.0, 100_000.0, 1_000_000.0];
+
+/// Frames received, by type.
+pub static FRAMES_IN: Counter = Counter::new(
+    "roomlet_frames_in_total",
+    "Client frames received, by type.",
+    &["type"],
+);
+/// Frames sent, by type.
+pub static FRAMES_OUT: Counter = Counter::new(
+    "roomlet_frames_out_total",
+    "Frames sent to clients, by type.",
+    &["type"],
+);
+/// Error frames sent, by code.
+pub static ERRORS: Counter = Counter::new(
+    "roomlet_errors_total",
+    "Error frames sent to clients, by code.",
+    &["code"],
+);
+/// Refused tokens, by reason.
+pub static AUTH_FAILURES: Counter = Counter::new(
+    "roomlet_auth_failures_total",
+    "Access tokens refused, by reason.",
+    &["reason"],
+);
+/// Resume attempts.
+pub static RESUMES: Counter = Counter::new(
+    "roomlet_resumes_total",
+    "Session resume attempts, by result.",
+    &["result"],
+);
+/// Component instances created.
+pub static INSTANTIATIONS: Counter = Counter::new(
+    "roomlet_instantiations_total",
+    "Component instances created, by function.",
+    &["function"],
+);
+/// Guest failures.
+pub static TRAPS: Counter = Counter::new(
+    "roomlet_traps_total",
+    "Component calls that failed, by function and kind (trap, deadline, memory-cap, instantiate).",
+    &["function", "kind"],
+);
+/// Hot reloads.
+pub static RELOADS: Counter = Counter::new(
+    "roomlet_module_reloads_total",
+    "Component reloads, by function and result.",
+    &["function", "result"],
+);
+/// Join latency.
+pub static JOIN_SECONDS: Histogram = Histogram::new(
+    "roomlet_join_duration_seconds",
+    "Time from a join frame received to joined sent.",
+    &[],
+    LATENCY,
+);
+/// Component call latency.
+pub static CALL_SECONDS: Histogram = Histogram::new(
+    "roomlet_component_call_duration_seconds",
+    "Duration of calls into components, by function and component version.",
+    &["function", "version"],
+    LATENCY,
+);
+/// Bus request latency (distributed deployments).
+pub static BUS_SECONDS: Histogram = Histogram::new(
+    "roomlet_bus_request_duration_seconds",
+    "Duration of requests over the bus between nodes.",
+    &[],
+    LATENCY,
+);
+/// Call quality: round-trip time.
+pub static CALL_RTT: Histogram = Histogram::new(
+    "roomlet_call_rtt_seconds",
+    "Client-reported WebRTC round-trip time.",
+    &[],
+    RTT,
+);
+/// Call quality: jitter.
+pub static CALL_JITTER: Histogram = Histogram::new(
+    "roomlet_call_jitter_seconds",
+    "Client-reported WebRTC jitter.",
+    &[],
+    JITTER,
+);
+/// Call quality: packet loss.
+pub static CALL_LOSS: Histogram = Histogram::new(
+    "roomlet_call_packet_loss_ratio",
+    "Client-reported fraction of packets lost.",
+    &[],
+    LOSS,
+);
+/// Call quality: received frame rate.
+pub static CALL_FPS: Histogram = Histogram::new(
+    "roomlet_call_video_fps",
+    "Client-reported received video frames per second.",
+    &[],
+    FPS,
+);
+/// Call quality: received resolution.
+pub static CALL_HEIGHT: Histogram = Histogram::new(
+    "roomlet_call_video_height_pixels",
+    "Client-reported received video height.",
+    &[],
+    HEIGHT,
+);
+/// Call quality: freezes.
+pub static CALL_FREEZES: Histogram = Histogram::new(
+    "roomlet_call_video_freezes",
+    "Client-reported video freeze count per report.",
+    &[],
+    COUNTS,
+);
+/// Call quality: audio concealment.
+pub static CALL_CONCEALED: Histogram = Histogram::new(
+    "roomlet_call_audio_concealed_samples",
+    "Client-reported concealed audio samples per report.",
+    &[],
+    SAMPLES,
+);
+/// Live component instances of rooms.
+pub static ROOMS_LIVE: Gauge = Gauge::new(
+    "roomlet_rooms_live",
+    "Rooms with a live component instance.",
+);
+/// Hibernated rooms.
+pub static ROOMS_HIBERNATED: Gauge = Gauge::new(
+    "roomlet_rooms_hibernated",
+    "Rooms hibernated: snapshot kept, instance dropped.",
+);
+/// Peers in rooms.
+pub static PEERS: Gauge = Gauge::new("roomlet_peers", "Peers in rooms on this node.");
+
+static IDENTITY: OnceLock<(String, String)> = OnceLock::new();
+
+/// Sets the region and node labels (first call wins: one node per process
+/// in production; tests share the process).
+pub fn set_identity(region: &str, node: &str) {
+    let _ = IDENTITY.set((region.to_owned(), node.to_owned()));
+}
+
+fn escape(v: &str) -> String {
+    v.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+fn labels(base: &str, names: &[&str], values: &[String], extra: Option<(&str, String)>) -> String {
+    let mut s = String::from(base);
+    for (n, v) in names.iter().zip(values) {
+        let _ = write!(s, ",{n}=\"{}\"", escape(v));
+    }
+    if let Some((n, v)) = extra {
+        let _ = write!(s, ",{n}=\"{v}\"");
+    }
+    format!("{{{s}}}")
+}
+
+fn fmt_f64(v: f64) -> String {
+    if v == f64::INFINITY {
+        "+Inf".into()
+    } else {
+        format!("{v}")
+    }
+}
+
+/// Values sampled at scrape time.
+pub struct Sampled {
+    /// Open WebSocket connections.
+    pub connections: usize,
+    /// Rooms on the node.
+    pub rooms: usize,
+    /// Whether the node is draining.
+    pub draining: bool,
+}
+
+/// The whole exposition.
+pub fn render(sampled: &Sampled) -> String {
+    let (region, node) = IDENTITY
+        .get()
+        .cloned()
+        .unwrap_or_else(|| ("local".into(), "node".into()));
+    let base = format!("region=\"{}\",node=\"{}\"", escape(&region), escape(&node));
+    let mut out = String::with_capacity(16 * 1024);
+    let gauge = |out: &mut String, name: &str, help: &str, v: f64| {
+        let _ = writeln!(
+            out,
+            "# HELP {name} {help}\n# TYPE {name} gauge\n{name}{{{base}}} {}",
+            fmt_f64(v)
+        );
+    };
+    gauge(
+        &mut out,
+        "roomlet_connections",
+        "Open WebSocket connections.",
+        sampled.connections as f64,
+    );
+    gauge(
+        &mut out,
+        "roomlet_rooms",
+        "Rooms on this node (live and hibernated).",
+        sampled.rooms as f64,
+    );
+    gauge(
+        &mut out,
+        "roomlet_draining",
+        "1 while the node drains.",
+        f64::from(u8::from(sampled.draining)),
+    );
+    for g in [&ROOMS_LIVE, &ROOMS_HIBERNATED, &PEERS] {
+        gauge(&mut out, g.name, g.help, g.get() as f64);
+    }
+    for c in [
+        &FRAMES_IN,
+        &FRAMES_OUT,
+        &ERRORS,
+        &AUTH_FAILURES,
+        &RESUMES,
+        &INSTANTIATIONS,
+        &TRAPS,
+        &RELOADS,
+    ] {
+        let _ = writeln!(
+            out,
+            "# HELP {} {}\n# TYPE {} counter",
+            c.name, c.help, c.name
+        );
+        for (k, v) in c.values.lock().iter() {
+            let _ = writeln!(out, "{}{} {v}", c.name, labels(&base, c.labels, k, None));
+        }
+    }
+    for h in [
+        &JOIN_SECONDS,
+        &CALL_SECONDS,
+        &BUS_SECONDS,
+        &CALL_RTT,
+        &CALL_JITTER,
+        &CALL_LOSS,
+        &CALL_FPS,
+        &CALL_HEIGHT,
+        &CALL_FREEZES,
+        &CALL_CONCEALED,
+    ] {
+        let _ = writeln!(
+            out,
+            "# HELP {} {}\n# TYPE {} histogram",
+            h.name, h.help, h.name
+        );
+        for (k, d) in h.values.lock().iter() {
+            for (b, n) in h.bounds.iter().zip(&d.buckets) {
+                let _ = writeln!(
+                    out,
+                    "{}_bucket{} {n}",
+                    h.name,
+                    labels(&base, h.labels, k, Some(("le", fmt_f64(*b))))
+                );
+            }
+            let _ = writeln!(
+                out,
+                "{}_bucket{} {}",
+                h.name,
+                labels(&base, h.labels, k, Some(("le", "+Inf".into()))),
+                d.count
+            );
+            let _ = writeln!(
+                out,
+                "{}_sum{} {}",
+                h.name,
+                labels(&base, h.labels, k, None),
+                fmt_f64(d.sum)
+            );
+            let _ = writeln!(
+                out,
+                "{}_count{} {}",
+                h.name,
+                labels(&base, h.labels, k, None),
+                d.count
+            );
+        }
+    }
+    process(&mut out, &base);
+    out
+}
+
+/// Process figures from /proc (Linux).
+fn process(out: &mut String, base: &str) {
+    let ticks_per_sec = 100.0; // CLK_TCK on Linux
+    let page = 4096.0;
+    if let Ok(stat) = std::fs::read_to_string("/proc/self/stat") {
+        // Fields after the command name (which may contain spaces).
+        if let Some(rest) = stat.rsplit_once(')').map(|(_, r)| r) {
+            let f: Vec<&str> = rest.split_whitespace().collect();
+            let num = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+            // rest[0] is field 3 (state); utime=14, stime=15, starttime=22.
+            let cpu = (num(11) + num(12)) / ticks_per_sec;
+            let _ = writeln!(
+                out,
+                "# HELP process_cpu_seconds_total Total user and system CPU time spent in seconds.\n# TYPE process_cpu_seconds_total counter\nprocess_cpu_seconds_total{{{base}}} {cpu}"
+            );
+            let boot = std::fs::read_to_string("/proc/stat").ok().and_then(|s| {
+                s.lines().find_map(|l| {
+                    l.strip_prefix("btime ")
+                        .and_then(|v| v.trim().parse::<f64>().ok())
+                })
+            });
+            if let Some(boot) = boot {
+                let start = boot + num(19) / ticks_per_sec;
+                let _ = writeln!(
+                    out,
+                    "# HELP process_start_time_seconds Start time of the process since unix epoch in seconds.\n# TYPE process_start_time_seconds gauge\nprocess_start_time_seconds{{{base}}} {start}"
+                );
+            }
+        }
+    }
+    if let Ok(statm) = std::fs::read_to_string("/proc/self/statm") {
+        let f: Vec<f64> = statm
+            .split_whitespace()
+            .filter_map(|v| v.parse().ok())
+            .collect();
+        if f.len() > 1 {
+            let _ = writeln!(
+                out,
+                "# HELP process_resident_memory_bytes Resident memory size in bytes.\n# TYPE process_resident_memory_bytes gauge\nprocess_resident_memory_bytes{{{base}}} {}\n# HELP process_virtual_memory_bytes Virtual memory size in bytes.\n# TYPE process_virtual_memory_bytes gauge\nprocess_virtual_memory_bytes{{{base}}} {}",
+                f[1] * page,
+                f[0] * page
+            );
+        }
+    }
+    if let Ok(fds) = std::fs::read_dir("/proc/self/fd") {
+        let _ = writeln!(
+            out,
+            "# HELP process_open_fds Number of open file descriptors.\n# TYPE process_open_fds gauge\nprocess_open_fds{{{base}}} {}",
+            fds.count()
+        );
+    }
+}
