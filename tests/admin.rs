@@ -425,3 +425,39 @@ async fn a_reload_under_live_traffic_loses_no_frame_and_closes_no_socket() {
         assert_eq!(r["moduleVersion"], v2, "every room runs the new version");
     }
 }
+
+#[tokio::test]
+async fn dev_mode_reloads_a_component_file_when_it_changes() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("room.wasm");
+    std::fs::copy(hostile_path(), &path).expect("copy fixture");
+    let watched = path.clone();
+    let s = roomlet_tests::server::start(move |c| {
+        c.modules.insert(
+            "rooms".into(),
+            roomlet::config::ModuleSection {
+                path: Some(watched),
+                ..Default::default()
+            },
+        );
+    })
+    .await;
+    let (mut c, _) = joined(&s, Wire::Json, "watched", "a").await;
+    assert_eq!(count(&mut c).await, 1);
+    let before = s.running.modules.list()[&roomlet::components::Function::Rooms].len();
+    // Write the new version beside it and rename it in, as editors and
+    // build tools do, so the watcher never sees half a file.
+    let tmp = dir.path().join("room.wasm.tmp");
+    std::fs::write(&tmp, hostile_v2()).expect("write v2");
+    std::fs::rename(&tmp, &path).expect("rename v2");
+    let modules = s.running.modules.clone();
+    roomlet_tests::wait_for("the watcher to deploy the new file", || {
+        modules.list()[&roomlet::components::Function::Rooms].len() > before
+    })
+    .await;
+    assert_eq!(
+        count(&mut c).await,
+        2,
+        "the room moved with its state, socket open"
+    );
+}

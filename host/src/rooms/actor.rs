@@ -5,6 +5,7 @@ use super::registry::{JoinError, Joined, RoomShared, RoomStatus, RoomTable, Room
 use crate::components::bindings::room::{Action, CreateCause, Outgoing};
 use crate::components::bindings::types::{Grants, Peer, Rejection, RoomMessage, Signal};
 use crate::components::{CallError, RoomInstance, RoomsFunction};
+use crate::metrics;
 use std::collections::VecDeque;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -286,6 +287,7 @@ impl RoomActor {
             .members
             .write()
             .insert(peer.id.as_str().into(), (outbox.clone(), peer.grants));
+        metrics::PEERS.add(1);
         self.members.push(Member {
             peer: peer.clone(),
             outbox,
@@ -302,6 +304,7 @@ impl RoomActor {
             return;
         };
         let member = self.members.remove(pos);
+        metrics::PEERS.add(-1);
         self.shared.members.write().remove(peer_id);
         self.refresh_peers();
         if !member.peer.grants.contains(Grants::HIDDEN) {
@@ -444,7 +447,7 @@ impl RoomActor {
             .instantiate(self.name.clone(), self.peers.clone())
             .await
             .inspect_err(|e| tracing::warn!(error = %e, "cannot instantiate room"))?;
-        let restored = match self.snapshot.take() {
+        let restored = match self.take_snapshot() {
             Some(s) => match instance.restore(&s.version, &s.state).await {
                 Ok(Ok(())) => true,
                 Ok(Err(reason)) => {
@@ -582,7 +585,7 @@ impl RoomActor {
                 .store(settings.observe_signals, Ordering::Relaxed);
         }
         self.created = true;
-        self.snapshot = None;
+        self.take_snapshot();
         self.instance = Some(new);
         self.function = function;
         self.commit().await;
@@ -591,6 +594,15 @@ impl RoomActor {
             "room moved to a new module version"
         );
         Ok(())
+    }
+
+    /// Takes the hibernation snapshot, keeping the gauge in step.
+    fn take_snapshot(&mut self) -> Option<Snapshot> {
+        let s = self.snapshot.take();
+        if s.is_some() {
+            metrics::ROOMS_HIBERNATED.add(-1);
+        }
+        s
     }
 
     /// Snapshots the module's in-memory state and drops the instance.
@@ -607,7 +619,9 @@ impl RoomActor {
         match state {
             Ok((version, state)) => {
                 tracing::debug!(bytes = state.len(), "room hibernated");
-                self.snapshot = Some(Snapshot { version, state });
+                if self.snapshot.replace(Snapshot { version, state }).is_none() {
+                    metrics::ROOMS_HIBERNATED.add(1);
+                }
                 true
             }
             Err(e) => {
@@ -623,6 +637,8 @@ impl RoomActor {
         }
         self.closed = true;
         self.shared.closed.store(true, Ordering::Relaxed);
+        metrics::PEERS.add(-(self.members.len() as i64));
+        self.take_snapshot();
         for m in self.members.drain(..) {
             let _ = m.outbox.send(Delivery::Closed {
                 reason: reason.to_owned(),
