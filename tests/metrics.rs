@@ -13,7 +13,7 @@ fn value(text: &str, series_prefix: &str) -> f64 {
 
 #[tokio::test]
 async fn metrics_move_after_a_session_and_pass_promtool() {
-    let s = start(|c| c.server.region = "metrics-test".into()).await;
+    let s = start(|_| {}).await;
     let internal = s.running.internal_addr;
     let (mut a, _) = joined(&s, Wire::Json, "m", "a").await;
     let (mut b, jb) = joined(&s, Wire::Msgpack, "m", "b").await;
@@ -38,7 +38,7 @@ async fn metrics_move_after_a_session_and_pass_promtool() {
         ("roomlet_connections{", 2.0),
         ("roomlet_rooms{", 1.0),
         ("roomlet_peers{", 2.0),
-        ("roomlet_frames_in_total{region=\"metrics-test\"", 5.0),
+        ("roomlet_frames_in_total{", 5.0),
         ("roomlet_frames_out_total{", 5.0),
         ("roomlet_errors_total{", 2.0),
         ("roomlet_auth_failures_total{", 1.0),
@@ -93,6 +93,98 @@ async fn metrics_move_after_a_session_and_pass_promtool() {
             panic!("promtool is missing: install the Debian package prometheus")
         }
         None => println!("skipping promtool check: install the Debian package prometheus"),
+    }
+}
+
+/// Metric names (`roomlet_*`, `process_*`) a file refers to.
+fn metric_names(text: &str) -> std::collections::BTreeSet<String> {
+    let mut out = std::collections::BTreeSet::new();
+    for (i, _) in text
+        .match_indices("roomlet_")
+        .chain(text.match_indices("process_"))
+    {
+        let preceded = text[..i]
+            .chars()
+            .next_back()
+            .is_some_and(|c| c.is_ascii_alphanumeric() || c == '_');
+        if preceded {
+            continue;
+        }
+        let name: String = text[i..]
+            .chars()
+            .take_while(|c| c.is_ascii_lowercase() || *c == '_')
+            .collect();
+        out.insert(name);
+    }
+    out
+}
+
+#[tokio::test]
+async fn dashboards_alerts_and_autoscalers_name_only_served_metrics() {
+    let s = start(|_| {}).await;
+    // One session so every histogram family has samples.
+    let (mut a, _) = joined(&s, Wire::Json, "names", "a").await;
+    a.send(json!({"type": "stats", "rttMs": 20, "jitterMs": 2, "packetLoss": 0.0, "fps": 30, "height": 720})).await;
+    a.send(json!({"type": "ping"})).await;
+    a.frame_of("pong").await;
+    let (_, text) =
+        roomlet_tests::http(s.running.internal_addr, "GET", "/metrics", None, b"").await;
+    let served: std::collections::BTreeSet<String> = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE "))
+        .filter_map(|l| l.split(' ').next().map(str::to_owned))
+        .collect();
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../edge-configs");
+    for file in [
+        "grafana/dashboards/roomlet.json",
+        "prometheus/alerts.yml",
+        "k8s/base/hpa.yaml",
+        "k8s/monitoring/prometheus-adapter-config.yaml",
+    ] {
+        let body =
+            std::fs::read_to_string(root.join(file)).unwrap_or_else(|e| panic!("{file}: {e}"));
+        let names = metric_names(&body);
+        assert!(!names.is_empty(), "{file} names no metric");
+        for name in names {
+            let base = ["_bucket", "_sum", "_count"]
+                .iter()
+                .find_map(|suffix| name.strip_suffix(suffix).filter(|b| served.contains(*b)))
+                .unwrap_or(&name);
+            assert!(
+                served.contains(base),
+                "{file} uses {name}, which /metrics does not serve"
+            );
+        }
+    }
+}
+
+#[test]
+fn alert_rules_check_and_each_alert_fires_in_promtool() {
+    let Some(promtool) = which("promtool") else {
+        assert_ne!(
+            std::env::var("CI").as_deref(),
+            Ok("true"),
+            "promtool is missing: install the Debian package prometheus"
+        );
+        println!("skipping: install the Debian package prometheus");
+        return;
+    };
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../edge-configs/prometheus");
+    for args in [
+        ["check", "rules", "alerts.yml"],
+        ["test", "rules", "alerts_test.yml"],
+    ] {
+        let out = std::process::Command::new(&promtool)
+            .args(args)
+            .current_dir(&dir)
+            .output()
+            .expect("promtool runs");
+        assert!(
+            out.status.success(),
+            "promtool {args:?} failed:\n{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
 }
 
