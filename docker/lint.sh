@@ -94,9 +94,15 @@ done
 
 # --- Optional: Prometheus and NATS configs.
 if command -v promtool >/dev/null; then
-  for f in edge-configs/prometheus/*.yml; do
+  for f in edge-configs/prometheus/prometheus*.yml; do
     if out=$(promtool check config "$f" 2>&1); then ok "promtool $f"; else fail "promtool $f: $out"; fi
   done
+  # Alert rules (their unit tests run in tests/metrics.rs).
+  if out=$(promtool check rules edge-configs/prometheus/alerts.yml 2>&1); then
+    ok "promtool rules"
+  else
+    fail "promtool rules: $out"
+  fi
 else
   echo "skipped: promtool (apt-get install prometheus) not installed"
 fi
