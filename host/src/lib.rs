@@ -6,6 +6,7 @@
 //! ([`components`]) → room actor ([`rooms`]) → peer sessions.
 
 pub mod admin;
+pub mod bus;
 pub mod clock;
 pub mod components;
 pub mod config;

@@ -172,7 +172,7 @@ fn init_tracing(json: bool) {
     }
 }
 
-fn main() -> Result<()> {
+pub(crate) fn main() -> Result<()> {
     let cli = Cli::parse();
     match cli.command {
         Command::Serve(args) => serve(args),
@@ -258,10 +258,8 @@ fn serve(args: ServeArgs) -> Result<()> {
         s.public_url = Some(v);
     }
     s.dev |= args.dev;
-    if args.nats.is_some() {
-        bail!(
-            "--nats: the distributed bus is not available in this build yet; run without it (all-in-one)"
-        );
+    if let Some(url) = args.nats {
+        config.nats.url = Some(url);
     }
     for m in &args.modules {
         let Some((function, path)) = m.split_once('=') else {
@@ -282,6 +280,13 @@ fn serve(args: ServeArgs) -> Result<()> {
         .context("starting the async runtime")?;
     runtime.block_on(async move {
         let dev = config.server.dev;
+        let grace = std::time::Duration::from_millis(config.server.drain_grace_ms);
+        // Where draining clients are sent: another region's gateway.
+        let hint = config
+            .regions
+            .iter()
+            .find(|r| r.name != config.server.region)
+            .map(|r| r.url.clone());
         let running = server::start(config, secrets)
             .await
             .context("starting roomlet")?;
@@ -290,13 +295,17 @@ fn serve(args: ServeArgs) -> Result<()> {
             a => a.to_string(),
         };
         println!("roomlet is listening on http://{shown}");
+        println!("internal listener on http://{}", running.internal_addr);
         if dev {
             println!("demo: open http://{shown}/demo in two browser tabs");
         }
         let _ = std::io::stdout().flush();
         shutdown_signal().await;
-        tracing::info!("shutting down: draining, closing rooms");
-        running.stop().await;
+        tracing::info!(
+            grace_ms = grace.as_millis() as u64,
+            "shutting down: sending clients elsewhere, moving rooms"
+        );
+        running.drain(hint, grace).await;
         Ok(())
     })
 }

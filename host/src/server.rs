@@ -3,6 +3,10 @@
 //! (`/metrics`), on hyper 1.x. [`start`] wires a whole node from a
 //! [`Config`] and returns once both listeners are bound.
 
+use crate::bus::Bus;
+use crate::bus::directory::NodeInfo;
+use crate::bus::edge::Edge;
+use crate::bus::home::Home;
 use crate::components::engine::{self, EngineSettings};
 use crate::components::{Function, LoadError, Loader};
 use crate::config::{Config, ConfigError};
@@ -70,9 +74,12 @@ pub enum ServerError {
         /// Why it failed.
         source: std::io::Error,
     },
-    /// A deployment shape this build cannot serve yet.
-    #[error("{0}")]
-    Unsupported(String),
+    /// The bus to other nodes could not be set up.
+    #[error(transparent)]
+    Bus(#[from] crate::bus::BusError),
+    /// The node could not take its liveness lease in time.
+    #[error("could not register this node in the directory within {0:?}")]
+    Lease(Duration),
 }
 
 /// Secrets a node needs, read from the environment (or `*_FILE`).
@@ -84,6 +91,8 @@ pub struct Secrets {
     pub operator: Option<Secret>,
     /// The TURN shared secret.
     pub turn: Option<Secret>,
+    /// NATS credentials.
+    pub nats: crate::bus::NatsCredentials,
 }
 
 impl Secrets {
@@ -98,6 +107,7 @@ impl Secrets {
             api_keys,
             operator: crate::secrets::from_env("ROOMLET_OPERATOR_TOKEN")?,
             turn: crate::secrets::from_env("ROOMLET_TURN_SECRET")?,
+            nats: crate::bus::NatsCredentials::from_env()?,
         })
     }
 }
@@ -115,6 +125,9 @@ pub struct Running {
     pub modules: Arc<Modules>,
     kv: Arc<KvStore>,
     shutdown: watch::Sender<bool>,
+    bus: Option<Arc<Bus>>,
+    home: Option<Arc<Home>>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
 }
 
 impl Running {
@@ -129,17 +142,44 @@ impl Running {
     pub async fn stop(self) {
         self.shutdown();
         self.gateway.set_draining();
+        if let Some(home) = &self.home {
+            // Rooms move (their kv is in JetStream) instead of closing.
+            home.release_all().await;
+        }
+        if let Some(bus) = &self.bus {
+            bus.withdraw().await;
+        }
         self.gateway
             .rooms
             .close_all("shutdown", Duration::from_secs(5))
             .await;
         self.kv.close();
     }
+
+    /// Graceful drain (SIGTERM): readiness fails, every client is sent
+    /// `reconnect` (to `url`, or to wherever the client's list says) and
+    /// closed; waits up to `grace` for the sessions to end, then stops.
+    pub async fn drain(self, url: Option<String>, grace: Duration) {
+        self.gateway.send_reconnect(url);
+        let deadline = tokio::time::Instant::now() + grace;
+        while self.gateway.connections() > 0 && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        self.stop().await;
+    }
+
+    /// The bus, when the node has one.
+    pub fn bus(&self) -> Option<&Arc<Bus>> {
+        self.bus.as_ref()
+    }
 }
 
 impl Drop for Running {
     fn drop(&mut self) {
         self.shutdown();
+        for t in &self.tasks {
+            t.abort();
+        }
         self.kv.close();
     }
 }
@@ -150,6 +190,7 @@ struct Http {
     dev_keys: Option<Arc<ApiKeys>>,
     public_url: Option<String>,
     ws_config: WebSocketConfig,
+    relay: bool,
 }
 
 /// Starts a node: loads the components, opens the data directory, binds
@@ -157,16 +198,14 @@ struct Http {
 pub async fn start(config: Config, secrets: Secrets) -> Result<Running, ServerError> {
     config.validate()?;
     let functions = config.functions()?;
-    if functions.len() != Function::ALL.len() {
-        return Err(ServerError::Unsupported(format!(
-            "this build runs all functions in one process; --functions {} needs the NATS bus (not available yet)",
-            config.server.functions.join(",")
-        )));
-    }
+    let runs = |f: Function| functions.contains(&f);
     let dev = config.server.dev;
     crate::metrics::set_identity(&config.server.region, &config.node_name());
     let api_keys = if !secrets.api_keys.is_empty() {
         secrets.api_keys.clone()
+    } else if !runs(Function::Auth) {
+        // Tokens are checked on an auth node; this one holds no keys.
+        ApiKeys::default()
     } else if dev {
         tracing::warn!(
             "--dev: using the well-known development API key; never do this in production"
@@ -235,8 +274,22 @@ pub async fn start(config: Config, secrets: Secrets) -> Result<Running, ServerEr
         }
         _ => None,
     };
-    let gateway = Arc::new(Gateway::new(
-        rooms,
+    let bus = match &config.nats.url {
+        Some(_) => Some(
+            Bus::connect(
+                &config.nats,
+                &secrets.nats,
+                &config.node_name(),
+                &config.server.region,
+            )
+            .await?,
+        ),
+        None => None,
+    };
+    let mut tasks = Vec::new();
+    let mut home = None;
+    let mut gateway = Gateway::new(
+        rooms.clone(),
         Arc::new(auth),
         Arc::new(relay),
         config.limits.clone(),
@@ -244,7 +297,39 @@ pub async fn start(config: Config, secrets: Secrets) -> Result<Running, ServerEr
         config.regions.clone(),
         config.ice_servers.clone(),
         turn,
-    ));
+    );
+    if let Some(bus) = &bus {
+        if runs(Function::Rooms) {
+            home = Some(Home::start(bus.clone(), rooms.clone(), kv.clone()).await?);
+        }
+        let edge = if runs(Function::Relay) {
+            let local = runs(Function::Rooms).then(|| rooms.clone());
+            Some(Edge::start(bus.clone(), home.clone(), local).await?)
+        } else {
+            None
+        };
+        gateway = gateway.with_bus(bus.clone(), edge, runs(Function::Auth));
+    }
+    let gateway = Arc::new(gateway);
+    if let Some(bus) = &bus {
+        if runs(Function::Auth) {
+            crate::bus::auth::serve(bus.clone(), gateway.clone()).await?;
+        }
+        let info = NodeInfo {
+            region: config.server.region.clone(),
+            functions: functions.iter().map(|f| f.to_string()).collect(),
+            public_url: config.server.public_url.clone(),
+        };
+        tasks.push(tokio::spawn(bus.clone().keep_alive(info)));
+        let within = Duration::from_secs(5);
+        let deadline = tokio::time::Instant::now() + within;
+        while !bus.lease_valid() {
+            if tokio::time::Instant::now() > deadline {
+                return Err(ServerError::Lease(within));
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
     let modules = Arc::new(Modules::new(
         loader,
         specs,
@@ -268,6 +353,7 @@ pub async fn start(config: Config, secrets: Secrets) -> Result<Running, ServerEr
         ws_config: WebSocketConfig::default()
             .max_message_size(Some(frame_cap))
             .max_frame_size(Some(frame_cap)),
+        relay: runs(Function::Relay),
     });
     let bind = |addr: SocketAddr| async move {
         TcpListener::bind(addr)
@@ -298,6 +384,9 @@ pub async fn start(config: Config, secrets: Secrets) -> Result<Running, ServerEr
         modules,
         kv,
         shutdown,
+        bus,
+        home,
+        tasks,
     })
 }
 
@@ -370,6 +459,10 @@ fn route_public(
         return text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n");
     }
     match req.uri().path() {
+        "/v1/ws" if !http.relay => text(
+            StatusCode::NOT_FOUND,
+            "this node does not run the relay function; connect to a gateway\n",
+        ),
         "/v1/ws" => upgrade(http, req, addr),
         "/demo" | "/demo/" => with_type(DEMO_HTML, "text/html; charset=utf-8"),
         "/demo/roomlet.js" => with_type(CLIENT_JS, "text/javascript; charset=utf-8"),
@@ -393,10 +486,9 @@ async fn route_internal(http: &Http, req: Request<Incoming>) -> Response<Full<By
 }
 
 fn ready(http: &Http) -> Response<Full<Bytes>> {
-    if http.gateway.is_draining() {
-        text(StatusCode::SERVICE_UNAVAILABLE, "draining\n")
-    } else {
-        text(StatusCode::OK, "ready\n")
+    match http.gateway.readiness() {
+        Ok(()) => text(StatusCode::OK, "ready\n"),
+        Err(why) => text(StatusCode::SERVICE_UNAVAILABLE, format!("{why}\n")),
     }
 }
 

@@ -395,7 +395,7 @@ async fn join_inner(
         region: gw.region.clone(),
         headers: client.headers.clone(),
     };
-    let identity = match gw.auth().authenticate(&request).await {
+    let identity = match gw.authenticate(&request).await {
         Ok(Ok(id)) => id,
         Ok(Err(e)) => {
             tracing::debug!(reason = ?e, "token refused");
@@ -425,8 +425,7 @@ async fn join_inner(
     let (tx, inbox) = mpsc::unbounded_channel();
     let may_create = peer.grants.contains(Grants::ROOM_CREATE);
     let (handle, joined) = gw
-        .rooms
-        .join(&room, peer.clone(), tx, may_create)
+        .join_room(&room, peer.clone(), tx, may_create)
         .await
         .map_err(|e| {
             let close = match &e {
@@ -564,6 +563,7 @@ async fn pump<S: AsyncRead + AsyncWrite + Unpin>(
     ping.tick().await;
     let idle = Duration::from_millis(gw.limits.idle_timeout_ms);
     let keep = gw.limits.resume_buffer;
+    let mut drain = gw.drain_signal();
     loop {
         let idle_at = conn.last_heard + idle;
         tokio::select! {
@@ -629,6 +629,17 @@ async fn pump<S: AsyncRead + AsyncWrite + Unpin>(
                         return Some(End::Dropped);
                     }
                 }
+            }
+            // Last: frames the client already sent are handled first.
+            url = async { drain.wait_for(Option::is_some).await.ok().and_then(|v| v.clone()).flatten() } => {
+                // Every frame this client sent before this point has been
+                // handled; it leaves the room after them.
+                let frame = ServerFrame::Reconnect { reason: "draining".into(), url };
+                let seq = state.number(frame.clone(), keep);
+                conn.send(Some(seq), &frame).await;
+                conn.close(close::DRAINING, "draining").await;
+                state.room.leave(&state.peer.id, LeaveReason::Left).await;
+                return Some(End::Over);
             }
             _ = ping.tick() => {
                 if conn.ws.send(Message::Ping(Vec::new().into())).await.is_err() {

@@ -17,12 +17,20 @@ use tracing::Instrument;
 /// Longest timer a module may set.
 const MAX_TIMER: Duration = Duration::from_secs(24 * 3600);
 
-/// What a room's mailbox carries.
-pub(super) enum Command {
+/// What a room's mailbox carries (a proxy's too).
+#[allow(missing_docs)]
+pub enum Command {
     Join {
         peer: Peer,
         outbox: Outbox,
         reply: oneshot::Sender<Result<Joined, JoinError>>,
+    },
+    /// A member re-reported by its gateway after the room moved to this
+    /// node: added without `on-join` and without announcing it.
+    Rejoin {
+        peer: Peer,
+        outbox: Outbox,
+        reply: oneshot::Sender<Joined>,
     },
     Leave {
         peer_id: String,
@@ -182,6 +190,13 @@ impl RoomActor {
                 let r = self.join(peer, outbox).await;
                 let _ = reply.send(r);
             }
+            Command::Rejoin {
+                peer,
+                outbox,
+                reply,
+            } => {
+                let _ = reply.send(self.rejoin(peer, outbox));
+            }
             Command::Leave { peer_id, reason } => self.leave(&peer_id, reason, true).await,
             Command::Message { message } => {
                 if self.member(&message.sender).is_none() {
@@ -296,6 +311,32 @@ impl RoomActor {
         tracing::debug!(peer = %peer.id, identity = %peer.identity, "peer joined");
         self.apply(actions, Some(&peer.id)).await;
         Ok(joined)
+    }
+
+    fn rejoin(&mut self, peer: Peer, outbox: Outbox) -> Joined {
+        let joined = Joined {
+            peers: self
+                .members
+                .iter()
+                .filter(|m| !m.peer.grants.contains(Grants::HIDDEN) && m.peer.id != peer.id)
+                .map(|m| m.peer.clone())
+                .collect(),
+            metadata: self.metadata.to_string(),
+        };
+        let peer = Arc::new(peer);
+        self.shared
+            .members
+            .write()
+            .insert(peer.id.as_str().into(), (outbox.clone(), peer.grants));
+        match self.members.iter_mut().find(|m| m.peer.id == peer.id) {
+            Some(m) => m.outbox = outbox,
+            None => {
+                metrics::PEERS.add(1);
+                self.members.push(Member { peer, outbox });
+            }
+        }
+        self.refresh_peers();
+        joined
     }
 
     /// Removes a member; `notify_module` calls `on-leave`.

@@ -111,6 +111,32 @@ impl RoomShared {
         self.members.read().get(id).cloned()
     }
 
+    /// Adds or replaces a member seen from outside the actor (a proxy's
+    /// mirror of a room homed elsewhere).
+    pub fn mirror_insert(&self, id: &str, outbox: Outbox, grants: Grants) {
+        self.members.write().insert(id.into(), (outbox, grants));
+    }
+
+    /// Removes a mirrored member.
+    pub fn mirror_remove(&self, id: &str) -> Option<(Outbox, Grants)> {
+        self.members.write().remove(id)
+    }
+
+    /// Every member id.
+    pub fn member_ids(&self) -> Vec<Arc<str>> {
+        self.members.read().keys().cloned().collect()
+    }
+
+    /// Marks a proxy closed.
+    pub fn mark_closed(&self) {
+        self.closed.store(true, Ordering::Relaxed);
+    }
+
+    /// Sets whether signals go through the room (a proxy learns it from the home).
+    pub fn set_observe_signals(&self, on: bool) {
+        self.observe_signals.store(on, Ordering::Relaxed);
+    }
+
     /// Whether the room has closed.
     pub fn is_closed(&self) -> bool {
         self.closed.load(Ordering::Relaxed)
@@ -160,6 +186,28 @@ impl RoomHandle {
             return None;
         }
         rx.await.ok()
+    }
+
+    /// Re-adds a member whose room moved here. `None` when the room closed.
+    pub async fn rejoin(&self, peer: Peer, outbox: Outbox) -> Option<Joined> {
+        let (reply, rx) = oneshot::channel();
+        if !self
+            .send(Command::Rejoin {
+                peer,
+                outbox,
+                reply,
+            })
+            .await
+        {
+            return None;
+        }
+        rx.await.ok()
+    }
+
+    /// A room proxy: commands sent to it go to `tx` (a task that forwards
+    /// them to the room's home on another node).
+    pub fn proxy(name: Arc<str>, tx: mpsc::Sender<Command>, shared: Arc<RoomShared>) -> Self {
+        Self { name, tx, shared }
     }
 
     /// The peer has left.
@@ -327,6 +375,11 @@ impl Rooms {
     /// Whether the node has no rooms.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+
+    /// The room's handle, starting it when it is not running here.
+    pub fn open(&self, room: &str) -> Result<RoomHandle, JoinError> {
+        self.get_or_start(room, true)
     }
 
     /// Joins `peer` to `room`, creating the room when `may_create`.
