@@ -142,6 +142,7 @@ impl Running {
     pub async fn stop(self) {
         self.shutdown();
         self.gateway.set_draining();
+        self.gateway.flush_bus().await;
         if let Some(home) = &self.home {
             // Rooms move (their kv is in JetStream) instead of closing.
             home.release_all().await;

@@ -97,6 +97,19 @@ impl Edge {
         Ok(edge)
     }
 
+    /// Waits until every frame sessions handed to proxies is on its way
+    /// to the NATS server (drain: nothing a client sent is lost).
+    pub async fn flush(&self) {
+        let proxies: Vec<Arc<Proxy>> = self.proxies.lock().values().cloned().collect();
+        for p in proxies {
+            let handle = RoomHandle::proxy(p.room.as_str().into(), p.tx.clone(), p.shared.clone());
+            let _ = tokio::time::timeout(Duration::from_secs(2), handle.status()).await;
+        }
+        if let Err(e) = self.bus.client().flush().await {
+            tracing::warn!(error = %e, "flushing the bus failed");
+        }
+    }
+
     /// Joins `peer` to `room` wherever the room is homed.
     pub async fn join(
         self: &Arc<Self>,
@@ -313,6 +326,17 @@ impl Edge {
                     reason,
                 },
                 Command::SetMetadata { metadata } => HomeOp::SetMetadata { metadata },
+                // A barrier: every frame before it has been handed to the bus.
+                Command::Status { reply } => {
+                    let _ = reply.send(crate::rooms::RoomStatus {
+                        live: false,
+                        hibernated: false,
+                        members: proxy.local.lock().len(),
+                        recent_traps: 0,
+                        version: String::new(),
+                    });
+                    continue;
+                }
                 // Node-local operations have no meaning for a proxy.
                 _ => continue,
             };

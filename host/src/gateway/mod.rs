@@ -137,6 +137,13 @@ impl Gateway {
         }
     }
 
+    /// Waits until frames for rooms homed elsewhere have left this node.
+    pub async fn flush_bus(&self) {
+        if let Some(edge) = &self.edge {
+            edge.flush().await;
+        }
+    }
+
     /// Tells every session to reconnect (to `url`, or anywhere).
     pub fn send_reconnect(&self, url: Option<String>) {
         self.set_draining();
