@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 
 const NODE_BIN: &str = env!("CARGO_BIN_EXE_roomlet-node");
 const CHAT_HISTORY: &str = env!("ROOMLET_EXAMPLE_CHAT_HISTORY");
+const CLASSROOM: &str = env!("ROOMLET_EXAMPLE_CLASSROOM");
 /// The liveness TTL the tests run with.
 const TTL: Duration = Duration::from_secs(2);
 
@@ -112,6 +113,17 @@ impl Node {
         Self::try_start(nats, prefix, name, region, functions, &[], TTL).expect("node starts")
     }
 
+    fn start_with_module(
+        nats: &str,
+        prefix: &str,
+        name: &str,
+        region: &str,
+        functions: &str,
+        module: &str,
+    ) -> Node {
+        Self::spawn(nats, prefix, name, region, functions, &[], TTL, module).expect("node starts")
+    }
+
     fn try_start(
         nats: &str,
         prefix: &str,
@@ -120,6 +132,29 @@ impl Node {
         functions: &str,
         env: &[(&str, &str)],
         ttl: Duration,
+    ) -> Result<Node, String> {
+        Self::spawn(
+            nats,
+            prefix,
+            name,
+            region,
+            functions,
+            env,
+            ttl,
+            CHAT_HISTORY,
+        )
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn spawn(
+        nats: &str,
+        prefix: &str,
+        name: &str,
+        region: &str,
+        functions: &str,
+        env: &[(&str, &str)],
+        ttl: Duration,
+        module: &str,
     ) -> Result<Node, String> {
         let dir = tempfile::tempdir().expect("tempdir");
         let config = dir.path().join("roomlet.toml");
@@ -153,7 +188,7 @@ impl Node {
             ])
             .args(["--nats", nats])
             .arg("--module")
-            .arg(format!("rooms={CHAT_HISTORY}"))
+            .arg(format!("rooms={module}"))
             .arg("--data-dir")
             .arg(dir.path().join("data"))
             .envs(env.iter().copied())
@@ -200,6 +235,18 @@ impl Node {
             .expect("kill runs")
             .success();
         assert!(ok, "kill -{sig}");
+    }
+
+    /// Waits for the process to exit on its own; its exit code.
+    fn child_exit(&mut self, within: Duration) -> Option<i32> {
+        let deadline = Instant::now() + within;
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return status.code();
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
     }
 
     fn log(&self) -> String {
@@ -416,6 +463,83 @@ async fn split_nodes_signal_across_regions_rehome_and_drain() {
     let (mut a2, _) = join(&gw_b, "class", "alice").await;
     a2.send(message(json!({"text": "moved"}))).await;
     assert_eq!(next_text(&mut b).await, "moved");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_draining_rooms_node_hands_its_rooms_off_with_their_memory() {
+    let Some(bin) = nats_server() else { return };
+    let nats = Nats::start(bin, None);
+    let url = nats.url();
+    let p = "handoff";
+    let node = |name: &str, functions: &str| {
+        Node::start_with_module(&url, p, name, "a", functions, CLASSROOM)
+    };
+    let _auth = node("auth-1", "auth");
+    let mut rooms1 = node("rooms-1", "rooms");
+    let gw = node("gw-1", "relay");
+    let teacher_token = {
+        let keys = roomlet::secrets::ApiKeys::dev();
+        let (key, secret) = keys.first().expect("dev key");
+        roomlet::tokens::mint(
+            key,
+            secret,
+            &roomlet::tokens::TokenRequest {
+                room: "lesson".into(),
+                identity: "ms-t".into(),
+                name: None,
+                metadata: Some(r#"{"role":"teacher"}"#.into()),
+                ttl: Duration::from_secs(600),
+                admin: false,
+                create: true,
+            },
+        )
+    };
+    let mut teacher = Client::connect(&gw.ws(), Wire::Json).await;
+    teacher.join("lesson", &teacher_token).await;
+    let (mut student, js) = join(&gw, "lesson", "sam").await;
+    let sam = js["peerId"].as_str().expect("peer id").to_owned();
+    teacher
+        .send(message(json!({"action": "mute", "peer": sam})))
+        .await;
+    let muted = next_of(&mut student, "message", DEADLINE)
+        .await
+        .expect("muted");
+    assert_eq!(muted["data"]["event"], "muted", "{muted}");
+
+    // rooms-1 drains: the room moves to rooms-2 at once (no lease wait),
+    // and the mute, which lives only in the module's memory, moves with it.
+    let _rooms2 = node("rooms-2", "rooms");
+    rooms1.signal("TERM");
+    let started = Instant::now();
+    loop {
+        assert!(
+            started.elapsed() < TTL,
+            "the hand-off waited for the lease to expire"
+        );
+        student.send(message(json!({"text": "may I?"}))).await;
+        let e = next_of(&mut student, "error", DEADLINE)
+            .await
+            .expect("an error");
+        match e["code"].as_str() {
+            Some("muted") if rooms1.log().contains("room closed") => break,
+            Some("muted") | Some("unavailable") => {}
+            other => panic!("unexpected refusal {other:?}: {e}"),
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let status = rooms1.child_exit(DEADLINE);
+    assert_eq!(status, Some(0), "rooms-1 exits cleanly after the hand-off");
+    // Still muted on the new home; the teacher heard none of it.
+    student.send(message(json!({"text": "hello?"}))).await;
+    let e = next_of(&mut student, "error", DEADLINE)
+        .await
+        .expect("an error");
+    assert_eq!(e["code"], "muted", "{e}");
+    assert!(
+        next_of(&mut teacher, "message", Duration::from_millis(300))
+            .await
+            .is_none()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -127,6 +127,7 @@ pub struct Running {
     shutdown: watch::Sender<bool>,
     bus: Option<Arc<Bus>>,
     home: Option<Arc<Home>>,
+    node_info: NodeInfo,
     tasks: Vec<tokio::task::JoinHandle<()>>,
 }
 
@@ -144,8 +145,9 @@ impl Running {
         self.gateway.set_draining();
         self.gateway.flush_bus().await;
         if let Some(home) = &self.home {
-            // Rooms move (their kv is in JetStream) instead of closing.
-            home.release_all().await;
+            // Rooms move (kv in JetStream, memory as a snapshot) instead
+            // of closing; the gateways re-home them at once.
+            home.release_all(self.node_info.clone()).await;
         }
         if let Some(bus) = &self.bus {
             bus.withdraw().await;
@@ -312,16 +314,17 @@ pub async fn start(config: Config, secrets: Secrets) -> Result<Running, ServerEr
         gateway = gateway.with_bus(bus.clone(), edge, runs(Function::Auth));
     }
     let gateway = Arc::new(gateway);
+    let node_info = NodeInfo {
+        region: config.server.region.clone(),
+        functions: functions.iter().map(|f| f.to_string()).collect(),
+        public_url: config.server.public_url.clone(),
+        draining: false,
+    };
     if let Some(bus) = &bus {
         if runs(Function::Auth) {
             crate::bus::auth::serve(bus.clone(), gateway.clone()).await?;
         }
-        let info = NodeInfo {
-            region: config.server.region.clone(),
-            functions: functions.iter().map(|f| f.to_string()).collect(),
-            public_url: config.server.public_url.clone(),
-        };
-        tasks.push(tokio::spawn(bus.clone().keep_alive(info)));
+        tasks.push(tokio::spawn(bus.clone().keep_alive(node_info.clone())));
         let within = Duration::from_secs(5);
         let deadline = tokio::time::Instant::now() + within;
         while !bus.lease_valid() {
@@ -387,6 +390,7 @@ pub async fn start(config: Config, secrets: Secrets) -> Result<Running, ServerEr
         shutdown,
         bus,
         home,
+        node_info,
         tasks,
     })
 }

@@ -26,12 +26,15 @@ pub struct NodeInfo {
     pub functions: Vec<String>,
     /// Its public WebSocket URL, if configured.
     pub public_url: Option<String>,
+    /// Handing its rooms off: alive, but never chosen as a new home.
+    #[serde(default)]
+    pub draining: bool,
 }
 
 impl NodeInfo {
     /// Whether the node can be a room's home.
     pub fn runs_rooms(&self) -> bool {
-        self.functions.iter().any(|f| f == "rooms")
+        !self.draining && self.functions.iter().any(|f| f == "rooms")
     }
 }
 

@@ -388,11 +388,17 @@ impl Edge {
     fn deliver(self: &Arc<Self>, m: ToGateway) {
         let proxy = self.proxies.lock().get(&m.room).cloned();
         if let WireDelivery::Moved { from } = &m.delivery {
+            let Some(p) = proxy else { return };
+            // A frame the old home refused: its sender hears so.
+            if let Some((_, outbox)) = p.local.lock().get(&m.peer) {
+                let _ = outbox.send(Delivery::Error {
+                    code: "unavailable".into(),
+                    message: "the room was moving to another node; that frame was not delivered, send it again".into(),
+                });
+            }
             // Only the current home's notice counts: an old home letting
             // go of a room that has already moved says nothing new.
-            if let Some(p) = proxy
-                && p.route.borrow().as_ref().is_some_and(|r| r.node == *from)
-            {
+            if p.route.borrow().as_ref().is_some_and(|r| r.node == *from) {
                 self.rehome(p);
             }
             return;

@@ -45,6 +45,8 @@ pub struct Home {
     held: Mutex<HashMap<String, Held>>,
     /// Claims of one room never interleave.
     claims: tokio::sync::Mutex<()>,
+    /// Handing rooms off: the sweep leaves them to [`Home::release_all`].
+    draining: std::sync::atomic::AtomicBool,
 }
 
 /// Sends a peer's deliveries to the gateway `gateway` on the bus, in order.
@@ -111,6 +113,7 @@ impl Home {
             local_kv,
             held: Mutex::default(),
             claims: tokio::sync::Mutex::new(()),
+            draining: std::sync::atomic::AtomicBool::new(false),
         });
         let sub = |kind: &'static str| {
             let bus = bus.clone();
@@ -276,6 +279,9 @@ impl Home {
         if !self.bus.lease_valid() {
             return Err(refused("unavailable", "this node has lost its bus lease"));
         }
+        if self.bus.is_draining() {
+            return Err(refused("unavailable", "this node is handing its rooms off"));
+        }
         let me = RoomEntry {
             node: self.bus.node.clone(),
             region: self.bus.region.clone(),
@@ -337,6 +343,14 @@ impl Home {
             .rooms
             .open(&req.room)
             .map_err(|e| refused(e.code(), &e.to_string()))?;
+        // The previous home's memory, when it handed the room off (drain).
+        match self.replica.take_snapshot(&req.room).await {
+            Ok(Some((version, state))) => handle.put_snapshot(version, state).await,
+            Ok(None) => {}
+            Err(e) => {
+                tracing::warn!(room = %req.room, error = %e, "reading the room's snapshot failed")
+            }
+        }
         let at: Locations = Arc::default();
         self.held.lock().insert(
             req.room.clone(),
@@ -366,9 +380,15 @@ impl Home {
 
     async fn frame(&self, m: ToHome) {
         let Some(handle) = self.holds(&m.room, m.rev) else {
+            // The sender is told its frame was not delivered.
+            let sender = match &m.op {
+                HomeOp::Leave { .. } => String::new(),
+                HomeOp::Message { sender, .. } | HomeOp::Signal { sender, .. } => sender.clone(),
+                HomeOp::Kick { .. } | HomeOp::SetMetadata { .. } => String::new(),
+            };
             let moved = ToGateway {
                 room: m.room,
-                peer: String::new(),
+                peer: sender,
                 delivery: WireDelivery::Moved {
                     from: self.bus.node.clone(),
                 },
@@ -425,6 +445,9 @@ impl Home {
         let mut tick = tokio::time::interval(Duration::from_millis(200));
         loop {
             tick.tick().await;
+            if self.draining.load(std::sync::atomic::Ordering::Relaxed) {
+                return;
+            }
             let epoch = self.bus.lease_epoch();
             let valid = self.bus.lease_valid();
             let mut lost = Vec::new();
@@ -452,16 +475,24 @@ impl Home {
         }
     }
 
-    /// Orderly stop: every room snapshot-free but with its kv committed in
-    /// JetStream; the entries are released so gateways re-home the rooms
-    /// at once.
-    pub async fn release_all(&self) {
+    /// Orderly stop: each room's memory is snapshotted into JetStream
+    /// (its kv is there already), then its entry released, so gateways
+    /// re-home it at once and the new home restores the snapshot.
+    pub async fn release_all(&self, info: super::directory::NodeInfo) {
+        self.draining
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+        self.bus.announce_draining(info).await;
         let held: Vec<(String, Held)> = self.held.lock().drain().collect();
         for (room, h) in held {
-            h.handle.close(MOVED).await;
+            if let Some((version, state)) = h.handle.take_snapshot().await
+                && let Err(e) = self.replica.put_snapshot(&room, &version, &state).await
+            {
+                tracing::warn!(%room, error = %e, "handing off the room's memory failed");
+            }
             if let Err(e) = self.bus.directory.release(&room, h.rev).await {
                 tracing::debug!(%room, error = %e, "releasing the directory entry failed");
             }
+            h.handle.close(MOVED).await;
         }
     }
 }

@@ -107,6 +107,8 @@ pub struct Bus {
     /// Bumped each time the lease is regained after lapsing: rooms
     /// claimed in an earlier epoch may have been taken over meanwhile.
     lease_epoch: AtomicU64,
+    /// Set when the node starts handing its rooms off.
+    draining: std::sync::atomic::AtomicBool,
 }
 
 impl std::fmt::Debug for Bus {
@@ -184,6 +186,7 @@ impl Bus {
             request_timeout: Duration::from_millis(settings.request_timeout_ms),
             lease_until_ms: AtomicU64::new(0),
             lease_epoch: AtomicU64::new(0),
+            draining: std::sync::atomic::AtomicBool::new(false),
         }))
     }
 
@@ -224,10 +227,11 @@ impl Bus {
 
     /// Keeps this node's liveness key fresh, for ever. Renews every third
     /// of the TTL; a renewal that fails leaves the lease to run out.
-    pub async fn keep_alive(self: Arc<Self>, info: directory::NodeInfo) {
+    pub async fn keep_alive(self: Arc<Self>, mut info: directory::NodeInfo) {
         let ttl = self.directory.ttl();
         let every = ttl / 3;
         loop {
+            info.draining = self.draining.load(Ordering::Relaxed);
             let started = crate::clock::unix_millis();
             match tokio::time::timeout(every, self.directory.renew(&self.node, &info)).await {
                 Ok(Ok(())) => {
@@ -247,6 +251,21 @@ impl Bus {
             let spent = crate::clock::unix_millis().saturating_sub(started);
             tokio::time::sleep(every.saturating_sub(Duration::from_millis(spent))).await;
         }
+    }
+
+    /// Announces at once that this node is handing its rooms off, so no
+    /// gateway picks it as a new home meanwhile.
+    pub async fn announce_draining(&self, mut info: directory::NodeInfo) {
+        self.draining.store(true, Ordering::Relaxed);
+        info.draining = true;
+        if let Err(e) = self.directory.renew(&self.node, &info).await {
+            tracing::warn!(error = %e, "announcing the drain failed");
+        }
+    }
+
+    /// Whether the node is handing its rooms off.
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::Relaxed)
     }
 
     /// Withdraws this node's liveness key (orderly stop), so others take

@@ -87,6 +87,37 @@ impl JetStreamKv {
     }
 }
 
+fn snapshot_key(room: &str) -> String {
+    format!("s.{}", B64.encode(room))
+}
+
+impl JetStreamKv {
+    /// Leaves the room's in-memory state for its next home (drain).
+    pub async fn put_snapshot(
+        &self,
+        room: &str,
+        version: &str,
+        state: &[u8],
+    ) -> Result<(), String> {
+        let body = rmp_serde::to_vec(&(version, state)).map_err(|e| e.to_string())?;
+        self.store
+            .put(snapshot_key(room), body.into())
+            .await
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    }
+
+    /// Takes (and removes) the state a previous home left, so it is used once.
+    pub async fn take_snapshot(&self, room: &str) -> Result<Option<(String, Vec<u8>)>, String> {
+        let key = snapshot_key(room);
+        let Some(body) = self.store.get(&key).await.map_err(|e| e.to_string())? else {
+            return Ok(None);
+        };
+        self.store.purge(&key).await.map_err(|e| e.to_string())?;
+        Ok(rmp_serde::from_slice(&body).ok())
+    }
+}
+
 impl KvReplica for JetStreamKv {
     fn commit(&self, room: &str, writes: &[(&str, Option<&[u8]>)]) -> Result<(), String> {
         let prefix = room_prefix(room);

@@ -63,6 +63,15 @@ pub enum Command {
         function: Arc<RoomsFunction>,
         reply: oneshot::Sender<Result<(), String>>,
     },
+    /// The module's in-memory state, for a move to another node.
+    TakeSnapshot {
+        reply: oneshot::Sender<Option<(String, Vec<u8>)>>,
+    },
+    /// State carried from another node: restored by the first call.
+    PutSnapshot {
+        version: String,
+        state: Vec<u8>,
+    },
     /// Every member, hidden ones included (admin API).
     Peers {
         reply: oneshot::Sender<Vec<Arc<Peer>>>,
@@ -239,6 +248,26 @@ impl RoomActor {
             Command::Upgrade { function, reply } => {
                 let r = self.upgrade(function).await;
                 let _ = reply.send(r);
+            }
+            Command::TakeSnapshot { reply } => {
+                let snap = if self.hibernate().await {
+                    self.snapshot
+                        .as_ref()
+                        .map(|s| (s.version.clone(), s.state.clone()))
+                } else {
+                    self.snapshot
+                        .as_ref()
+                        .map(|s| (s.version.clone(), s.state.clone()))
+                };
+                let _ = reply.send(snap);
+            }
+            Command::PutSnapshot { version, state } => {
+                self.instance = None;
+                if self.snapshot.replace(Snapshot { version, state }).is_none() {
+                    metrics::ROOMS_HIBERNATED.add(1);
+                }
+                // It existed elsewhere: a new instance restores, not creates.
+                self.created = true;
             }
             Command::Peers { reply } => {
                 let _ = reply.send(self.members.iter().map(|m| m.peer.clone()).collect());

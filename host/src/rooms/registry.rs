@@ -188,6 +188,21 @@ impl RoomHandle {
         rx.await.ok()
     }
 
+    /// The module's in-memory state (the instance is dropped, as when
+    /// hibernating), for handing the room to another node.
+    pub async fn take_snapshot(&self) -> Option<(String, Vec<u8>)> {
+        let (reply, rx) = oneshot::channel();
+        if !self.send(Command::TakeSnapshot { reply }).await {
+            return None;
+        }
+        rx.await.ok().flatten()
+    }
+
+    /// Hands the room state carried from another node.
+    pub async fn put_snapshot(&self, version: String, state: Vec<u8>) {
+        self.send(Command::PutSnapshot { version, state }).await;
+    }
+
     /// Re-adds a member whose room moved here. `None` when the room closed.
     pub async fn rejoin(&self, peer: Peer, outbox: Outbox) -> Option<Joined> {
         let (reply, rx) = oneshot::channel();
