@@ -52,6 +52,10 @@ pub struct Config {
     pub regions: Vec<RegionLink>,
     /// Per-function component settings.
     pub modules: HashMap<String, ModuleSection>,
+    /// The room event log.
+    pub events: crate::events::EventsConfig,
+    /// Webhook receivers.
+    pub webhooks: crate::webhooks::WebhooksConfig,
 }
 
 impl Default for Config {
@@ -68,6 +72,8 @@ impl Default for Config {
             turn: None,
             regions: Vec::new(),
             modules: HashMap::new(),
+            events: Default::default(),
+            webhooks: Default::default(),
         }
     }
 }
