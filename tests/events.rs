@@ -418,3 +418,48 @@ async fn json_logs_carry_room_and_peer_ids_in_spans() {
         room_line |= in_span(&v, "room", "span-room", None) && v["fields"]["peer"] == peer.as_str();
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_full_disk_refuses_joins_with_a_clear_error() {
+    let full = Path::new("/dev/full");
+    if !full.exists() {
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "/dev/full is missing (a Linux device node); CI must have it"
+        );
+        eprintln!("skipped: /dev/full (Linux) is needed to simulate a full disk");
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let events = roomlet::events::dir_in(dir.path());
+    std::fs::create_dir_all(&events).expect("mkdir");
+    // The segment the node will append to: every write answers ENOSPC.
+    std::os::unix::fs::symlink(full, events.join(roomlet::events::segment_name(1)))
+        .expect("symlink");
+    let s = roomlet_tests::server::start_with(
+        |c| c.server.data_dir = dir.path().to_path_buf(),
+        Default::default(),
+    )
+    .await;
+    for identity in ["first", "second"] {
+        let mut c = Client::connect(&s.ws_url(), roomlet_tests::server::Wire::Json).await;
+        c.send(json!({"type": "join", "room": "full", "token": dev_token("full", identity)}))
+            .await;
+        let f = c.frame().await;
+        assert_eq!(
+            (&f["type"], &f["code"]),
+            (&json!("error"), &json!("unavailable")),
+            "{f}"
+        );
+        assert!(
+            f["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("event log"))
+        );
+        assert_eq!(c.closed().await, 1013, "try again later");
+    }
+    // The node is still up and answers.
+    let (status, _) =
+        roomlet_tests::http(s.running.internal_addr, "GET", "/readyz", None, b"").await;
+    assert_eq!(status, 200);
+}
