@@ -54,6 +54,10 @@ pub struct Config {
     pub modules: HashMap<String, ModuleSection>,
     /// The NATS bus between nodes; absent in the all-in-one shape.
     pub nats: NatsSection,
+    /// The room event log.
+    pub events: crate::events::EventsConfig,
+    /// Webhook receivers.
+    pub webhooks: crate::webhooks::WebhooksConfig,
 }
 
 impl Default for Config {
@@ -71,6 +75,8 @@ impl Default for Config {
             regions: Vec::new(),
             modules: HashMap::new(),
             nats: NatsSection::default(),
+            events: Default::default(),
+            webhooks: Default::default(),
         }
     }
 }

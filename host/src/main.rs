@@ -37,6 +37,11 @@ enum Command {
         #[command(subcommand)]
         what: NewCommand,
     },
+    /// The room event log (docs/events.md).
+    Events {
+        #[command(subcommand)]
+        command: EventsCommand,
+    },
     /// Exit 0 when the server at --url answers ready (for health checks).
     Health {
         /// Readiness URL.
@@ -98,6 +103,25 @@ enum NewCommand {
         /// Where to create the crate's directory.
         #[arg(long, default_value = ".")]
         dir: PathBuf,
+    },
+}
+
+#[derive(Subcommand)]
+enum EventsCommand {
+    /// Print events (one JSON object per line), oldest first.
+    Tail {
+        /// Data directory of the node (its events are in DIR/events).
+        #[arg(long, env = "ROOMLET_DATA_DIR")]
+        data_dir: Option<PathBuf>,
+        /// TOML configuration file, for its server.data_dir.
+        #[arg(long, env = "ROOMLET_CONFIG")]
+        config: Option<PathBuf>,
+        /// Only the last N events (default: every event kept).
+        #[arg(short = 'n', long = "lines")]
+        lines: Option<usize>,
+        /// Keep printing events as they are appended.
+        #[arg(short = 'f', long)]
+        follow: bool,
     },
 }
 
@@ -228,6 +252,26 @@ pub(crate) fn main() -> Result<()> {
             );
             Ok(())
         }
+        Command::Events {
+            command:
+                EventsCommand::Tail {
+                    data_dir,
+                    config,
+                    lines,
+                    follow,
+                },
+        } => {
+            let data_dir = match data_dir {
+                Some(d) => d,
+                None => {
+                    Config::load(config.as_deref())
+                        .context("loading configuration")?
+                        .server
+                        .data_dir
+                }
+            };
+            events_tail(&roomlet::events::dir_in(&data_dir), lines, follow)
+        }
         Command::Health { url } => health(&url),
     }
 }
@@ -329,6 +373,38 @@ async fn shutdown_signal() {
     #[cfg(not(unix))]
     {
         let _ = ctrl_c.await;
+    }
+}
+
+/// Prints the log's last events, then follows it when asked.
+fn events_tail(dir: &std::path::Path, lines: Option<usize>, follow: bool) -> Result<()> {
+    let (first, mut tail) = roomlet::events::read_last(dir, lines)
+        .with_context(|| format!("reading the event log in {}", dir.display()))?;
+    if first.is_empty() && !follow && roomlet::events::segments(dir)?.is_empty() {
+        eprintln!("no event log in {}", dir.display());
+    }
+    let mut out = std::io::stdout().lock();
+    let mut print = |lines: Vec<String>| -> bool {
+        for l in lines {
+            // A closed pipe (`| head`) ends the command quietly.
+            if writeln!(out, "{l}").is_err() {
+                return false;
+            }
+        }
+        out.flush().is_ok()
+    };
+    if !print(first) || !follow {
+        return Ok(());
+    }
+    loop {
+        let new = tail
+            .poll()
+            .with_context(|| format!("reading the event log in {}", dir.display()))?;
+        if new.is_empty() {
+            std::thread::sleep(Duration::from_millis(200));
+        } else if !print(new) {
+            return Ok(());
+        }
     }
 }
 

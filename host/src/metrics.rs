@@ -200,6 +200,30 @@ pub static RELOADS: Counter = Counter::new(
     "Component reloads, by function and result.",
     &["function", "result"],
 );
+/// Events made durable in the room event log.
+pub static EVENTS_WRITTEN: Counter = Counter::new(
+    "roomlet_events_written_total",
+    "Room events written and synced to the event log.",
+    &[],
+);
+/// Events the log could not take or keep.
+pub static EVENT_LOG_ERRORS: Counter = Counter::new(
+    "roomlet_event_log_errors_total",
+    "Room events the event log failed to make durable, by reason (io, overloaded).",
+    &["reason"],
+);
+/// Webhook notifications, by outcome.
+pub static WEBHOOKS: Counter = Counter::new(
+    "roomlet_webhooks_total",
+    "Webhook notifications by result: delivered, failed (attempts exhausted), dropped (queue full).",
+    &["result"],
+);
+/// Webhook attempts that will be tried again.
+pub static WEBHOOK_RETRIES: Counter = Counter::new(
+    "roomlet_webhook_retries_total",
+    "Webhook delivery attempts that failed and were retried.",
+    &[],
+);
 /// Join latency.
 pub static JOIN_SECONDS: Histogram = Histogram::new(
     "roomlet_join_duration_seconds",
@@ -212,6 +236,13 @@ pub static CALL_SECONDS: Histogram = Histogram::new(
     "roomlet_component_call_duration_seconds",
     "Duration of calls into components, by function and component version.",
     &["function", "version"],
+    LATENCY,
+);
+/// Event log group commits.
+pub static EVENT_LOG_SYNC_SECONDS: Histogram = Histogram::new(
+    "roomlet_event_log_sync_duration_seconds",
+    "Time to write and sync one group of room events.",
+    &[],
     LATENCY,
 );
 /// Bus request latency (distributed deployments).
@@ -371,6 +402,10 @@ pub fn render(sampled: &Sampled) -> String {
         &INSTANTIATIONS,
         &TRAPS,
         &RELOADS,
+        &EVENTS_WRITTEN,
+        &EVENT_LOG_ERRORS,
+        &WEBHOOKS,
+        &WEBHOOK_RETRIES,
     ] {
         let _ = writeln!(
             out,
@@ -385,6 +420,7 @@ pub fn render(sampled: &Sampled) -> String {
         &JOIN_SECONDS,
         &CALL_SECONDS,
         &BUS_SECONDS,
+        &EVENT_LOG_SYNC_SECONDS,
         &CALL_RTT,
         &CALL_JITTER,
         &CALL_LOSS,

@@ -80,6 +80,12 @@ pub enum ServerError {
     /// The node could not take its liveness lease in time.
     #[error("could not register this node in the directory within {0:?}")]
     Lease(Duration),
+    /// The room event log could not be opened.
+    #[error(transparent)]
+    Events(#[from] crate::events::EventLogError),
+    /// The webhooks are misconfigured.
+    #[error(transparent)]
+    Webhooks(#[from] crate::webhooks::WebhookError),
 }
 
 /// Secrets a node needs, read from the environment (or `*_FILE`).
@@ -123,6 +129,10 @@ pub struct Running {
     pub gateway: Arc<Gateway>,
     /// Component versions (hot reload).
     pub modules: Arc<Modules>,
+    /// The room event log.
+    pub events: crate::events::EventSink,
+    /// The webhook sender, when URLs are configured.
+    pub webhooks: Option<Arc<crate::webhooks::Webhooks>>,
     kv: Arc<KvStore>,
     shutdown: watch::Sender<bool>,
     bus: Option<Arc<Bus>>,
@@ -156,6 +166,7 @@ impl Running {
             .rooms
             .close_all("shutdown", Duration::from_secs(5))
             .await;
+        self.events.flush().await;
         self.kv.close();
     }
 
@@ -227,6 +238,15 @@ pub async fn start(config: Config, secrets: Secrets) -> Result<Running, ServerEr
         &data_dir.join("kv.redb"),
         KvLimits::default(),
     )?);
+    // After kv: its lock keeps a second node off this data directory.
+    let webhooks = crate::webhooks::Webhooks::start(&config.webhooks, &api_keys)?;
+    let events = crate::events::EventSink::open(
+        &crate::events::dir_in(data_dir),
+        &config.events,
+        &config.node_name(),
+        &config.server.region,
+        webhooks.as_ref().map(|w| w.listener()),
+    )?;
     let specs: std::collections::HashMap<Function, crate::components::FunctionSpec> = Function::ALL
         .iter()
         .map(|f| (*f, config.function_spec(*f)))
@@ -265,6 +285,7 @@ pub async fn start(config: Config, secrets: Secrets) -> Result<Running, ServerEr
             max_peers_per_room: r.max_peers_per_room,
             trap_limit: r.trap_limit,
             trap_window: Duration::from_millis(r.trap_window_ms),
+            events: events.clone(),
             ..RoomsConfig::default()
         },
     );
@@ -386,6 +407,8 @@ pub async fn start(config: Config, secrets: Secrets) -> Result<Running, ServerEr
         internal_addr,
         gateway,
         modules,
+        events,
+        webhooks,
         kv,
         shutdown,
         bus,

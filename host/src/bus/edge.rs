@@ -180,7 +180,16 @@ impl Edge {
                     }
                     let peers = self.mirror(p, peers);
                     let handle = RoomHandle::proxy(room.into(), p.tx.clone(), p.shared.clone());
-                    return Ok((handle, Joined { peers, metadata }));
+                    // The home logged the join durably before answering.
+                    let durable = crate::events::Receipt::ready(Ok(()));
+                    return Ok((
+                        handle,
+                        Joined {
+                            peers,
+                            metadata,
+                            durable,
+                        },
+                    ));
                 }
                 JoinReply::NotHome { home, .. } => target = home,
                 JoinReply::Refused { code, message } => {

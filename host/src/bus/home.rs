@@ -176,12 +176,24 @@ impl Home {
             req.gateway.clone(),
             at.clone(),
         );
+        let peer_id = req.peer.id.clone();
         let peer: Peer = req.peer.into();
         match self
             .join(&req.room, peer, outbox, req.rejoin, req.may_create)
             .await
         {
             Ok((rev, handle, joined)) => {
+                // Acknowledged only once the join is in this node's event log.
+                if let Err(e) = joined.durable.wait().await {
+                    tracing::error!(room = %req.room, error = %e, "event log write failed; join refused");
+                    handle
+                        .leave(&peer_id, crate::rooms::LeaveReason::Left)
+                        .await;
+                    return refused(
+                        "unavailable",
+                        "the room's event log is unavailable; try again",
+                    );
+                }
                 let at = at.read();
                 JoinReply::Joined {
                     rev,

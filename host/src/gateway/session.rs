@@ -247,6 +247,7 @@ pub async fn serve<S>(
         let span = tracing::Span::current();
         span.record("room", &*state.room.name().to_string());
         span.record("peer", state.peer.id.as_str());
+        tracing::debug!(resumed, "session joined");
         joined(&gw, conn, state, resumed).await;
     }
     .instrument(span)
@@ -443,6 +444,16 @@ async fn join_inner(
             };
             Refusal::new(e.code(), message, Some(close))
         })?;
+    // `joined` promises the join is on record (docs/events.md).
+    if let Err(e) = joined.durable.wait().await {
+        tracing::error!(error = %e, "join not recorded in the event log; refusing it");
+        handle.leave(&peer.id, LeaveReason::Left).await;
+        return Err(Refusal::new(
+            "unavailable",
+            "this node cannot record the join right now (its event log is failing); try again later or elsewhere",
+            Some(close::TRY_LATER),
+        ));
+    }
     let mut state = PeerState {
         peer: Arc::new(peer),
         room: handle,

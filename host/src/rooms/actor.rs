@@ -5,6 +5,7 @@ use super::registry::{JoinError, Joined, RoomShared, RoomStatus, RoomTable, Room
 use crate::components::bindings::room::{Action, CreateCause, Outgoing};
 use crate::components::bindings::types::{Grants, Peer, Rejection, RoomMessage, Signal};
 use crate::components::{CallError, RoomInstance, RoomsFunction};
+use crate::events::{Event, EventKind};
 use crate::metrics;
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -147,6 +148,10 @@ impl RoomActor {
         let span = tracing::info_span!("room", room = %self.name);
         async move {
             tracing::debug!("room started");
+            let _ = self
+                .config
+                .events
+                .record(Event::new(EventKind::RoomOpened, &self.name));
             while !self.closed {
                 let idle_at = self
                     .config
@@ -315,7 +320,12 @@ impl RoomActor {
             Err(e) => return Err(JoinError::Module(e.to_string())),
         };
         let peer = Arc::new(peer);
+        let durable = self
+            .config
+            .events
+            .record(Event::new(EventKind::PeerJoined, &self.name).peer(&peer.id, &peer.identity));
         let joined = Joined {
+            durable,
             peers: self
                 .members
                 .iter()
@@ -344,6 +354,8 @@ impl RoomActor {
 
     fn rejoin(&mut self, peer: Peer, outbox: Outbox) -> Joined {
         let joined = Joined {
+            // A re-report after a move: the join was logged where it happened.
+            durable: crate::events::Receipt::ready(Ok(())),
             peers: self
                 .members
                 .iter()
@@ -387,6 +399,15 @@ impl RoomActor {
             );
         }
         tracing::debug!(peer = %peer_id, reason = reason.as_str(), "peer left");
+        let kind = match reason {
+            LeaveReason::Kicked => EventKind::PeerKicked,
+            _ => EventKind::PeerLeft,
+        };
+        let _ = self.config.events.record(
+            Event::new(kind, &self.name)
+                .peer(peer_id, &member.peer.identity)
+                .reason(reason.as_str()),
+        );
         if notify_module
             && let Ok(actions) = self.call(async |i| i.on_leave(&member.peer).await).await
         {
@@ -597,6 +618,11 @@ impl RoomActor {
             recent_traps = self.traps.len(),
             "room module failed; its instance is discarded"
         );
+        let _ = self.config.events.record(
+            Event::new(EventKind::ComponentError, &self.name)
+                .reason(e.kind())
+                .module_version(self.function.version()),
+        );
         if self.traps.len() >= self.config.trap_limit as usize {
             Box::pin(self.close("module-failed")).await;
         }
@@ -710,6 +736,11 @@ impl RoomActor {
         metrics::PEERS.add(-(self.members.len() as i64));
         self.take_snapshot();
         for m in self.members.drain(..) {
+            let _ = self.config.events.record(
+                Event::new(EventKind::PeerLeft, &self.name)
+                    .peer(&m.peer.id, &m.peer.identity)
+                    .reason(LeaveReason::Closed.as_str()),
+            );
             let _ = m.outbox.send(Delivery::Closed {
                 reason: reason.to_owned(),
             });
@@ -717,6 +748,10 @@ impl RoomActor {
         self.shared.members.write().clear();
         self.instance = None;
         tracing::info!(reason, "room closed");
+        let _ = self
+            .config
+            .events
+            .record(Event::new(EventKind::RoomClosed, &self.name).reason(reason));
     }
 }
 

@@ -28,6 +28,8 @@ pub struct RoomsConfig {
     pub trap_window: Duration,
     /// Mailbox depth per room: senders wait when it is full.
     pub mailbox: usize,
+    /// Where rooms record joins, leaves, opens, closes and errors.
+    pub events: crate::events::EventSink,
 }
 
 impl Default for RoomsConfig {
@@ -39,6 +41,7 @@ impl Default for RoomsConfig {
             trap_limit: 5,
             trap_window: Duration::from_secs(60),
             mailbox: 256,
+            events: Default::default(),
         }
     }
 }
@@ -73,12 +76,14 @@ impl JoinError {
 }
 
 /// What a successful join returns.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct Joined {
     /// The peers already present (hidden ones left out).
     pub peers: Vec<Arc<Peer>>,
     /// The room's metadata.
     pub metadata: String,
+    /// Settles when the join is in the event log: `joined` waits for it.
+    pub durable: crate::events::Receipt,
 }
 
 /// How a room is doing, for tests and the admin API.
