@@ -19,7 +19,7 @@ const NODE_BIN: &str = env!("CARGO_BIN_EXE_roomlet-node");
 const CHAT_HISTORY: &str = env!("ROOMLET_EXAMPLE_CHAT_HISTORY");
 const CLASSROOM: &str = env!("ROOMLET_EXAMPLE_CLASSROOM");
 /// The liveness TTL the tests run with.
-const TTL: Duration = Duration::from_secs(2);
+const TTL: Duration = Duration::from_secs(3);
 
 fn nats_server() -> Option<PathBuf> {
     let found = std::env::var_os("PATH").and_then(|paths| {
@@ -104,6 +104,7 @@ impl Drop for Nats {
 struct Node {
     child: Child,
     public: SocketAddr,
+    internal: SocketAddr,
     log: PathBuf,
     _dir: tempfile::TempDir,
 }
@@ -203,16 +204,23 @@ impl Node {
         let stdout = child.stdout.take().expect("stdout");
         let (tx, rx) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
+            let mut public = None;
             for line in BufReader::new(stdout).lines().map_while(Result::ok) {
                 if let Some(addr) = line.strip_prefix("roomlet is listening on http://") {
-                    let _ = tx.send(addr.to_owned());
+                    public = Some(addr.to_owned());
+                }
+                if let Some(addr) = line.strip_prefix("internal listener on http://")
+                    && let Some(p) = public.take()
+                {
+                    let _ = tx.send((p, addr.to_owned()));
                 }
             }
         });
         match rx.recv_timeout(Duration::from_secs(30)) {
-            Ok(addr) => Ok(Node {
+            Ok((public, internal)) => Ok(Node {
                 child,
-                public: addr.parse().expect("address"),
+                public: public.parse().expect("address"),
+                internal: internal.parse().expect("address"),
                 log,
                 _dir: dir,
             }),
@@ -251,6 +259,20 @@ impl Node {
 
     fn log(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// The value of the series `name{...labels}` in /metrics (summed).
+    async fn metric(&self, name: &str, labels: &[&str]) -> f64 {
+        let (status, body) = http(self.internal, "GET", "/metrics", None, b"").await;
+        assert_eq!(status, 200);
+        body.lines()
+            .filter(|l| {
+                l.starts_with(name)
+                    && l[name.len()..].starts_with(['{', ' '])
+                    && labels.iter().all(|x| l.contains(x))
+            })
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
     }
 
     async fn ready(&self) -> u16 {
@@ -399,6 +421,21 @@ async fn split_nodes_signal_across_regions_rehome_and_drain() {
         "re-homing took {took:?}, more than the liveness TTL + 1 s"
     );
     assert!(rooms2.log().contains("room homed here"), "{}", rooms2.log());
+    assert_eq!(gw_b.metric("roomlet_bus_ready", &[]).await, 1.0);
+    assert!(
+        gw_b.metric(
+            "roomlet_rehomes_total",
+            &["side=\"gateway\"", "result=\"ok\""]
+        )
+        .await
+            >= 1.0
+    );
+    assert!(
+        rooms2
+            .metric("roomlet_rehomes_total", &["side=\"home\"", "result=\"ok\""])
+            .await
+            >= 1.0
+    );
     // Committed kv survived the node: a new joiner gets the history.
     let (mut c, _) = join(&gw_a, "class", "carol").await;
     let hist = next_of(&mut c, "message", DEADLINE).await.expect("history");

@@ -152,6 +152,18 @@ const HEIGHT: &[f64] = &[180.0, 240.0, 360.0, 480.0, 720.0, 1080.0, 1440.0, 2160
 const COUNTS: &[f64] = &[0.0, 1.0, 2.0, 5.0, 10.0, 25.0, 50.0, 100.0, 1000.0];
 const SAMPLES: &[f64] = &[0.0, 100.0, 1000.0, 10_000.0, 100_000.0, 1_000_000.0];
 
+/// Rooms this node moved to a new home (gateways) or took over (homes).
+pub static REHOMES: Counter = Counter::new(
+    "roomlet_rehomes_total",
+    "Rooms moved to a new home after theirs was lost or drained, by side (gateway, home) and result.",
+    &["side", "result"],
+);
+/// Frames a room's old home refused after the room moved (fencing).
+pub static FENCED: Counter = Counter::new(
+    "roomlet_fenced_frames_total",
+    "Frames refused by a node that is no longer the room's home.",
+    &[],
+);
 /// Frames received, by type.
 pub static FRAMES_IN: Counter = Counter::new(
     "roomlet_frames_in_total",
@@ -355,6 +367,8 @@ pub struct Sampled {
     pub rooms: usize,
     /// Whether the node is draining.
     pub draining: bool,
+    /// With a bus: whether it is connected with a valid lease.
+    pub bus_ready: Option<bool>,
 }
 
 /// The whole exposition.
@@ -390,6 +404,14 @@ pub fn render(sampled: &Sampled) -> String {
         "1 while the node drains.",
         f64::from(u8::from(sampled.draining)),
     );
+    if let Some(ready) = sampled.bus_ready {
+        gauge(
+            &mut out,
+            "roomlet_bus_ready",
+            "1 while the NATS bus is connected and this node's lease is valid.",
+            f64::from(u8::from(ready)),
+        );
+    }
     for g in [&ROOMS_LIVE, &ROOMS_HIBERNATED, &PEERS] {
         gauge(&mut out, g.name, g.help, g.get() as f64);
     }
@@ -406,6 +428,8 @@ pub fn render(sampled: &Sampled) -> String {
         &EVENT_LOG_ERRORS,
         &WEBHOOKS,
         &WEBHOOK_RETRIES,
+        &REHOMES,
+        &FENCED,
     ] {
         let _ = writeln!(
             out,

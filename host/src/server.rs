@@ -526,6 +526,7 @@ fn metrics(http: &Http) -> Response<Full<Bytes>> {
         connections: g.connections(),
         rooms: g.rooms.len(),
         draining: g.is_draining(),
+        bus_ready: g.bus.as_ref().map(|b| b.is_ready()),
     });
     with_type_owned(body, "text/plain; version=0.0.4; charset=utf-8")
 }

@@ -496,6 +496,7 @@ impl Edge {
                 match edge.rejoin_all(&proxy, &old).await {
                     Ok(route) => {
                         tracing::info!(room = %proxy.room, home = %route.node, rev = route.rev, "room re-homed");
+                        crate::metrics::REHOMES.inc(&["gateway", "ok"]);
                         let _ = proxy.route.send(Some(route));
                         return;
                     }
@@ -504,6 +505,7 @@ impl Edge {
                 tokio::time::sleep(Duration::from_millis(200)).await;
             }
             tracing::warn!(room = %proxy.room, "re-homing failed; closing the room's sessions");
+            crate::metrics::REHOMES.inc(&["gateway", "failed"]);
             let peers: Vec<Outbox> = proxy
                 .local
                 .lock()

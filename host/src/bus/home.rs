@@ -320,6 +320,7 @@ impl Home {
                         });
                     }
                     tracing::info!(room = %req.room, old_home = %entry.node, "taking over a room whose home is gone");
+                    crate::metrics::REHOMES.inc(&["home", "ok"]);
                     dir.replace(&req.room, &me, r).await
                 }
             };
@@ -392,6 +393,7 @@ impl Home {
 
     async fn frame(&self, m: ToHome) {
         let Some(handle) = self.holds(&m.room, m.rev) else {
+            crate::metrics::FENCED.inc(&[]);
             // The sender is told its frame was not delivered.
             let sender = match &m.op {
                 HomeOp::Leave { .. } => String::new(),

@@ -225,15 +225,17 @@ impl Bus {
         self.lease_epoch.load(Ordering::Relaxed)
     }
 
-    /// Keeps this node's liveness key fresh, for ever. Renews every third
-    /// of the TTL; a renewal that fails leaves the lease to run out.
+    /// Keeps this node's liveness key fresh, for ever. A renewal that
+    /// fails leaves the lease to run out.
     pub async fn keep_alive(self: Arc<Self>, mut info: directory::NodeInfo) {
         let ttl = self.directory.ttl();
-        let every = ttl / 3;
+        // Four tries per TTL, each allowed half of it: one slow or lost
+        // renewal under load does not cost the lease.
+        let every = ttl / 4;
         loop {
             info.draining = self.draining.load(Ordering::Relaxed);
             let started = crate::clock::unix_millis();
-            match tokio::time::timeout(every, self.directory.renew(&self.node, &info)).await {
+            match tokio::time::timeout(ttl / 2, self.directory.renew(&self.node, &info)).await {
                 Ok(Ok(())) => {
                     // The key expires TTL after the server stored it,
                     // which is after `started`; keep a tenth of the TTL
