@@ -718,6 +718,12 @@ async fn deliver<S: AsyncRead + AsyncWrite + Unpin>(
             ServerFrame::Kicked { reason },
             Some((close::KICKED, "kicked")),
         ),
+        // The room left this node (its lease lapsed): join again, and
+        // the room's new home takes the peer.
+        Delivery::Closed { reason } if reason == crate::bus::home::MOVED => (
+            ServerFrame::Reconnect { reason, url: None },
+            Some((close::DRAINING, "room moved")),
+        ),
         Delivery::Closed { reason } => (
             ServerFrame::error("room-closed", reason),
             Some((close::ROOM_CLOSED, "room closed")),
