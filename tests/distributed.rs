@@ -162,7 +162,7 @@ impl Node {
         std::fs::write(
             &config,
             format!(
-                "[rooms]\nhibernate_after_ms = 0\n[server]\ndrain_grace_ms = 3000\n[nats]\nprefix = \"{prefix}\"\nliveness_ttl_ms = {}\n",
+                "[rooms]\nhibernate_after_ms = 0\n[server]\ndrain_grace_ms = 3000\n[nats]\nprefix = \"{prefix}\"\nliveness_ttl_ms = {}\n[nats.room_regions]\n\"pinned-\" = \"b\"\n",
                 ttl.as_millis()
             ),
         )
@@ -192,11 +192,11 @@ impl Node {
             .arg(format!("rooms={module}"))
             .arg("--data-dir")
             .arg(dir.path().join("data"))
-            .envs(env.iter().copied())
             .env(
                 "RUST_LOG",
                 std::env::var("ROOMLET_TEST_LOG").unwrap_or_else(|_| "info".into()),
             )
+            .envs(env.iter().copied())
             .stdout(Stdio::piped())
             .stderr(std::fs::File::create(&log).expect("log file"))
             .spawn()
@@ -481,6 +481,21 @@ async fn split_nodes_signal_across_regions_rehome_and_drain() {
         "a message arrived twice: {extra:?}"
     );
 
+    // Homes are chosen by region: a room joined from region a lives on a
+    // region-a rooms node, unless configured (`pinned-*` rooms live in b).
+    let (_free, _) = join(&gw_a, "free-x", "dora").await;
+    let (_pinned, _) = join(&gw_a, "pinned-x", "erin").await;
+    assert!(
+        rooms2.log().contains("room homed here room=free-x"),
+        "{}",
+        rooms2.log()
+    );
+    assert!(
+        rooms3.log().contains("room homed here room=pinned-x"),
+        "{}",
+        rooms3.log()
+    );
+
     // Drain gw-a: its clients get `reconnect` after every frame they sent
     // has been passed on; none is lost.
     for i in 0..50 {
@@ -593,6 +608,8 @@ async fn wrong_credentials_are_refused_and_prefixes_isolate() {
         &[
             ("ROOMLET_NATS_USER", "roomlet"),
             ("ROOMLET_NATS_PASSWORD", "wrong-pass"),
+            // Even at TRACE the password stays out of the log.
+            ("RUST_LOG", "trace"),
         ],
         TTL,
     )

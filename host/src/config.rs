@@ -143,6 +143,9 @@ pub struct NatsSection {
     pub ca_file: Option<PathBuf>,
     /// How long a request over the bus may take.
     pub request_timeout_ms: u64,
+    /// Room-name prefix → region: such rooms are homed in that region
+    /// whoever joins first (otherwise in the first joiner's region).
+    pub room_regions: HashMap<String, String>,
 }
 
 impl Default for NatsSection {
@@ -154,6 +157,7 @@ impl Default for NatsSection {
             tls: false,
             ca_file: None,
             request_timeout_ms: 2000,
+            room_regions: HashMap::new(),
         }
     }
 }

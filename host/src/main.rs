@@ -178,16 +178,20 @@ fn parse_ttl(s: &str) -> Result<Duration, String> {
 
 fn init_tracing(json: bool) {
     // The WebSocket library logs whole frames (access tokens included) at
-    // DEBUG/TRACE, and cranelift logs gigabytes: whatever RUST_LOG asks,
-    // they stay at INFO, so no level can leak a token into the log.
+    // DEBUG/TRACE, the NATS client its protocol lines (CONNECT carries the
+    // credentials), and cranelift logs gigabytes: whatever RUST_LOG asks,
+    // they stay at INFO, so no level can leak a secret into the log.
     let spec = std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into());
     let spec = format!(
-        "{spec},tungstenite=info,tokio_tungstenite=info,cranelift_codegen=info,wasmtime_internal_cranelift=info"
+        "{spec},tungstenite=info,tokio_tungstenite=info,async_nats=info,cranelift_codegen=info,wasmtime_internal_cranelift=info"
     );
     let filter = tracing_subscriber::EnvFilter::try_new(&spec)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    // Colours only on a terminal: files and log collectors get plain text.
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(ansi)
         .with_writer(std::io::stderr);
     if json {
         builder.json().init();

@@ -220,9 +220,9 @@ impl Edge {
             .ok_or_else(|| rejected("unavailable", "malformed answer from the room's home"))
     }
 
-    /// The room's live home, or a live rooms node to become it: the
-    /// joining gateway's region first (a room lives where its first peer
-    /// is), this process first within it.
+    /// The room's live home, or a live rooms node to become it: in the
+    /// room's configured region, else the joining gateway's (a room lives
+    /// where its first peer is); this process first within it.
     async fn pick_home(&self, room: &str, avoid: Option<&str>) -> Result<String, JoinError> {
         let dir = &self.bus.directory;
         let unavailable =
@@ -240,12 +240,16 @@ impl Edge {
             .into_iter()
             .filter(|(n, i)| i.runs_rooms() && Some(n.as_str()) != avoid)
             .collect();
-        if self.home.is_some() && nodes.iter().any(|(n, _)| *n == self.bus.node) {
+        let region = self.bus.home_region(room);
+        if self.home.is_some()
+            && region == self.bus.region
+            && nodes.iter().any(|(n, _)| *n == self.bus.node)
+        {
             return Ok(self.bus.node.clone());
         }
         let in_region: Vec<&String> = nodes
             .iter()
-            .filter(|(_, i)| i.region == self.bus.region)
+            .filter(|(_, i)| i.region == region)
             .map(|(n, _)| n)
             .collect();
         let pool: Vec<&String> = if in_region.is_empty() {

@@ -102,6 +102,8 @@ pub struct Bus {
     /// Bucket of the rooms' committed kv.
     pub kv: jetstream::kv::Store,
     request_timeout: Duration,
+    /// Room-name prefixes pinned to a region, longest first.
+    room_regions: Vec<(String, String)>,
     /// Unix ms until which this node's lease is known to hold.
     lease_until_ms: AtomicU64,
     /// Bumped each time the lease is regained after lapsing: rooms
@@ -176,7 +178,14 @@ impl Bus {
         let prefix = settings.prefix.clone();
         let directory = Directory::open(&js, &prefix, ttl).await?;
         let kv = store::open_bucket(&js, &prefix).await?;
+        let mut room_regions: Vec<(String, String)> = settings
+            .room_regions
+            .iter()
+            .map(|(p, r)| (p.clone(), r.clone()))
+            .collect();
+        room_regions.sort_by_key(|(p, _)| std::cmp::Reverse(p.len()));
         Ok(Arc::new(Self {
+            room_regions,
             client,
             prefix,
             node: subject_token(node),
@@ -201,6 +210,16 @@ impl Bus {
             Some(n) => format!("{}.{kind}.{n}", self.prefix),
             None => format!("{}.{kind}", self.prefix),
         }
+    }
+
+    /// The region a new room should live in: its configured region, else
+    /// this (the first joiner's gateway's) region.
+    pub fn home_region(&self, room: &str) -> &str {
+        self.room_regions
+            .iter()
+            .find(|(p, _)| room.starts_with(p.as_str()))
+            .map(|(_, r)| r.as_str())
+            .unwrap_or(&self.region)
     }
 
     /// How long a request may take.
