@@ -7,18 +7,18 @@
 //! are cheaper to read than to track (connections, rooms) are sampled at
 //! scrape time by the caller of [`render`].
 
-use parking_lot::Mutex;
-use std::collections::BTreeMap;
+use parking_lot::RwLock;
 use std::fmt::Write as _;
+use std::sync::Arc;
 use std::sync::OnceLock;
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 
 /// A family of counters.
 pub struct Counter {
     name: &'static str,
     help: &'static str,
     labels: &'static [&'static str],
-    values: Mutex<BTreeMap<Vec<String>, u64>>,
+    values: Series<AtomicU64>,
 }
 
 impl Counter {
@@ -27,7 +27,7 @@ impl Counter {
             name,
             help,
             labels,
-            values: parking_lot::const_mutex(BTreeMap::new()),
+            values: Series::new(),
         }
     }
 
@@ -38,14 +38,65 @@ impl Counter {
 
     /// Adds `n`.
     pub fn add(&self, labels: &[&str], n: u64) {
-        let key: Vec<String> = labels.iter().map(|s| (*s).to_owned()).collect();
-        *self.values.lock().entry(key).or_default() += n;
+        self.values.with(labels, AtomicU64::default, |v| {
+            v.fetch_add(n, Ordering::Relaxed);
+        });
     }
 
     /// The current value (tests).
     pub fn get(&self, labels: &[&str]) -> u64 {
-        let key: Vec<String> = labels.iter().map(|s| (*s).to_owned()).collect();
-        self.values.lock().get(&key).copied().unwrap_or(0)
+        self.values
+            .find(labels)
+            .map(|v| v.load(Ordering::Relaxed))
+            .unwrap_or(0)
+    }
+}
+
+/// The series of one metric: label values → cell. Counting on the hot
+/// path (every frame) takes a shared lock and an atomic add, and
+/// allocates nothing once the series exists.
+struct Series<T> {
+    cells: RwLock<Vec<(Box<[String]>, Arc<T>)>>,
+}
+
+impl<T> Series<T> {
+    const fn new() -> Self {
+        Self {
+            cells: parking_lot::const_rwlock(Vec::new()),
+        }
+    }
+
+    fn find(&self, labels: &[&str]) -> Option<Arc<T>> {
+        self.cells
+            .read()
+            .iter()
+            .find(|(k, _)| k.len() == labels.len() && k.iter().zip(labels).all(|(a, b)| a == b))
+            .map(|(_, v)| v.clone())
+    }
+
+    fn with(&self, labels: &[&str], make: impl FnOnce() -> T, f: impl FnOnce(&T)) {
+        if let Some(v) = self.find(labels) {
+            return f(&v);
+        }
+        let mut cells = self.cells.write();
+        let key: Box<[String]> = labels.iter().map(|s| (*s).to_owned()).collect();
+        let v = match cells.iter().find(|(k, _)| *k == key) {
+            Some((_, v)) => v.clone(),
+            None => {
+                let v = Arc::new(make());
+                cells.push((key, v.clone()));
+                v
+            }
+        };
+        drop(cells);
+        f(&v);
+    }
+
+    /// Every series, sorted by label values (stable exposition).
+    fn snapshot(&self) -> Vec<(Box<[String]>, Arc<T>)> {
+        let mut all = self.cells.read().clone();
+        all.sort_by(|a, b| a.0.cmp(&b.0));
+        all
     }
 }
 
@@ -82,9 +133,24 @@ impl Gauge {
 }
 
 struct HistData {
-    buckets: Vec<u64>,
-    sum: f64,
-    count: u64,
+    buckets: Box<[AtomicU64]>,
+    /// The sum, as f64 bits.
+    sum: AtomicU64,
+    count: AtomicU64,
+}
+
+impl HistData {
+    fn new(n: usize) -> Self {
+        Self {
+            buckets: (0..n).map(|_| AtomicU64::new(0)).collect(),
+            sum: AtomicU64::new(0f64.to_bits()),
+            count: AtomicU64::new(0),
+        }
+    }
+
+    fn sum(&self) -> f64 {
+        f64::from_bits(self.sum.load(Ordering::Relaxed))
+    }
 }
 
 /// A family of histograms.
@@ -93,7 +159,7 @@ pub struct Histogram {
     help: &'static str,
     labels: &'static [&'static str],
     bounds: &'static [f64],
-    values: Mutex<BTreeMap<Vec<String>, HistData>>,
+    values: Series<HistData>,
 }
 
 impl Histogram {
@@ -108,7 +174,7 @@ impl Histogram {
             help,
             labels,
             bounds,
-            values: parking_lot::const_mutex(BTreeMap::new()),
+            values: Series::new(),
         }
     }
 
@@ -117,26 +183,31 @@ impl Histogram {
         if !v.is_finite() {
             return;
         }
-        let key: Vec<String> = labels.iter().map(|s| (*s).to_owned()).collect();
-        let mut values = self.values.lock();
-        let h = values.entry(key).or_insert_with(|| HistData {
-            buckets: vec![0; self.bounds.len()],
-            sum: 0.0,
-            count: 0,
-        });
-        for (i, b) in self.bounds.iter().enumerate() {
-            if v <= *b {
-                h.buckets[i] += 1;
-            }
-        }
-        h.sum += v;
-        h.count += 1;
+        self.values.with(
+            labels,
+            || HistData::new(self.bounds.len()),
+            |h| {
+                for (i, b) in self.bounds.iter().enumerate() {
+                    if v <= *b {
+                        h.buckets[i].fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+                let _ = h
+                    .sum
+                    .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |bits| {
+                        Some((f64::from_bits(bits) + v).to_bits())
+                    });
+                h.count.fetch_add(1, Ordering::Relaxed);
+            },
+        );
     }
 
     /// Observations so far in a series (tests).
     pub fn count(&self, labels: &[&str]) -> u64 {
-        let key: Vec<String> = labels.iter().map(|s| (*s).to_owned()).collect();
-        self.values.lock().get(&key).map(|h| h.count).unwrap_or(0)
+        self.values
+            .find(labels)
+            .map(|h| h.count.load(Ordering::Relaxed))
+            .unwrap_or(0)
     }
 }
 
@@ -436,8 +507,9 @@ pub fn render(sampled: &Sampled) -> String {
             "# HELP {} {}\n# TYPE {} counter",
             c.name, c.help, c.name
         );
-        for (k, v) in c.values.lock().iter() {
-            let _ = writeln!(out, "{}{} {v}", c.name, labels(&base, c.labels, k, None));
+        for (k, v) in c.values.snapshot() {
+            let v = v.load(Ordering::Relaxed);
+            let _ = writeln!(out, "{}{} {v}", c.name, labels(&base, c.labels, &k, None));
         }
     }
     for h in [
@@ -458,8 +530,11 @@ pub fn render(sampled: &Sampled) -> String {
             "# HELP {} {}\n# TYPE {} histogram",
             h.name, h.help, h.name
         );
-        for (k, d) in h.values.lock().iter() {
-            for (b, n) in h.bounds.iter().zip(&d.buckets) {
+        for (k, d) in h.values.snapshot() {
+            let k = &k;
+            let count = d.count.load(Ordering::Relaxed);
+            for (b, n) in h.bounds.iter().zip(d.buckets.iter()) {
+                let n = n.load(Ordering::Relaxed);
                 let _ = writeln!(
                     out,
                     "{}_bucket{} {n}",
@@ -472,21 +547,21 @@ pub fn render(sampled: &Sampled) -> String {
                 "{}_bucket{} {}",
                 h.name,
                 labels(&base, h.labels, k, Some(("le", "+Inf".into()))),
-                d.count
+                count
             );
             let _ = writeln!(
                 out,
                 "{}_sum{} {}",
                 h.name,
                 labels(&base, h.labels, k, None),
-                fmt_f64(d.sum)
+                fmt_f64(d.sum())
             );
             let _ = writeln!(
                 out,
                 "{}_count{} {}",
                 h.name,
                 labels(&base, h.labels, k, None),
-                d.count
+                count
             );
         }
     }
