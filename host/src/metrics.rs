@@ -56,8 +56,11 @@ impl Counter {
 /// path (every frame) takes a shared lock and an atomic add, and
 /// allocates nothing once the series exists.
 struct Series<T> {
-    cells: RwLock<Vec<(Box<[String]>, Arc<T>)>>,
+    cells: RwLock<Vec<Cell<T>>>,
 }
+
+/// One series: its label values and its value.
+type Cell<T> = (Box<[String]>, Arc<T>);
 
 impl<T> Series<T> {
     const fn new() -> Self {
@@ -93,7 +96,7 @@ impl<T> Series<T> {
     }
 
     /// Every series, sorted by label values (stable exposition).
-    fn snapshot(&self) -> Vec<(Box<[String]>, Arc<T>)> {
+    fn snapshot(&self) -> Vec<Cell<T>> {
         let mut all = self.cells.read().clone();
         all.sort_by(|a, b| a.0.cmp(&b.0));
         all
