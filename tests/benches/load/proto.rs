@@ -19,6 +19,7 @@ use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::http::HeaderValue;
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 
 /// The generator's clock: nanoseconds since its first use. Sender and
 /// receiver are in this one process, so stamps compare directly.
@@ -108,7 +109,9 @@ pub async fn join(
     }
     let tcp = connect_from(server.public, source).await?;
     tcp.set_nodelay(true)?;
-    let (ws, _) = tokio_tungstenite::client_async(req, tcp)
+    // A small read buffer: tungstenite zero-fills all of it on every read.
+    let config = WebSocketConfig::default().read_buffer_size(4 * 1024);
+    let (ws, _) = tokio_tungstenite::client_async_with_config(req, tcp, Some(config))
         .await
         .context("websocket handshake")?;
     let (mut sink, mut stream) = ws.split();
