@@ -219,7 +219,7 @@ pub(crate) fn authenticate(env: &ModuleEnv, request: &AuthRequest) -> Result<Ide
                 (g.hidden, Grants::HIDDEN),
             ] {
                 if set {
-                    grants = grants | flag;
+                    grants |= flag;
                 }
             }
             Ok(Identity {
