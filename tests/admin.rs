@@ -14,7 +14,7 @@ async fn server(rooms_component: Option<std::path::PathBuf>) -> TestServer {
     let secrets = Secrets {
         api_keys: ApiKeys::dev(),
         operator: Some(Secret::new(OPERATOR)),
-        turn: None,
+        ..Default::default()
     };
     start_with(
         |c| {

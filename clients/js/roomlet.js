@@ -100,6 +100,8 @@ export class RoomletClient extends EventTarget {
 
   #left = false;
   #redirectUrl = null;
+  /** A draining node sent us elsewhere: join afresh there (its sessions stay behind). */
+  #rejoining = false;
   #reconnectTimer = null;
   #reconnectAttempt = 0;
   #droppedAt = 0;
@@ -442,7 +444,8 @@ export class RoomletClient extends EventTarget {
       this.#noteStreamFrame();
     }
     if (frame.type === 'reconnect') {
-      this.#redirectUrl = typeof frame.url === 'string' && frame.url !== '' ? frame.url : null;
+      // Without a hint, the same URL: the load balancer picks a node that is not draining.
+      this.#redirectUrl = typeof frame.url === 'string' && frame.url !== '' ? frame.url : this.#url;
     } else if (frame.type === 'error' && !this.#socketJoined && this.#connectWaiter) {
       // The join was refused. Reject now; the server normally closes right after.
       const waiter = this.#connectWaiter;
@@ -460,7 +463,15 @@ export class RoomletClient extends EventTarget {
     this.#socketJoined = true;
     clearTimeout(this.#attemptTimer);
     this.#attemptTimer = null;
-    const resuming = this.#state === 'reconnecting';
+    // After a drain the client joined afresh on another node: a new
+    // session whose stream starts again at seq 1, announced as `joined`.
+    const moved = this.#rejoining;
+    this.#rejoining = false;
+    if (moved) {
+      this.#highestSeq = 0;
+      this.#unacked = 0;
+    }
+    const resuming = this.#state === 'reconnecting' && !moved;
     this.#joinedFrame = frame;
     if (typeof frame.peerId === 'string') this.#peerId = frame.peerId;
     if (typeof frame.resumeToken === 'string' && frame.resumeToken !== '') this.#resumeToken = frame.resumeToken;
@@ -536,6 +547,7 @@ export class RoomletClient extends EventTarget {
       // The node is draining and told us where to go: go there now.
       this.#url = this.#redirectUrl;
       this.#redirectUrl = null;
+      this.#rejoining = true;
       delayMs = 0;
     } else {
       delayMs = Math.min(BACKOFF_START_MS * BACKOFF_FACTOR ** this.#reconnectAttempt, BACKOFF_MAX_MS);
@@ -551,7 +563,9 @@ export class RoomletClient extends EventTarget {
     this.#reconnectTimer = setTimeout(() => {
       this.#reconnectTimer = null;
       if (this.#state !== 'reconnecting') return;
-      this.#openSocket({ type: 'resume', resumeToken: this.#resumeToken, lastSeq: this.#highestSeq });
+      this.#openSocket(this.#rejoining
+        ? { type: 'join', room: this.#room, token: this.#token }
+        : { type: 'resume', resumeToken: this.#resumeToken, lastSeq: this.#highestSeq });
     }, delayMs);
   }
 

@@ -122,7 +122,7 @@ impl Admin {
             region: self.gateway.region.clone(),
             headers: Vec::new(),
         };
-        match self.gateway.auth().authenticate(&request).await {
+        match self.gateway.authenticate(&request).await {
             Ok(Ok(id)) if id.grants.contains(Grants::ROOM_ADMIN) => Ok(Caller::RoomAdmin),
             Ok(Ok(_)) => Err(error(
                 StatusCode::FORBIDDEN,
@@ -142,7 +142,7 @@ impl Admin {
             Err(e) => Err(error(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "internal",
-                format!("auth unavailable: {}", e.kind()),
+                format!("auth unavailable: {e}"),
             )),
         }
     }

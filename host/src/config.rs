@@ -52,6 +52,12 @@ pub struct Config {
     pub regions: Vec<RegionLink>,
     /// Per-function component settings.
     pub modules: HashMap<String, ModuleSection>,
+    /// The NATS bus between nodes; absent in the all-in-one shape.
+    pub nats: NatsSection,
+    /// The room event log.
+    pub events: crate::events::EventsConfig,
+    /// Webhook receivers.
+    pub webhooks: crate::webhooks::WebhooksConfig,
 }
 
 impl Default for Config {
@@ -68,6 +74,9 @@ impl Default for Config {
             turn: None,
             regions: Vec::new(),
             modules: HashMap::new(),
+            nats: NatsSection::default(),
+            events: Default::default(),
+            webhooks: Default::default(),
         }
     }
 }
@@ -92,6 +101,9 @@ pub struct ServerSection {
     pub public_url: Option<String>,
     /// Development mode: dev API key, demo token endpoint.
     pub dev: bool,
+    /// On SIGTERM, how long clients get to move before the node stops.
+    /// Keep it below the orchestrator's termination grace period.
+    pub drain_grace_ms: u64,
 }
 
 impl Default for ServerSection {
@@ -105,6 +117,47 @@ impl Default for ServerSection {
             functions: vec!["auth".into(), "rooms".into(), "relay".into()],
             public_url: None,
             dev: false,
+            drain_grace_ms: 10_000,
+        }
+    }
+}
+
+/// `[nats]`: the bus between nodes. Credentials are secrets
+/// (`ROOMLET_NATS_USER`/`ROOMLET_NATS_PASSWORD`, `ROOMLET_NATS_TOKEN` or
+/// `ROOMLET_NATS_NKEY`, each also as `*_FILE`), never in this file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct NatsSection {
+    /// Server URL(s), comma-separated; none runs without a bus.
+    pub url: Option<String>,
+    /// Subject and bucket prefix, one per deployment, so deployments can
+    /// share a NATS cluster without seeing each other.
+    pub prefix: String,
+    /// How long a node's liveness lease lasts without renewal. A dead
+    /// node's rooms are re-homed after this; a cut-off node stops serving
+    /// its rooms before it.
+    pub liveness_ttl_ms: u64,
+    /// Require TLS to the NATS server.
+    pub tls: bool,
+    /// Extra CA certificates (PEM) for the NATS server's certificate.
+    pub ca_file: Option<PathBuf>,
+    /// How long a request over the bus may take.
+    pub request_timeout_ms: u64,
+    /// Room-name prefix → region: such rooms are homed in that region
+    /// whoever joins first (otherwise in the first joiner's region).
+    pub room_regions: HashMap<String, String>,
+}
+
+impl Default for NatsSection {
+    fn default() -> Self {
+        Self {
+            url: None,
+            prefix: "roomlet".into(),
+            liveness_ttl_ms: 5000,
+            tls: false,
+            ca_file: None,
+            request_timeout_ms: 2000,
+            room_regions: HashMap::new(),
         }
     }
 }
@@ -257,7 +310,27 @@ impl Config {
     /// Checks ranges and names.
     pub fn validate(&self) -> Result<(), ConfigError> {
         let invalid = |m: String| Err(ConfigError::Invalid(m));
-        self.functions()?;
+        let functions = self.functions()?;
+        if functions.len() < Function::ALL.len() && self.nats.url.is_none() {
+            return invalid(format!(
+                "server.functions = {:?} runs only part of roomlet: the other functions are reached over NATS, so set [nats] url (or --nats URL)",
+                self.server.functions
+            ));
+        }
+        let p = &self.nats.prefix;
+        if p.is_empty()
+            || p.len() > 32
+            || !p
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        {
+            return invalid(format!(
+                "nats.prefix {p:?}: 1 to 32 characters of A-Z, a-z, 0-9, '-' and '_'"
+            ));
+        }
+        if self.nats.liveness_ttl_ms < 1000 {
+            return invalid("nats.liveness_ttl_ms must be at least 1000".into());
+        }
         for name in self.modules.keys() {
             name.parse::<Function>()
                 .map_err(|e| ConfigError::Invalid(format!("[modules.{name}]: {e}")))?;

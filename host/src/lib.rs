@@ -6,9 +6,11 @@
 //! ([`components`]) → room actor ([`rooms`]) → peer sessions.
 
 pub mod admin;
+pub mod bus;
 pub mod clock;
 pub mod components;
 pub mod config;
+pub mod events;
 pub mod gateway;
 pub mod imports;
 pub mod kv;
@@ -20,3 +22,4 @@ pub mod secrets;
 pub mod server;
 pub mod tokens;
 pub mod turn;
+pub mod webhooks;

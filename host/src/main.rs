@@ -37,6 +37,11 @@ enum Command {
         #[command(subcommand)]
         what: NewCommand,
     },
+    /// The room event log (docs/events.md).
+    Events {
+        #[command(subcommand)]
+        command: EventsCommand,
+    },
     /// Exit 0 when the server at --url answers ready (for health checks).
     Health {
         /// Readiness URL.
@@ -102,6 +107,25 @@ enum NewCommand {
 }
 
 #[derive(Subcommand)]
+enum EventsCommand {
+    /// Print events (one JSON object per line), oldest first.
+    Tail {
+        /// Data directory of the node (its events are in DIR/events).
+        #[arg(long, env = "ROOMLET_DATA_DIR")]
+        data_dir: Option<PathBuf>,
+        /// TOML configuration file, for its server.data_dir.
+        #[arg(long, env = "ROOMLET_CONFIG")]
+        config: Option<PathBuf>,
+        /// Only the last N events (default: every event kept).
+        #[arg(short = 'n', long = "lines")]
+        lines: Option<usize>,
+        /// Keep printing events as they are appended.
+        #[arg(short = 'f', long)]
+        follow: bool,
+    },
+}
+
+#[derive(Subcommand)]
 enum TokenCommand {
     /// Print one access token on stdout.
     Create {
@@ -154,16 +178,20 @@ fn parse_ttl(s: &str) -> Result<Duration, String> {
 
 fn init_tracing(json: bool) {
     // The WebSocket library logs whole frames (access tokens included) at
-    // DEBUG/TRACE, and cranelift logs gigabytes: whatever RUST_LOG asks,
-    // they stay at INFO, so no level can leak a token into the log.
+    // DEBUG/TRACE, the NATS client its protocol lines (CONNECT carries the
+    // credentials), and cranelift logs gigabytes: whatever RUST_LOG asks,
+    // they stay at INFO, so no level can leak a secret into the log.
     let spec = std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into());
     let spec = format!(
-        "{spec},tungstenite=info,tokio_tungstenite=info,cranelift_codegen=info,wasmtime_internal_cranelift=info"
+        "{spec},tungstenite=info,tokio_tungstenite=info,async_nats=info,cranelift_codegen=info,wasmtime_internal_cranelift=info"
     );
     let filter = tracing_subscriber::EnvFilter::try_new(&spec)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    // Colours only on a terminal: files and log collectors get plain text.
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(ansi)
         .with_writer(std::io::stderr);
     if json {
         builder.json().init();
@@ -172,7 +200,7 @@ fn init_tracing(json: bool) {
     }
 }
 
-fn main() -> Result<()> {
+pub(crate) fn main() -> Result<()> {
     let cli = Cli::parse();
     match cli.command {
         Command::Serve(args) => serve(args),
@@ -228,6 +256,26 @@ fn main() -> Result<()> {
             );
             Ok(())
         }
+        Command::Events {
+            command:
+                EventsCommand::Tail {
+                    data_dir,
+                    config,
+                    lines,
+                    follow,
+                },
+        } => {
+            let data_dir = match data_dir {
+                Some(d) => d,
+                None => {
+                    Config::load(config.as_deref())
+                        .context("loading configuration")?
+                        .server
+                        .data_dir
+                }
+            };
+            events_tail(&roomlet::events::dir_in(&data_dir), lines, follow)
+        }
         Command::Health { url } => health(&url),
     }
 }
@@ -258,10 +306,8 @@ fn serve(args: ServeArgs) -> Result<()> {
         s.public_url = Some(v);
     }
     s.dev |= args.dev;
-    if args.nats.is_some() {
-        bail!(
-            "--nats: the distributed bus is not available in this build yet; run without it (all-in-one)"
-        );
+    if let Some(url) = args.nats {
+        config.nats.url = Some(url);
     }
     for m in &args.modules {
         let Some((function, path)) = m.split_once('=') else {
@@ -282,6 +328,13 @@ fn serve(args: ServeArgs) -> Result<()> {
         .context("starting the async runtime")?;
     runtime.block_on(async move {
         let dev = config.server.dev;
+        let grace = std::time::Duration::from_millis(config.server.drain_grace_ms);
+        // Where draining clients are sent: another region's gateway.
+        let hint = config
+            .regions
+            .iter()
+            .find(|r| r.name != config.server.region)
+            .map(|r| r.url.clone());
         let running = server::start(config, secrets)
             .await
             .context("starting roomlet")?;
@@ -290,13 +343,17 @@ fn serve(args: ServeArgs) -> Result<()> {
             a => a.to_string(),
         };
         println!("roomlet is listening on http://{shown}");
+        println!("internal listener on http://{}", running.internal_addr);
         if dev {
             println!("demo: open http://{shown}/demo in two browser tabs");
         }
         let _ = std::io::stdout().flush();
         shutdown_signal().await;
-        tracing::info!("shutting down: draining, closing rooms");
-        running.stop().await;
+        tracing::info!(
+            grace_ms = grace.as_millis() as u64,
+            "shutting down: sending clients elsewhere, moving rooms"
+        );
+        running.drain(hint, grace).await;
         Ok(())
     })
 }
@@ -320,6 +377,38 @@ async fn shutdown_signal() {
     #[cfg(not(unix))]
     {
         let _ = ctrl_c.await;
+    }
+}
+
+/// Prints the log's last events, then follows it when asked.
+fn events_tail(dir: &std::path::Path, lines: Option<usize>, follow: bool) -> Result<()> {
+    let (first, mut tail) = roomlet::events::read_last(dir, lines)
+        .with_context(|| format!("reading the event log in {}", dir.display()))?;
+    if first.is_empty() && !follow && roomlet::events::segments(dir)?.is_empty() {
+        eprintln!("no event log in {}", dir.display());
+    }
+    let mut out = std::io::stdout().lock();
+    let mut print = |lines: Vec<String>| -> bool {
+        for l in lines {
+            // A closed pipe (`| head`) ends the command quietly.
+            if writeln!(out, "{l}").is_err() {
+                return false;
+            }
+        }
+        out.flush().is_ok()
+    };
+    if !print(first) || !follow {
+        return Ok(());
+    }
+    loop {
+        let new = tail
+            .poll()
+            .with_context(|| format!("reading the event log in {}", dir.display()))?;
+        if new.is_empty() {
+            std::thread::sleep(Duration::from_millis(200));
+        } else if !print(new) {
+            return Ok(());
+        }
     }
 }
 

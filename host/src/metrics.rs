@@ -152,6 +152,18 @@ const HEIGHT: &[f64] = &[180.0, 240.0, 360.0, 480.0, 720.0, 1080.0, 1440.0, 2160
 const COUNTS: &[f64] = &[0.0, 1.0, 2.0, 5.0, 10.0, 25.0, 50.0, 100.0, 1000.0];
 const SAMPLES: &[f64] = &[0.0, 100.0, 1000.0, 10_000.0, 100_000.0, 1_000_000.0];
 
+/// Rooms this node moved to a new home (gateways) or took over (homes).
+pub static REHOMES: Counter = Counter::new(
+    "roomlet_rehomes_total",
+    "Rooms moved to a new home after theirs was lost or drained, by side (gateway, home) and result.",
+    &["side", "result"],
+);
+/// Frames a room's old home refused after the room moved (fencing).
+pub static FENCED: Counter = Counter::new(
+    "roomlet_fenced_frames_total",
+    "Frames refused by a node that is no longer the room's home.",
+    &[],
+);
 /// Frames received, by type.
 pub static FRAMES_IN: Counter = Counter::new(
     "roomlet_frames_in_total",
@@ -200,6 +212,30 @@ pub static RELOADS: Counter = Counter::new(
     "Component reloads, by function and result.",
     &["function", "result"],
 );
+/// Events made durable in the room event log.
+pub static EVENTS_WRITTEN: Counter = Counter::new(
+    "roomlet_events_written_total",
+    "Room events written and synced to the event log.",
+    &[],
+);
+/// Events the log could not take or keep.
+pub static EVENT_LOG_ERRORS: Counter = Counter::new(
+    "roomlet_event_log_errors_total",
+    "Room events the event log failed to make durable, by reason (io, overloaded).",
+    &["reason"],
+);
+/// Webhook notifications, by outcome.
+pub static WEBHOOKS: Counter = Counter::new(
+    "roomlet_webhooks_total",
+    "Webhook notifications by result: delivered, failed (attempts exhausted), dropped (queue full).",
+    &["result"],
+);
+/// Webhook attempts that will be tried again.
+pub static WEBHOOK_RETRIES: Counter = Counter::new(
+    "roomlet_webhook_retries_total",
+    "Webhook delivery attempts that failed and were retried.",
+    &[],
+);
 /// Join latency.
 pub static JOIN_SECONDS: Histogram = Histogram::new(
     "roomlet_join_duration_seconds",
@@ -212,6 +248,13 @@ pub static CALL_SECONDS: Histogram = Histogram::new(
     "roomlet_component_call_duration_seconds",
     "Duration of calls into components, by function and component version.",
     &["function", "version"],
+    LATENCY,
+);
+/// Event log group commits.
+pub static EVENT_LOG_SYNC_SECONDS: Histogram = Histogram::new(
+    "roomlet_event_log_sync_duration_seconds",
+    "Time to write and sync one group of room events.",
+    &[],
     LATENCY,
 );
 /// Bus request latency (distributed deployments).
@@ -324,6 +367,8 @@ pub struct Sampled {
     pub rooms: usize,
     /// Whether the node is draining.
     pub draining: bool,
+    /// With a bus: whether it is connected with a valid lease.
+    pub bus_ready: Option<bool>,
 }
 
 /// The whole exposition.
@@ -359,6 +404,14 @@ pub fn render(sampled: &Sampled) -> String {
         "1 while the node drains.",
         f64::from(u8::from(sampled.draining)),
     );
+    if let Some(ready) = sampled.bus_ready {
+        gauge(
+            &mut out,
+            "roomlet_bus_ready",
+            "1 while the NATS bus is connected and this node's lease is valid.",
+            f64::from(u8::from(ready)),
+        );
+    }
     for g in [&ROOMS_LIVE, &ROOMS_HIBERNATED, &PEERS] {
         gauge(&mut out, g.name, g.help, g.get() as f64);
     }
@@ -371,6 +424,12 @@ pub fn render(sampled: &Sampled) -> String {
         &INSTANTIATIONS,
         &TRAPS,
         &RELOADS,
+        &EVENTS_WRITTEN,
+        &EVENT_LOG_ERRORS,
+        &WEBHOOKS,
+        &WEBHOOK_RETRIES,
+        &REHOMES,
+        &FENCED,
     ] {
         let _ = writeln!(
             out,
@@ -385,6 +444,7 @@ pub fn render(sampled: &Sampled) -> String {
         &JOIN_SECONDS,
         &CALL_SECONDS,
         &BUS_SECONDS,
+        &EVENT_LOG_SYNC_SECONDS,
         &CALL_RTT,
         &CALL_JITTER,
         &CALL_LOSS,

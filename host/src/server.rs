@@ -3,6 +3,10 @@
 //! (`/metrics`), on hyper 1.x. [`start`] wires a whole node from a
 //! [`Config`] and returns once both listeners are bound.
 
+use crate::bus::Bus;
+use crate::bus::directory::NodeInfo;
+use crate::bus::edge::Edge;
+use crate::bus::home::Home;
 use crate::components::engine::{self, EngineSettings};
 use crate::components::{Function, LoadError, Loader};
 use crate::config::{Config, ConfigError};
@@ -70,9 +74,18 @@ pub enum ServerError {
         /// Why it failed.
         source: std::io::Error,
     },
-    /// A deployment shape this build cannot serve yet.
-    #[error("{0}")]
-    Unsupported(String),
+    /// The bus to other nodes could not be set up.
+    #[error(transparent)]
+    Bus(#[from] crate::bus::BusError),
+    /// The node could not take its liveness lease in time.
+    #[error("could not register this node in the directory within {0:?}")]
+    Lease(Duration),
+    /// The room event log could not be opened.
+    #[error(transparent)]
+    Events(#[from] crate::events::EventLogError),
+    /// The webhooks are misconfigured.
+    #[error(transparent)]
+    Webhooks(#[from] crate::webhooks::WebhookError),
 }
 
 /// Secrets a node needs, read from the environment (or `*_FILE`).
@@ -84,6 +97,8 @@ pub struct Secrets {
     pub operator: Option<Secret>,
     /// The TURN shared secret.
     pub turn: Option<Secret>,
+    /// NATS credentials.
+    pub nats: crate::bus::NatsCredentials,
 }
 
 impl Secrets {
@@ -98,6 +113,7 @@ impl Secrets {
             api_keys,
             operator: crate::secrets::from_env("ROOMLET_OPERATOR_TOKEN")?,
             turn: crate::secrets::from_env("ROOMLET_TURN_SECRET")?,
+            nats: crate::bus::NatsCredentials::from_env()?,
         })
     }
 }
@@ -113,8 +129,16 @@ pub struct Running {
     pub gateway: Arc<Gateway>,
     /// Component versions (hot reload).
     pub modules: Arc<Modules>,
+    /// The room event log.
+    pub events: crate::events::EventSink,
+    /// The webhook sender, when URLs are configured.
+    pub webhooks: Option<Arc<crate::webhooks::Webhooks>>,
     kv: Arc<KvStore>,
     shutdown: watch::Sender<bool>,
+    bus: Option<Arc<Bus>>,
+    home: Option<Arc<Home>>,
+    node_info: NodeInfo,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
 }
 
 impl Running {
@@ -129,17 +153,47 @@ impl Running {
     pub async fn stop(self) {
         self.shutdown();
         self.gateway.set_draining();
+        self.gateway.flush_bus().await;
+        if let Some(home) = &self.home {
+            // Rooms move (kv in JetStream, memory as a snapshot) instead
+            // of closing; the gateways re-home them at once.
+            home.release_all(self.node_info.clone()).await;
+        }
+        if let Some(bus) = &self.bus {
+            bus.withdraw().await;
+        }
         self.gateway
             .rooms
             .close_all("shutdown", Duration::from_secs(5))
             .await;
+        self.events.flush().await;
         self.kv.close();
+    }
+
+    /// Graceful drain (SIGTERM): readiness fails, every client is sent
+    /// `reconnect` (to `url`, or to wherever the client's list says) and
+    /// closed; waits up to `grace` for the sessions to end, then stops.
+    pub async fn drain(self, url: Option<String>, grace: Duration) {
+        self.gateway.send_reconnect(url);
+        let deadline = tokio::time::Instant::now() + grace;
+        while self.gateway.connections() > 0 && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        self.stop().await;
+    }
+
+    /// The bus, when the node has one.
+    pub fn bus(&self) -> Option<&Arc<Bus>> {
+        self.bus.as_ref()
     }
 }
 
 impl Drop for Running {
     fn drop(&mut self) {
         self.shutdown();
+        for t in &self.tasks {
+            t.abort();
+        }
         self.kv.close();
     }
 }
@@ -150,6 +204,7 @@ struct Http {
     dev_keys: Option<Arc<ApiKeys>>,
     public_url: Option<String>,
     ws_config: WebSocketConfig,
+    relay: bool,
 }
 
 /// Starts a node: loads the components, opens the data directory, binds
@@ -157,16 +212,14 @@ struct Http {
 pub async fn start(config: Config, secrets: Secrets) -> Result<Running, ServerError> {
     config.validate()?;
     let functions = config.functions()?;
-    if functions.len() != Function::ALL.len() {
-        return Err(ServerError::Unsupported(format!(
-            "this build runs all functions in one process; --functions {} needs the NATS bus (not available yet)",
-            config.server.functions.join(",")
-        )));
-    }
+    let runs = |f: Function| functions.contains(&f);
     let dev = config.server.dev;
     crate::metrics::set_identity(&config.server.region, &config.node_name());
     let api_keys = if !secrets.api_keys.is_empty() {
         secrets.api_keys.clone()
+    } else if !runs(Function::Auth) {
+        // Tokens are checked on an auth node; this one holds no keys.
+        ApiKeys::default()
     } else if dev {
         tracing::warn!(
             "--dev: using the well-known development API key; never do this in production"
@@ -185,6 +238,15 @@ pub async fn start(config: Config, secrets: Secrets) -> Result<Running, ServerEr
         &data_dir.join("kv.redb"),
         KvLimits::default(),
     )?);
+    // After kv: its lock keeps a second node off this data directory.
+    let webhooks = crate::webhooks::Webhooks::start(&config.webhooks, &api_keys)?;
+    let events = crate::events::EventSink::open(
+        &crate::events::dir_in(data_dir),
+        &config.events,
+        &config.node_name(),
+        &config.server.region,
+        webhooks.as_ref().map(|w| w.listener()),
+    )?;
     let specs: std::collections::HashMap<Function, crate::components::FunctionSpec> = Function::ALL
         .iter()
         .map(|f| (*f, config.function_spec(*f)))
@@ -223,6 +285,7 @@ pub async fn start(config: Config, secrets: Secrets) -> Result<Running, ServerEr
             max_peers_per_room: r.max_peers_per_room,
             trap_limit: r.trap_limit,
             trap_window: Duration::from_millis(r.trap_window_ms),
+            events: events.clone(),
             ..RoomsConfig::default()
         },
     );
@@ -235,8 +298,22 @@ pub async fn start(config: Config, secrets: Secrets) -> Result<Running, ServerEr
         }
         _ => None,
     };
-    let gateway = Arc::new(Gateway::new(
-        rooms,
+    let bus = match &config.nats.url {
+        Some(_) => Some(
+            Bus::connect(
+                &config.nats,
+                &secrets.nats,
+                &config.node_name(),
+                &config.server.region,
+            )
+            .await?,
+        ),
+        None => None,
+    };
+    let mut tasks = Vec::new();
+    let mut home = None;
+    let mut gateway = Gateway::new(
+        rooms.clone(),
         Arc::new(auth),
         Arc::new(relay),
         config.limits.clone(),
@@ -244,7 +321,40 @@ pub async fn start(config: Config, secrets: Secrets) -> Result<Running, ServerEr
         config.regions.clone(),
         config.ice_servers.clone(),
         turn,
-    ));
+    );
+    if let Some(bus) = &bus {
+        if runs(Function::Rooms) {
+            home = Some(Home::start(bus.clone(), rooms.clone(), kv.clone()).await?);
+        }
+        let edge = if runs(Function::Relay) {
+            let local = runs(Function::Rooms).then(|| rooms.clone());
+            Some(Edge::start(bus.clone(), home.clone(), local).await?)
+        } else {
+            None
+        };
+        gateway = gateway.with_bus(bus.clone(), edge, runs(Function::Auth));
+    }
+    let gateway = Arc::new(gateway);
+    let node_info = NodeInfo {
+        region: config.server.region.clone(),
+        functions: functions.iter().map(|f| f.to_string()).collect(),
+        public_url: config.server.public_url.clone(),
+        draining: false,
+    };
+    if let Some(bus) = &bus {
+        if runs(Function::Auth) {
+            crate::bus::auth::serve(bus.clone(), gateway.clone()).await?;
+        }
+        tasks.push(tokio::spawn(bus.clone().keep_alive(node_info.clone())));
+        let within = Duration::from_secs(5);
+        let deadline = tokio::time::Instant::now() + within;
+        while !bus.lease_valid() {
+            if tokio::time::Instant::now() > deadline {
+                return Err(ServerError::Lease(within));
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
     let modules = Arc::new(Modules::new(
         loader,
         specs,
@@ -272,6 +382,7 @@ pub async fn start(config: Config, secrets: Secrets) -> Result<Running, ServerEr
             .read_buffer_size(4 * 1024)
             .max_message_size(Some(frame_cap))
             .max_frame_size(Some(frame_cap)),
+        relay: runs(Function::Relay),
     });
     let bind = |addr: SocketAddr| async move {
         TcpListener::bind(addr)
@@ -300,8 +411,14 @@ pub async fn start(config: Config, secrets: Secrets) -> Result<Running, ServerEr
         internal_addr,
         gateway,
         modules,
+        events,
+        webhooks,
         kv,
         shutdown,
+        bus,
+        home,
+        node_info,
+        tasks,
     })
 }
 
@@ -374,6 +491,10 @@ fn route_public(
         return text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n");
     }
     match req.uri().path() {
+        "/v1/ws" if !http.relay => text(
+            StatusCode::NOT_FOUND,
+            "this node does not run the relay function; connect to a gateway\n",
+        ),
         "/v1/ws" => upgrade(http, req, addr),
         "/demo" | "/demo/" => with_type(DEMO_HTML, "text/html; charset=utf-8"),
         "/demo/roomlet.js" => with_type(CLIENT_JS, "text/javascript; charset=utf-8"),
@@ -397,10 +518,9 @@ async fn route_internal(http: &Http, req: Request<Incoming>) -> Response<Full<By
 }
 
 fn ready(http: &Http) -> Response<Full<Bytes>> {
-    if http.gateway.is_draining() {
-        text(StatusCode::SERVICE_UNAVAILABLE, "draining\n")
-    } else {
-        text(StatusCode::OK, "ready\n")
+    match http.gateway.readiness() {
+        Ok(()) => text(StatusCode::OK, "ready\n"),
+        Err(why) => text(StatusCode::SERVICE_UNAVAILABLE, format!("{why}\n")),
     }
 }
 
@@ -410,6 +530,7 @@ fn metrics(http: &Http) -> Response<Full<Bytes>> {
         connections: g.connections(),
         rooms: g.rooms.len(),
         draining: g.is_draining(),
+        bus_ready: g.bus.as_ref().map(|b| b.is_ready()),
     });
     with_type_owned(body, "text/plain; version=0.0.4; charset=utf-8")
 }

@@ -13,9 +13,14 @@ pub mod session;
 pub use codec::Encoding;
 pub use session::serve;
 
+use crate::bus::Bus;
+use crate::bus::edge::Edge;
+use crate::components::bindings::authenticator::{AuthError, AuthRequest};
+use crate::components::bindings::types::{Identity, Peer};
 use crate::components::{AuthFunction, RelayFunction};
 use crate::config::{IceServer, LimitsSection, RegionLink, TurnSection};
 use crate::rooms::Rooms;
+use crate::rooms::{JoinError, Joined, Outbox, RoomHandle};
 use crate::secrets::Secret;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -39,6 +44,14 @@ pub struct Gateway {
     connections: AtomicUsize,
     draining: AtomicBool,
     resumable: Arc<resume::Resumable>,
+    /// The bus, when this node is one of several.
+    pub bus: Option<Arc<Bus>>,
+    /// Rooms homed on other nodes (relay nodes with a bus).
+    edge: Option<Arc<Edge>>,
+    /// Whether tokens are checked here (else over the bus).
+    local_auth: bool,
+    /// Tells every session to move elsewhere: `Some(url hint)`.
+    drain: tokio::sync::watch::Sender<Option<Option<String>>>,
 }
 
 impl Gateway {
@@ -66,7 +79,80 @@ impl Gateway {
             connections: AtomicUsize::new(0),
             draining: AtomicBool::new(false),
             resumable: Arc::default(),
+            bus: None,
+            edge: None,
+            local_auth: true,
+            drain: tokio::sync::watch::channel(None).0,
         }
+    }
+
+    /// Puts the gateway on the bus: rooms through `edge`, tokens checked
+    /// locally or, without `local_auth`, by an auth node.
+    pub fn with_bus(mut self, bus: Arc<Bus>, edge: Option<Arc<Edge>>, local_auth: bool) -> Self {
+        self.bus = Some(bus);
+        self.edge = edge;
+        self.local_auth = local_auth;
+        self
+    }
+
+    /// Verifies a token here or on an auth node. The outer error is the
+    /// auth function (or the bus) failing.
+    pub async fn authenticate(
+        &self,
+        request: &AuthRequest,
+    ) -> Result<Result<Identity, AuthError>, String> {
+        match &self.bus {
+            Some(bus) if !self.local_auth => crate::bus::auth::authenticate(bus, request).await,
+            _ => self
+                .auth()
+                .authenticate(request)
+                .await
+                .map_err(|e| e.to_string()),
+        }
+    }
+
+    /// Joins a room here or, with a bus, wherever its home is.
+    pub async fn join_room(
+        &self,
+        room: &str,
+        peer: Peer,
+        outbox: Outbox,
+        may_create: bool,
+    ) -> Result<(RoomHandle, Joined), JoinError> {
+        match &self.edge {
+            Some(edge) => edge.join(room, peer, outbox, may_create).await,
+            None => self.rooms.join(room, peer, outbox, may_create).await,
+        }
+    }
+
+    /// Whether the node can serve: not draining, and its bus (if any)
+    /// connected with a valid lease.
+    pub fn readiness(&self) -> Result<(), &'static str> {
+        if self.is_draining() {
+            return Err("draining");
+        }
+        match &self.bus {
+            Some(bus) if !bus.is_ready() => Err("bus unavailable"),
+            _ => Ok(()),
+        }
+    }
+
+    /// Waits until frames for rooms homed elsewhere have left this node.
+    pub async fn flush_bus(&self) {
+        if let Some(edge) = &self.edge {
+            edge.flush().await;
+        }
+    }
+
+    /// Tells every session to reconnect (to `url`, or anywhere).
+    pub fn send_reconnect(&self, url: Option<String>) {
+        self.set_draining();
+        let _ = self.drain.send(Some(url));
+    }
+
+    /// Resolves when the gateway asks sessions to move.
+    pub(crate) fn drain_signal(&self) -> tokio::sync::watch::Receiver<Option<Option<String>>> {
+        self.drain.subscribe()
     }
 
     /// The current auth function.

@@ -247,6 +247,7 @@ pub async fn serve<S>(
         let span = tracing::Span::current();
         span.record("room", &*state.room.name().to_string());
         span.record("peer", state.peer.id.as_str());
+        tracing::debug!(resumed, "session joined");
         joined(&gw, conn, state, resumed).await;
     }
     .instrument(span)
@@ -395,7 +396,7 @@ async fn join_inner(
         region: gw.region.clone(),
         headers: client.headers.clone(),
     };
-    let identity = match gw.auth().authenticate(&request).await {
+    let identity = match gw.authenticate(&request).await {
         Ok(Ok(id)) => id,
         Ok(Err(e)) => {
             tracing::debug!(reason = ?e, "token refused");
@@ -425,8 +426,7 @@ async fn join_inner(
     let (tx, inbox) = mpsc::unbounded_channel();
     let may_create = peer.grants.contains(Grants::ROOM_CREATE);
     let (handle, joined) = gw
-        .rooms
-        .join(&room, peer.clone(), tx, may_create)
+        .join_room(&room, peer.clone(), tx, may_create)
         .await
         .map_err(|e| {
             let close = match &e {
@@ -444,6 +444,16 @@ async fn join_inner(
             };
             Refusal::new(e.code(), message, Some(close))
         })?;
+    // `joined` promises the join is on record (docs/events.md).
+    if let Err(e) = joined.durable.wait().await {
+        tracing::error!(error = %e, "join not recorded in the event log; refusing it");
+        handle.leave(&peer.id, LeaveReason::Left).await;
+        return Err(Refusal::new(
+            "unavailable",
+            "this node cannot record the join right now (its event log is failing); try again later or elsewhere",
+            Some(close::TRY_LATER),
+        ));
+    }
     let mut state = PeerState {
         peer: Arc::new(peer),
         room: handle,
@@ -564,6 +574,7 @@ async fn pump<S: AsyncRead + AsyncWrite + Unpin>(
     ping.tick().await;
     let idle = Duration::from_millis(gw.limits.idle_timeout_ms);
     let keep = gw.limits.resume_buffer;
+    let mut drain = gw.drain_signal();
     loop {
         let idle_at = conn.last_heard + idle;
         tokio::select! {
@@ -630,6 +641,17 @@ async fn pump<S: AsyncRead + AsyncWrite + Unpin>(
                     }
                 }
             }
+            // Last: frames the client already sent are handled first.
+            url = async { drain.wait_for(Option::is_some).await.ok().and_then(|v| v.clone()).flatten() } => {
+                // Every frame this client sent before this point has been
+                // handled; it leaves the room after them.
+                let frame = ServerFrame::Reconnect { reason: "draining".into(), url };
+                let seq = state.number(frame.clone(), keep);
+                conn.send(Some(seq), &frame).await;
+                conn.close(close::DRAINING, "draining").await;
+                state.room.leave(&state.peer.id, LeaveReason::Left).await;
+                return Some(End::Over);
+            }
             _ = ping.tick() => {
                 if conn.ws.send(Message::Ping(Vec::new().into())).await.is_err() {
                     return Some(End::Dropped);
@@ -695,6 +717,12 @@ async fn deliver<S: AsyncRead + AsyncWrite + Unpin>(
         Delivery::Kicked { reason } => (
             ServerFrame::Kicked { reason },
             Some((close::KICKED, "kicked")),
+        ),
+        // The room left this node (its lease lapsed): join again, and
+        // the room's new home takes the peer.
+        Delivery::Closed { reason } if reason == crate::bus::home::MOVED => (
+            ServerFrame::Reconnect { reason, url: None },
+            Some((close::DRAINING, "room moved")),
         ),
         Delivery::Closed { reason } => (
             ServerFrame::error("room-closed", reason),

@@ -7,5 +7,5 @@
 mod store;
 mod txn;
 
-pub use store::{KvLimits, KvStore, KvStoreError};
+pub use store::{KvLimits, KvReplica, KvStore, KvStoreError};
 pub use txn::KvTxn;

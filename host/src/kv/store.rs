@@ -42,8 +42,17 @@ impl Default for KvLimits {
     }
 }
 
+/// A second place committed writes go before a call's commit counts as
+/// done: JetStream when rooms can move between nodes. Called from a
+/// blocking thread, never from an async worker.
+pub trait KvReplica: Send + Sync {
+    /// Stores one call's writes (`None` deletes) for `room`.
+    fn commit(&self, room: &str, writes: &[(&str, Option<&[u8]>)]) -> Result<(), String>;
+}
+
 /// The node's room key-value store.
 pub struct KvStore {
+    replica: parking_lot::RwLock<Option<std::sync::Arc<dyn KvReplica>>>,
     /// `None` once closed, so a node that stops releases the file (and its
     /// lock) even while stray tasks still hold the store.
     db: parking_lot::RwLock<Option<redb::Database>>,
@@ -78,8 +87,34 @@ impl KvStore {
         txn.open_table(TABLE).map_err(store_err)?;
         txn.commit().map_err(store_err)?;
         Ok(Self {
+            replica: parking_lot::RwLock::new(None),
             db: parking_lot::RwLock::new(Some(db)),
             limits,
+        })
+    }
+
+    /// Sends every later commit to `replica` too.
+    pub fn set_replica(&self, replica: std::sync::Arc<dyn KvReplica>) {
+        *self.replica.write() = Some(replica);
+    }
+
+    /// Replaces everything `room` holds with `entries` (a room arriving
+    /// from another node), without sending it to the replica.
+    pub fn replace_room(
+        &self,
+        room: &str,
+        entries: &[(String, Vec<u8>)],
+    ) -> Result<(), KvStoreError> {
+        self.with_db(|db| {
+            let old = Self::scan(db, room, "")?;
+            let deletes = old
+                .iter()
+                .filter(|k| !entries.iter().any(|(e, _)| e == *k))
+                .map(|k| (k.as_str(), None));
+            let puts = entries
+                .iter()
+                .map(|(k, v)| (k.as_str(), Some(v.as_slice())));
+            Self::write(db, room, deletes.chain(puts))
         })
     }
 
@@ -141,7 +176,19 @@ impl KvStore {
         room: &str,
         writes: impl IntoIterator<Item = (&'a str, Option<&'a [u8]>)>,
     ) -> Result<(), KvStoreError> {
-        self.with_db(|db| Self::write(db, room, writes))
+        let replica = self.replica.read().clone();
+        match replica {
+            None => self.with_db(|db| Self::write(db, room, writes)),
+            Some(r) => {
+                let writes: Vec<_> = writes.into_iter().collect();
+                if let Err(e) = r.commit(room, &writes) {
+                    // The room keeps working on this node; what did not
+                    // reach the replica is lost only if the node is too.
+                    tracing::error!(room, error = %e, "kv replica commit failed");
+                }
+                self.with_db(|db| Self::write(db, room, writes))
+            }
+        }
     }
 
     fn write<'a>(

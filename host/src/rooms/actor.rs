@@ -5,6 +5,7 @@ use super::registry::{JoinError, Joined, RoomShared, RoomStatus, RoomTable, Room
 use crate::components::bindings::room::{Action, CreateCause, Outgoing};
 use crate::components::bindings::types::{Grants, Peer, Rejection, RoomMessage, Signal};
 use crate::components::{CallError, RoomInstance, RoomsFunction};
+use crate::events::{Event, EventKind};
 use crate::metrics;
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -17,12 +18,20 @@ use tracing::Instrument;
 /// Longest timer a module may set.
 const MAX_TIMER: Duration = Duration::from_secs(24 * 3600);
 
-/// What a room's mailbox carries.
-pub(super) enum Command {
+/// What a room's mailbox carries (a proxy's too).
+#[allow(missing_docs)]
+pub enum Command {
     Join {
         peer: Peer,
         outbox: Outbox,
         reply: oneshot::Sender<Result<Joined, JoinError>>,
+    },
+    /// A member re-reported by its gateway after the room moved to this
+    /// node: added without `on-join` and without announcing it.
+    Rejoin {
+        peer: Peer,
+        outbox: Outbox,
+        reply: oneshot::Sender<Joined>,
     },
     Leave {
         peer_id: String,
@@ -54,6 +63,15 @@ pub(super) enum Command {
     Upgrade {
         function: Arc<RoomsFunction>,
         reply: oneshot::Sender<Result<(), String>>,
+    },
+    /// The module's in-memory state, for a move to another node.
+    TakeSnapshot {
+        reply: oneshot::Sender<Option<(String, Vec<u8>)>>,
+    },
+    /// State carried from another node: restored by the first call.
+    PutSnapshot {
+        version: String,
+        state: Vec<u8>,
     },
     /// Every member, hidden ones included (admin API).
     Peers {
@@ -130,6 +148,10 @@ impl RoomActor {
         let span = tracing::info_span!("room", room = %self.name);
         async move {
             tracing::debug!("room started");
+            let _ = self
+                .config
+                .events
+                .record(Event::new(EventKind::RoomOpened, &self.name));
             while !self.closed {
                 let idle_at = self
                     .config
@@ -182,6 +204,13 @@ impl RoomActor {
                 let r = self.join(peer, outbox).await;
                 let _ = reply.send(r);
             }
+            Command::Rejoin {
+                peer,
+                outbox,
+                reply,
+            } => {
+                let _ = reply.send(self.rejoin(peer, outbox));
+            }
             Command::Leave { peer_id, reason } => self.leave(&peer_id, reason, true).await,
             Command::Message { message } => {
                 if self.member(&message.sender).is_none() {
@@ -224,6 +253,26 @@ impl RoomActor {
             Command::Upgrade { function, reply } => {
                 let r = self.upgrade(function).await;
                 let _ = reply.send(r);
+            }
+            Command::TakeSnapshot { reply } => {
+                let snap = if self.hibernate().await {
+                    self.snapshot
+                        .as_ref()
+                        .map(|s| (s.version.clone(), s.state.clone()))
+                } else {
+                    self.snapshot
+                        .as_ref()
+                        .map(|s| (s.version.clone(), s.state.clone()))
+                };
+                let _ = reply.send(snap);
+            }
+            Command::PutSnapshot { version, state } => {
+                self.instance = None;
+                if self.snapshot.replace(Snapshot { version, state }).is_none() {
+                    metrics::ROOMS_HIBERNATED.add(1);
+                }
+                // It existed elsewhere: a new instance restores, not creates.
+                self.created = true;
             }
             Command::Peers { reply } => {
                 let _ = reply.send(self.members.iter().map(|m| m.peer.clone()).collect());
@@ -271,7 +320,12 @@ impl RoomActor {
             Err(e) => return Err(JoinError::Module(e.to_string())),
         };
         let peer = Arc::new(peer);
+        let durable = self
+            .config
+            .events
+            .record(Event::new(EventKind::PeerJoined, &self.name).peer(&peer.id, &peer.identity));
         let joined = Joined {
+            durable,
             peers: self
                 .members
                 .iter()
@@ -298,6 +352,34 @@ impl RoomActor {
         Ok(joined)
     }
 
+    fn rejoin(&mut self, peer: Peer, outbox: Outbox) -> Joined {
+        let joined = Joined {
+            // A re-report after a move: the join was logged where it happened.
+            durable: crate::events::Receipt::ready(Ok(())),
+            peers: self
+                .members
+                .iter()
+                .filter(|m| !m.peer.grants.contains(Grants::HIDDEN) && m.peer.id != peer.id)
+                .map(|m| m.peer.clone())
+                .collect(),
+            metadata: self.metadata.to_string(),
+        };
+        let peer = Arc::new(peer);
+        self.shared
+            .members
+            .write()
+            .insert(peer.id.as_str().into(), (outbox.clone(), peer.grants));
+        match self.members.iter_mut().find(|m| m.peer.id == peer.id) {
+            Some(m) => m.outbox = outbox,
+            None => {
+                metrics::PEERS.add(1);
+                self.members.push(Member { peer, outbox });
+            }
+        }
+        self.refresh_peers();
+        joined
+    }
+
     /// Removes a member; `notify_module` calls `on-leave`.
     async fn leave(&mut self, peer_id: &str, reason: LeaveReason, notify_module: bool) {
         let Some(pos) = self.members.iter().position(|m| &*m.peer.id == peer_id) else {
@@ -317,6 +399,15 @@ impl RoomActor {
             );
         }
         tracing::debug!(peer = %peer_id, reason = reason.as_str(), "peer left");
+        let kind = match reason {
+            LeaveReason::Kicked => EventKind::PeerKicked,
+            _ => EventKind::PeerLeft,
+        };
+        let _ = self.config.events.record(
+            Event::new(kind, &self.name)
+                .peer(peer_id, &member.peer.identity)
+                .reason(reason.as_str()),
+        );
         if notify_module
             && let Ok(actions) = self.call(async |i| i.on_leave(&member.peer).await).await
         {
@@ -527,6 +618,11 @@ impl RoomActor {
             recent_traps = self.traps.len(),
             "room module failed; its instance is discarded"
         );
+        let _ = self.config.events.record(
+            Event::new(EventKind::ComponentError, &self.name)
+                .reason(e.kind())
+                .module_version(self.function.version()),
+        );
         if self.traps.len() >= self.config.trap_limit as usize {
             Box::pin(self.close("module-failed")).await;
         }
@@ -640,6 +736,11 @@ impl RoomActor {
         metrics::PEERS.add(-(self.members.len() as i64));
         self.take_snapshot();
         for m in self.members.drain(..) {
+            let _ = self.config.events.record(
+                Event::new(EventKind::PeerLeft, &self.name)
+                    .peer(&m.peer.id, &m.peer.identity)
+                    .reason(LeaveReason::Closed.as_str()),
+            );
             let _ = m.outbox.send(Delivery::Closed {
                 reason: reason.to_owned(),
             });
@@ -647,6 +748,10 @@ impl RoomActor {
         self.shared.members.write().clear();
         self.instance = None;
         tracing::info!(reason, "room closed");
+        let _ = self
+            .config
+            .events
+            .record(Event::new(EventKind::RoomClosed, &self.name).reason(reason));
     }
 }
 

@@ -9,5 +9,6 @@ mod actor;
 mod delivery;
 mod registry;
 
+pub use actor::Command;
 pub use delivery::{Delivery, LeaveReason, Outbox};
 pub use registry::{JoinError, Joined, RoomHandle, RoomShared, RoomStatus, Rooms, RoomsConfig};

@@ -28,6 +28,8 @@ pub struct RoomsConfig {
     pub trap_window: Duration,
     /// Mailbox depth per room: senders wait when it is full.
     pub mailbox: usize,
+    /// Where rooms record joins, leaves, opens, closes and errors.
+    pub events: crate::events::EventSink,
 }
 
 impl Default for RoomsConfig {
@@ -39,6 +41,7 @@ impl Default for RoomsConfig {
             trap_limit: 5,
             trap_window: Duration::from_secs(60),
             mailbox: 256,
+            events: Default::default(),
         }
     }
 }
@@ -73,12 +76,14 @@ impl JoinError {
 }
 
 /// What a successful join returns.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct Joined {
     /// The peers already present (hidden ones left out).
     pub peers: Vec<Arc<Peer>>,
     /// The room's metadata.
     pub metadata: String,
+    /// Settles when the join is in the event log: `joined` waits for it.
+    pub durable: crate::events::Receipt,
 }
 
 /// How a room is doing, for tests and the admin API.
@@ -109,6 +114,32 @@ impl RoomShared {
     /// The outbox and grants of peer `id`.
     pub fn peer(&self, id: &str) -> Option<(Outbox, Grants)> {
         self.members.read().get(id).cloned()
+    }
+
+    /// Adds or replaces a member seen from outside the actor (a proxy's
+    /// mirror of a room homed elsewhere).
+    pub fn mirror_insert(&self, id: &str, outbox: Outbox, grants: Grants) {
+        self.members.write().insert(id.into(), (outbox, grants));
+    }
+
+    /// Removes a mirrored member.
+    pub fn mirror_remove(&self, id: &str) -> Option<(Outbox, Grants)> {
+        self.members.write().remove(id)
+    }
+
+    /// Every member id.
+    pub fn member_ids(&self) -> Vec<Arc<str>> {
+        self.members.read().keys().cloned().collect()
+    }
+
+    /// Marks a proxy closed.
+    pub fn mark_closed(&self) {
+        self.closed.store(true, Ordering::Relaxed);
+    }
+
+    /// Sets whether signals go through the room (a proxy learns it from the home).
+    pub fn set_observe_signals(&self, on: bool) {
+        self.observe_signals.store(on, Ordering::Relaxed);
     }
 
     /// Whether the room has closed.
@@ -160,6 +191,43 @@ impl RoomHandle {
             return None;
         }
         rx.await.ok()
+    }
+
+    /// The module's in-memory state (the instance is dropped, as when
+    /// hibernating), for handing the room to another node.
+    pub async fn take_snapshot(&self) -> Option<(String, Vec<u8>)> {
+        let (reply, rx) = oneshot::channel();
+        if !self.send(Command::TakeSnapshot { reply }).await {
+            return None;
+        }
+        rx.await.ok().flatten()
+    }
+
+    /// Hands the room state carried from another node.
+    pub async fn put_snapshot(&self, version: String, state: Vec<u8>) {
+        self.send(Command::PutSnapshot { version, state }).await;
+    }
+
+    /// Re-adds a member whose room moved here. `None` when the room closed.
+    pub async fn rejoin(&self, peer: Peer, outbox: Outbox) -> Option<Joined> {
+        let (reply, rx) = oneshot::channel();
+        if !self
+            .send(Command::Rejoin {
+                peer,
+                outbox,
+                reply,
+            })
+            .await
+        {
+            return None;
+        }
+        rx.await.ok()
+    }
+
+    /// A room proxy: commands sent to it go to `tx` (a task that forwards
+    /// them to the room's home on another node).
+    pub fn proxy(name: Arc<str>, tx: mpsc::Sender<Command>, shared: Arc<RoomShared>) -> Self {
+        Self { name, tx, shared }
     }
 
     /// The peer has left.
@@ -327,6 +395,11 @@ impl Rooms {
     /// Whether the node has no rooms.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+
+    /// The room's handle, starting it when it is not running here.
+    pub fn open(&self, room: &str) -> Result<RoomHandle, JoinError> {
+        self.get_or_start(room, true)
     }
 
     /// Joins `peer` to `room`, creating the room when `may_create`.

@@ -1,0 +1,613 @@
+//! The gateway side of the bus: sessions whose room is homed on another
+//! node talk to a local proxy of it.
+//!
+//! A proxy is a [`RoomHandle`] whose mailbox is a task forwarding frames
+//! to the room's home (one task per room per gateway, so one peer's
+//! frames keep their order), and whose member table mirrors the room:
+//! local peers with their real outboxes, peers on other gateways with an
+//! outbox that sends straight to their gateway. That is how signals go
+//! gateway to gateway without a trip through the room's home.
+//!
+//! When the home is gone (its liveness key expired, or it answered
+//! `Moved`), the proxy stops forwarding, re-reports its local peers to a
+//! live rooms node (which takes the room over from committed kv), and
+//! resumes with the new route.
+
+use super::Bus;
+use super::directory::NodeInfo;
+use super::home::{Home, Locations, forwarder};
+use super::wire::{
+    self, HomeOp, JoinReply, JoinRequest, ToGateway, ToHome, WireDelivery, WirePeer,
+};
+use crate::components::bindings::types::Rejection;
+use crate::components::bindings::types::{Peer, Target};
+use crate::rooms::{Command, Delivery, JoinError, Joined, Outbox, RoomHandle, RoomShared};
+use futures_util::StreamExt;
+use parking_lot::Mutex;
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{mpsc, watch};
+
+/// Where a room's frames go.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Route {
+    node: String,
+    rev: u64,
+}
+
+struct Proxy {
+    room: String,
+    shared: Arc<RoomShared>,
+    route: watch::Sender<Option<Route>>,
+    /// Local peers, for re-reporting after the room moves.
+    local: Mutex<HashMap<String, (Peer, Outbox)>>,
+    at: Locations,
+    tx: mpsc::Sender<Command>,
+}
+
+/// The gateway's rooms homed elsewhere.
+pub struct Edge {
+    bus: Arc<Bus>,
+    /// Rooms this process can be home to, when it runs `rooms` too.
+    home: Option<Arc<Home>>,
+    proxies: Mutex<HashMap<String, Arc<Proxy>>>,
+    /// This process's own rooms, for deliveries to peers of rooms homed here.
+    local_rooms: Option<crate::rooms::Rooms>,
+}
+
+fn rejected(code: &str, message: &str) -> JoinError {
+    JoinError::Rejected(Rejection {
+        code: code.into(),
+        reason: message.into(),
+    })
+}
+
+impl Edge {
+    /// Starts the gateway side: the delivery subscription and the
+    /// liveness watch over the homes of this gateway's rooms.
+    pub async fn start(
+        bus: Arc<Bus>,
+        home: Option<Arc<Home>>,
+        local_rooms: Option<crate::rooms::Rooms>,
+    ) -> Result<Arc<Self>, super::BusError> {
+        let subject = bus.subject("gw", Some(&bus.node));
+        let mut sub = bus.client().subscribe(subject.clone()).await.map_err(|e| {
+            super::BusError::Subscribe {
+                subject,
+                message: e.to_string(),
+            }
+        })?;
+        let edge = Arc::new(Self {
+            bus,
+            home,
+            proxies: Mutex::default(),
+            local_rooms,
+        });
+        let e = edge.clone();
+        tokio::spawn(async move {
+            while let Some(msg) = sub.next().await {
+                match wire::decode::<ToGateway>(&msg.payload) {
+                    Some(m) => e.deliver(m),
+                    None => tracing::warn!("malformed delivery on the bus"),
+                }
+            }
+        });
+        tokio::spawn(edge.clone().watch_homes());
+        Ok(edge)
+    }
+
+    /// Waits until every frame sessions handed to proxies is on its way
+    /// to the NATS server (drain: nothing a client sent is lost).
+    pub async fn flush(&self) {
+        let proxies: Vec<Arc<Proxy>> = self.proxies.lock().values().cloned().collect();
+        for p in proxies {
+            let handle = RoomHandle::proxy(p.room.as_str().into(), p.tx.clone(), p.shared.clone());
+            let _ = tokio::time::timeout(Duration::from_secs(2), handle.status()).await;
+        }
+        if let Err(e) = self.bus.client().flush().await {
+            tracing::warn!(error = %e, "flushing the bus failed");
+        }
+    }
+
+    /// Joins `peer` to `room` wherever the room is homed.
+    pub async fn join(
+        self: &Arc<Self>,
+        room: &str,
+        peer: Peer,
+        outbox: Outbox,
+        may_create: bool,
+    ) -> Result<(RoomHandle, Joined), JoinError> {
+        let started = std::time::Instant::now();
+        let mut target = self.pick_home(room, None).await?;
+        let request = |rejoin: bool, seen_rev: Option<u64>| JoinRequest {
+            room: room.to_owned(),
+            peer: WirePeer::from(&peer),
+            gateway: self.bus.node.clone(),
+            region: self.bus.region.clone(),
+            may_create,
+            rejoin,
+            seen_rev,
+        };
+        // The peer is known here before the home answers: the home may
+        // send it something (a module's greeting) before its reply lands.
+        let mut proxy: Option<Arc<Proxy>> = None;
+        for _ in 0..5 {
+            if target == self.bus.node
+                && let Some(home) = &self.home
+            {
+                if let Some(p) = proxy.take() {
+                    self.forget_local(&p, &peer.id);
+                }
+                // Home here: the peer joins the real room, no proxy.
+                return match home.join_local(request(false, None), outbox.clone()).await {
+                    Ok((_, handle, joined, _)) => Ok((handle, joined)),
+                    Err(JoinReply::NotHome { home, .. }) => {
+                        target = home;
+                        continue;
+                    }
+                    Err(r) => Err(refusal(r)),
+                };
+            }
+            let p = proxy.get_or_insert_with(|| {
+                let p = self.proxy(room);
+                p.local
+                    .lock()
+                    .insert(peer.id.clone(), (peer.clone(), outbox.clone()));
+                p.shared
+                    .mirror_insert(&peer.id, outbox.clone(), peer.grants);
+                p
+            });
+            let reply = match self.request_join(&target, &request(false, None)).await {
+                Ok(r) => r,
+                Err(e) => {
+                    self.forget_local(p, &peer.id);
+                    return Err(e);
+                }
+            };
+            match reply {
+                JoinReply::Joined {
+                    rev,
+                    peers,
+                    metadata,
+                    observe_signals,
+                } => {
+                    crate::metrics::BUS_SECONDS.observe(&[], started.elapsed().as_secs_f64());
+                    p.shared.set_observe_signals(observe_signals);
+                    let route = Route { node: target, rev };
+                    if p.route.borrow().as_ref() != Some(&route) {
+                        let _ = p.route.send(Some(route));
+                    }
+                    let peers = self.mirror(p, peers);
+                    let handle = RoomHandle::proxy(room.into(), p.tx.clone(), p.shared.clone());
+                    // The home logged the join durably before answering.
+                    let durable = crate::events::Receipt::ready(Ok(()));
+                    return Ok((
+                        handle,
+                        Joined {
+                            peers,
+                            metadata,
+                            durable,
+                        },
+                    ));
+                }
+                JoinReply::NotHome { home, .. } => target = home,
+                JoinReply::Refused { code, message } => {
+                    self.forget_local(p, &peer.id);
+                    return Err(refused_code(&code, &message));
+                }
+            }
+        }
+        if let Some(p) = proxy {
+            self.forget_local(&p, &peer.id);
+        }
+        Err(rejected("unavailable", "could not find the room's home"))
+    }
+
+    async fn request_join(&self, node: &str, req: &JoinRequest) -> Result<JoinReply, JoinError> {
+        let msg = self
+            .bus
+            .client()
+            .request(self.bus.subject("join", Some(node)), wire::encode(req))
+            .await
+            .map_err(|e| {
+                rejected(
+                    "unavailable",
+                    &format!("the room's home did not answer: {e}"),
+                )
+            })?;
+        wire::decode::<JoinReply>(&msg.payload)
+            .ok_or_else(|| rejected("unavailable", "malformed answer from the room's home"))
+    }
+
+    /// The room's live home, or a live rooms node to become it: in the
+    /// room's configured region, else the joining gateway's (a room lives
+    /// where its first peer is); this process first within it.
+    async fn pick_home(&self, room: &str, avoid: Option<&str>) -> Result<String, JoinError> {
+        let dir = &self.bus.directory;
+        let unavailable =
+            |e: super::directory::DirectoryError| rejected("unavailable", &e.to_string());
+        if let Some((entry, _)) = dir.room(room).await.map_err(unavailable)?
+            && Some(entry.node.as_str()) != avoid
+            && dir.node(&entry.node).await.map_err(unavailable)?.is_some()
+        {
+            return Ok(entry.node);
+        }
+        let nodes: Vec<(String, NodeInfo)> = dir
+            .nodes()
+            .await
+            .map_err(unavailable)?
+            .into_iter()
+            .filter(|(n, i)| i.runs_rooms() && Some(n.as_str()) != avoid)
+            .collect();
+        let region = self.bus.home_region(room);
+        if self.home.is_some()
+            && region == self.bus.region
+            && nodes.iter().any(|(n, _)| *n == self.bus.node)
+        {
+            return Ok(self.bus.node.clone());
+        }
+        let in_region: Vec<&String> = nodes
+            .iter()
+            .filter(|(_, i)| i.region == region)
+            .map(|(n, _)| n)
+            .collect();
+        let pool: Vec<&String> = if in_region.is_empty() {
+            nodes.iter().map(|(n, _)| n).collect()
+        } else {
+            in_region
+        };
+        // Rendezvous hashing: every gateway picks the same node for a room.
+        pool.into_iter()
+            .max_by_key(|n| hash(&format!("{n}/{room}")))
+            .cloned()
+            .ok_or_else(|| rejected("unavailable", "no rooms node is alive"))
+    }
+
+    /// The room's proxy; a new one has no route until its first join lands.
+    fn proxy(self: &Arc<Self>, room: &str) -> Arc<Proxy> {
+        let mut proxies = self.proxies.lock();
+        if let Some(p) = proxies.get(room)
+            && !p.shared.is_closed()
+        {
+            return p.clone();
+        }
+        let (tx, rx) = mpsc::channel(256);
+        let proxy = Arc::new(Proxy {
+            room: room.to_owned(),
+            shared: Arc::default(),
+            route: watch::channel(None).0,
+            local: Mutex::default(),
+            at: Arc::default(),
+            tx,
+        });
+        proxies.insert(room.to_owned(), proxy.clone());
+        tokio::spawn(self.clone().forward(proxy.clone(), rx));
+        proxy
+    }
+
+    /// Adds the peers a home reported to the proxy's mirror.
+    fn mirror(&self, proxy: &Proxy, peers: Vec<(WirePeer, String)>) -> Vec<Arc<Peer>> {
+        peers
+            .into_iter()
+            .map(|(p, gw)| {
+                let peer: Peer = p.into();
+                self.mirror_one(proxy, &peer, gw);
+                Arc::new(peer)
+            })
+            .collect()
+    }
+
+    fn mirror_one(&self, proxy: &Proxy, peer: &Peer, gw: String) {
+        if proxy.local.lock().contains_key(&peer.id) || gw == self.bus.node {
+            return;
+        }
+        proxy.at.write().insert(peer.id.clone(), gw.clone());
+        let out = forwarder(
+            self.bus.clone(),
+            proxy.room.clone(),
+            peer.id.clone(),
+            gw,
+            proxy.at.clone(),
+        );
+        proxy.shared.mirror_insert(&peer.id, out, peer.grants);
+    }
+
+    /// The proxy's mailbox: frames to the home, in order, waiting out a
+    /// re-homing instead of losing them.
+    async fn forward(self: Arc<Self>, proxy: Arc<Proxy>, mut rx: mpsc::Receiver<Command>) {
+        let mut route_rx = proxy.route.subscribe();
+        while let Some(cmd) = rx.recv().await {
+            let op = match cmd {
+                Command::Leave { peer_id, reason } => {
+                    self.forget_local(&proxy, &peer_id);
+                    HomeOp::leave(&peer_id, reason)
+                }
+                Command::Message { message } => HomeOp::Message {
+                    sender: message.sender,
+                    to: match message.target {
+                        Target::Peer(p) => Some(p),
+                        Target::Room => None,
+                    },
+                    data: message.data,
+                },
+                Command::Signal { signal } => {
+                    HomeOp::signal(signal.sender, signal.to, signal.kind, signal.payload)
+                }
+                Command::Kick { peer_id, reason } => HomeOp::Kick {
+                    peer: peer_id,
+                    reason,
+                },
+                Command::SetMetadata { metadata } => HomeOp::SetMetadata { metadata },
+                // A barrier: every frame before it has been handed to the bus.
+                Command::Status { reply } => {
+                    let _ = reply.send(crate::rooms::RoomStatus {
+                        live: false,
+                        hibernated: false,
+                        members: proxy.local.lock().len(),
+                        recent_traps: 0,
+                        version: String::new(),
+                    });
+                    continue;
+                }
+                // Node-local operations have no meaning for a proxy.
+                _ => continue,
+            };
+            let route = match route_rx.wait_for(Option::is_some).await {
+                Ok(r) => r.clone(),
+                Err(_) => return,
+            };
+            let Some(route) = route else { continue };
+            let msg = ToHome {
+                room: proxy.room.clone(),
+                rev: route.rev,
+                gateway: self.bus.node.clone(),
+                op,
+            };
+            if let Err(e) = self
+                .bus
+                .client()
+                .publish(
+                    self.bus.subject("home", Some(&route.node)),
+                    wire::encode(&msg),
+                )
+                .await
+            {
+                tracing::debug!(error = %e, "forwarding a frame to the room's home failed");
+            }
+        }
+    }
+
+    fn forget_local(&self, proxy: &Proxy, peer_id: &str) {
+        proxy.shared.mirror_remove(peer_id);
+        let empty = {
+            let mut local = proxy.local.lock();
+            local.remove(peer_id);
+            local.is_empty()
+        };
+        if empty {
+            proxy.shared.mark_closed();
+            let mut proxies = self.proxies.lock();
+            if proxies
+                .get(&proxy.room)
+                .is_some_and(|p| Arc::ptr_eq(&p.shared, &proxy.shared))
+            {
+                proxies.remove(&proxy.room);
+            }
+        }
+    }
+
+    /// A delivery from a home or another gateway for a peer held here.
+    fn deliver(self: &Arc<Self>, m: ToGateway) {
+        let proxy = self.proxies.lock().get(&m.room).cloned();
+        if let WireDelivery::Moved { from } = &m.delivery {
+            let Some(p) = proxy else { return };
+            // A frame the old home refused: its sender hears so.
+            if let Some((_, outbox)) = p.local.lock().get(&m.peer) {
+                let _ = outbox.send(Delivery::Error {
+                    code: "unavailable".into(),
+                    message: "the room was moving to another node; that frame was not delivered, send it again".into(),
+                });
+            }
+            // Only the current home's notice counts: an old home letting
+            // go of a room that has already moved says nothing new.
+            if p.route.borrow().as_ref().is_some_and(|r| r.node == *from) {
+                self.rehome(p);
+            }
+            return;
+        }
+        if let Some(p) = &proxy {
+            match &m.delivery {
+                WireDelivery::PeerJoined { peer, at } => {
+                    let peer: Peer = peer.clone().into();
+                    self.mirror_one(p, &peer, at.clone());
+                }
+                WireDelivery::PeerLeft { peer, .. } if !p.local.lock().contains_key(peer) => {
+                    p.shared.mirror_remove(peer);
+                    p.at.write().remove(peer);
+                }
+                _ => {}
+            }
+        }
+        let ends = matches!(
+            m.delivery,
+            WireDelivery::Closed { .. } | WireDelivery::Kicked { .. }
+        );
+        let outbox = match &proxy {
+            Some(p) => p.local.lock().get(&m.peer).map(|(_, o)| o.clone()),
+            // A signal from another gateway to a peer of a room homed here.
+            None => self
+                .local_rooms
+                .as_ref()
+                .and_then(|r| r.get(&m.room))
+                .and_then(|h| h.shared().peer(&m.peer))
+                .map(|(o, _)| o),
+        };
+        let (Some(outbox), Some(d)) = (outbox, m.delivery.into_delivery()) else {
+            return;
+        };
+        let _ = outbox.send(d);
+        if ends && let Some(p) = proxy {
+            self.forget_local(&p, &m.peer);
+        }
+    }
+
+    /// Checks the homes of this gateway's rooms; re-homes the rooms of
+    /// homes whose lease is gone.
+    async fn watch_homes(self: Arc<Self>) {
+        let mut tick = tokio::time::interval(Duration::from_millis(250));
+        loop {
+            tick.tick().await;
+            let proxies: Vec<Arc<Proxy>> = self.proxies.lock().values().cloned().collect();
+            let mut homes: HashMap<String, bool> = HashMap::new();
+            for p in proxies {
+                let Some(route) = p.route.borrow().clone() else {
+                    continue;
+                };
+                let alive = match homes.get(&route.node) {
+                    Some(a) => *a,
+                    None => {
+                        let Ok(n) = self.bus.directory.node(&route.node).await else {
+                            continue; // the bus is down: nothing to learn now
+                        };
+                        homes.insert(route.node.clone(), n.is_some());
+                        n.is_some()
+                    }
+                };
+                if !alive {
+                    self.rehome(p);
+                }
+            }
+        }
+    }
+
+    /// Moves a proxy's room to a live home, once.
+    fn rehome(self: &Arc<Self>, proxy: Arc<Proxy>) {
+        let old = {
+            let r = proxy.route.borrow();
+            match &*r {
+                Some(r) => r.clone(),
+                None => return, // already moving
+            }
+        };
+        let _ = proxy.route.send(None);
+        let edge = self.clone();
+        tokio::spawn(async move {
+            tracing::info!(room = %proxy.room, old_home = %old.node, "room's home is gone; re-homing");
+            let deadline =
+                tokio::time::Instant::now() + edge.bus.directory.ttl() * 3 + Duration::from_secs(5);
+            while tokio::time::Instant::now() < deadline {
+                match edge.rejoin_all(&proxy, &old).await {
+                    Ok(route) => {
+                        tracing::info!(room = %proxy.room, home = %route.node, rev = route.rev, "room re-homed");
+                        crate::metrics::REHOMES.inc(&["gateway", "ok"]);
+                        let _ = proxy.route.send(Some(route));
+                        return;
+                    }
+                    Err(e) => tracing::debug!(room = %proxy.room, error = %e, "re-homing: not yet"),
+                }
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            tracing::warn!(room = %proxy.room, "re-homing failed; closing the room's sessions");
+            crate::metrics::REHOMES.inc(&["gateway", "failed"]);
+            let peers: Vec<Outbox> = proxy
+                .local
+                .lock()
+                .values()
+                .map(|(_, o)| o.clone())
+                .collect();
+            for o in peers {
+                let _ = o.send(Delivery::Closed {
+                    reason: "the room's home is unavailable".into(),
+                });
+            }
+        });
+    }
+
+    /// Re-reports every local peer to the room's home: the live home the
+    /// directory names, or a live rooms node that takes the room over.
+    async fn rejoin_all(&self, proxy: &Proxy, old: &Route) -> Result<Route, String> {
+        let old_alive = self
+            .bus
+            .directory
+            .node(&old.node)
+            .await
+            .map_err(|e| e.to_string())?
+            .is_some();
+        let avoid = (!old_alive).then_some(old.node.as_str());
+        let target = self
+            .pick_home(&proxy.room, avoid)
+            .await
+            .map_err(|e| e.to_string())?;
+        let peers: Vec<(Peer, Outbox)> = proxy.local.lock().values().cloned().collect();
+        let mut rev = None;
+        for (peer, outbox) in peers {
+            let req = JoinRequest {
+                room: proxy.room.clone(),
+                peer: WirePeer::from(&peer),
+                gateway: self.bus.node.clone(),
+                region: self.bus.region.clone(),
+                may_create: true,
+                rejoin: true,
+                seen_rev: Some(old.rev),
+            };
+            let reply = if target == self.bus.node
+                && let Some(home) = &self.home
+            {
+                match home.join_local(req, outbox).await {
+                    Ok((r, ..)) => JoinReply::Joined {
+                        rev: r,
+                        peers: Vec::new(),
+                        metadata: String::new(),
+                        observe_signals: false,
+                    },
+                    Err(e) => e,
+                }
+            } else {
+                self.request_join(&target, &req)
+                    .await
+                    .map_err(|e| e.to_string())?
+            };
+            match reply {
+                JoinReply::Joined { rev: r, peers, .. } => {
+                    rev = Some(r);
+                    self.mirror(proxy, peers);
+                }
+                JoinReply::NotHome { home, .. } => {
+                    return Err(format!(
+                        "the room's home is {home}, which still holds its lease"
+                    ));
+                }
+                JoinReply::Refused { code, message } => return Err(format!("{code}: {message}")),
+            }
+        }
+        let rev = rev.ok_or("no local peers left")?;
+        Ok(Route { node: target, rev })
+    }
+}
+
+fn refusal(r: JoinReply) -> JoinError {
+    match r {
+        JoinReply::Refused { code, message } => refused_code(&code, &message),
+        JoinReply::NotHome { home, .. } => {
+            rejected("unavailable", &format!("the room is homed on {home}"))
+        }
+        JoinReply::Joined { .. } => rejected("unavailable", "unexpected answer"),
+    }
+}
+
+fn refused_code(code: &str, message: &str) -> JoinError {
+    match code {
+        "room-not-found" => JoinError::RoomNotFound,
+        "node-full" => JoinError::NodeFull,
+        "module-error" => JoinError::Module(message.into()),
+        _ => rejected(code, message),
+    }
+}
+
+fn hash(s: &str) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    s.hash(&mut h);
+    h.finish()
+}

@@ -1,0 +1,526 @@
+//! The rooms side of the bus: this node as the home of rooms whose peers'
+//! sockets other nodes (gateways) hold.
+//!
+//! A join sent here claims the room in the directory when it has no live
+//! home (create, or compare-and-set over a dead home's entry), loads the
+//! room's committed kv from JetStream, and joins the peer with an outbox
+//! that forwards its deliveries to its gateway. Later frames arrive on
+//! `P.home.NODE` carrying the directory revision they were routed by; a
+//! frame for a revision this node does not hold (or while its lease is
+//! not valid) is refused with `Moved`, so a room never has two homes.
+
+use super::Bus;
+use super::directory::{DirectoryError, RoomEntry};
+use super::store::JetStreamKv;
+use super::wire::{
+    self, HomeOp, JoinReply, JoinRequest, ToGateway, ToHome, WireDelivery, WirePeer,
+};
+use crate::components::bindings::types::{Peer, RoomMessage, Signal, Target};
+use crate::kv::KvStore;
+use crate::rooms::{Delivery, JoinError, Joined, Outbox, RoomHandle, Rooms};
+use futures_util::StreamExt;
+use parking_lot::{Mutex, RwLock};
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::mpsc;
+
+/// Peer id → the gateway node holding its socket, per room.
+pub type Locations = Arc<RwLock<HashMap<String, String>>>;
+
+struct Held {
+    rev: u64,
+    handle: RoomHandle,
+    at: Locations,
+    /// The lease epoch the claim was made in.
+    epoch: u64,
+}
+
+/// This node's rooms, as homes on the bus.
+pub struct Home {
+    bus: Arc<Bus>,
+    rooms: Rooms,
+    replica: Arc<JetStreamKv>,
+    local_kv: Arc<KvStore>,
+    held: Mutex<HashMap<String, Held>>,
+    /// Claims of one room never interleave.
+    claims: tokio::sync::Mutex<()>,
+    /// Handing rooms off: the sweep leaves them to [`Home::release_all`].
+    draining: std::sync::atomic::AtomicBool,
+}
+
+/// Sends a peer's deliveries to the gateway `gateway` on the bus, in order.
+pub fn forwarder(
+    bus: Arc<Bus>,
+    room: String,
+    peer: String,
+    gateway: String,
+    at: Locations,
+) -> Outbox {
+    let (tx, mut rx) = mpsc::unbounded_channel::<Delivery>();
+    let subject = bus.subject("gw", Some(&gateway));
+    tokio::spawn(async move {
+        while let Some(d) = rx.recv().await {
+            let delivery = match &d {
+                // A room moving away is not a room closing for its peers.
+                Delivery::Closed { reason } if reason == MOVED => WireDelivery::Moved {
+                    from: bus.node.clone(),
+                },
+                d => WireDelivery::from_delivery(d, |id| {
+                    at.read()
+                        .get(id)
+                        .cloned()
+                        .unwrap_or_else(|| bus.node.clone())
+                }),
+            };
+            let msg = ToGateway {
+                room: room.clone(),
+                peer: peer.clone(),
+                delivery,
+            };
+            if let Err(e) = bus
+                .client()
+                .publish(subject.clone(), wire::encode(&msg))
+                .await
+            {
+                tracing::debug!(error = %e, "forwarding a delivery failed");
+            }
+        }
+    });
+    tx
+}
+
+/// The close reason used when a room leaves this node (not a real close).
+pub const MOVED: &str = "moved";
+
+impl Home {
+    /// Serves this node's rooms on the bus.
+    pub async fn start(
+        bus: Arc<Bus>,
+        rooms: Rooms,
+        local_kv: Arc<KvStore>,
+    ) -> Result<Arc<Self>, super::BusError> {
+        let replica = Arc::new(JetStreamKv::new(
+            bus.kv.clone(),
+            bus.client().clone(),
+            bus.request_timeout(),
+        ));
+        local_kv.set_replica(replica.clone());
+        let home = Arc::new(Self {
+            bus: bus.clone(),
+            rooms,
+            replica,
+            local_kv,
+            held: Mutex::default(),
+            claims: tokio::sync::Mutex::new(()),
+            draining: std::sync::atomic::AtomicBool::new(false),
+        });
+        let sub = |kind: &'static str| {
+            let bus = bus.clone();
+            async move {
+                let subject = bus.subject(kind, Some(&bus.node));
+                bus.client().subscribe(subject.clone()).await.map_err(|e| {
+                    super::BusError::Subscribe {
+                        subject,
+                        message: e.to_string(),
+                    }
+                })
+            }
+        };
+        let mut joins = sub("join").await?;
+        let mut frames = sub("home").await?;
+        let h = home.clone();
+        tokio::spawn(async move {
+            while let Some(msg) = joins.next().await {
+                let h = h.clone();
+                tokio::spawn(async move {
+                    let Some(reply_to) = msg.reply.clone() else {
+                        return;
+                    };
+                    let reply = match wire::decode::<JoinRequest>(&msg.payload) {
+                        Some(req) => h.join_remote(req).await,
+                        None => JoinReply::Refused {
+                            code: "bad-frame".into(),
+                            message: "malformed join on the bus".into(),
+                        },
+                    };
+                    let _ = h.bus.client().publish(reply_to, wire::encode(&reply)).await;
+                });
+            }
+        });
+        let h = home.clone();
+        tokio::spawn(async move {
+            // One task: frames from one gateway keep their order.
+            while let Some(msg) = frames.next().await {
+                match wire::decode::<ToHome>(&msg.payload) {
+                    Some(m) => h.frame(m).await,
+                    None => tracing::warn!("malformed room frame on the bus"),
+                }
+            }
+        });
+        tokio::spawn(home.clone().sweep());
+        Ok(home)
+    }
+
+    /// A join from another node's gateway.
+    async fn join_remote(&self, req: JoinRequest) -> JoinReply {
+        let at = match self.claim(&req).await {
+            Ok((_, at)) => at,
+            Err(reply) => return reply,
+        };
+        at.write().insert(req.peer.id.clone(), req.gateway.clone());
+        let outbox = forwarder(
+            self.bus.clone(),
+            req.room.clone(),
+            req.peer.id.clone(),
+            req.gateway.clone(),
+            at.clone(),
+        );
+        let peer_id = req.peer.id.clone();
+        let peer: Peer = req.peer.into();
+        match self
+            .join(&req.room, peer, outbox, req.rejoin, req.may_create)
+            .await
+        {
+            Ok((rev, handle, joined)) => {
+                // Acknowledged only once the join is in this node's event log.
+                if let Err(e) = joined.durable.wait().await {
+                    tracing::error!(room = %req.room, error = %e, "event log write failed; join refused");
+                    handle
+                        .leave(&peer_id, crate::rooms::LeaveReason::Left)
+                        .await;
+                    return refused(
+                        "unavailable",
+                        "the room's event log is unavailable; try again",
+                    );
+                }
+                let at = at.read();
+                JoinReply::Joined {
+                    rev,
+                    peers: joined
+                        .peers
+                        .iter()
+                        .map(|p| {
+                            let g = at
+                                .get(&p.id)
+                                .cloned()
+                                .unwrap_or_else(|| self.bus.node.clone());
+                            (WirePeer::from(&**p), g)
+                        })
+                        .collect(),
+                    metadata: joined.metadata,
+                    observe_signals: handle.shared().observe_signals(),
+                }
+            }
+            Err(e) => JoinReply::Refused {
+                code: e.code().to_owned(),
+                message: e.to_string(),
+            },
+        }
+    }
+
+    /// A join from this node's own gateway (relay and rooms in one
+    /// process): the peer gets its real outbox.
+    pub async fn join_local(
+        &self,
+        req: JoinRequest,
+        outbox: Outbox,
+    ) -> Result<(u64, RoomHandle, Joined, Locations), JoinReply> {
+        let (_, at) = self.claim(&req).await?;
+        at.write()
+            .insert(req.peer.id.clone(), self.bus.node.clone());
+        let peer: Peer = req.peer.into();
+        self.join(&req.room, peer, outbox, req.rejoin, req.may_create)
+            .await
+            .map(|(rev, h, j)| (rev, h, j, at))
+            .map_err(|e| JoinReply::Refused {
+                code: e.code().to_owned(),
+                message: e.to_string(),
+            })
+    }
+
+    async fn join(
+        &self,
+        room: &str,
+        peer: Peer,
+        outbox: Outbox,
+        rejoin: bool,
+        may_create: bool,
+    ) -> Result<(u64, RoomHandle, Joined), JoinError> {
+        let rev = self
+            .held
+            .lock()
+            .get(room)
+            .map(|h| h.rev)
+            .ok_or(JoinError::Module("the room moved during the join".into()))?;
+        if rejoin {
+            let handle = self.rooms.open(room)?;
+            let joined = handle
+                .rejoin(peer, outbox)
+                .await
+                .ok_or(JoinError::Module("the room closed during the join".into()))?;
+            self.remember(room, rev, &handle);
+            return Ok((rev, handle, joined));
+        }
+        // The directory entry exists: the room exists, whoever creates it here.
+        let _ = may_create;
+        let (handle, joined) = self.rooms.join(room, peer, outbox, true).await?;
+        self.remember(room, rev, &handle);
+        Ok((rev, handle, joined))
+    }
+
+    fn remember(&self, room: &str, rev: u64, handle: &RoomHandle) {
+        if let Some(h) = self.held.lock().get_mut(room)
+            && h.rev == rev
+        {
+            h.handle = handle.clone();
+        }
+    }
+
+    /// Makes this node the room's home if it has none (or a dead one).
+    /// The revision held and the room's peer locations.
+    async fn claim(&self, req: &JoinRequest) -> Result<(u64, Locations), JoinReply> {
+        let _one = self.claims.lock().await;
+        let epoch = self.bus.lease_epoch();
+        if let Some(h) = self.held.lock().get(&req.room)
+            && !h.handle.shared().is_closed()
+            && h.epoch == epoch
+        {
+            return Ok((h.rev, h.at.clone()));
+        }
+        if !self.bus.lease_valid() {
+            return Err(refused("unavailable", "this node has lost its bus lease"));
+        }
+        if self.bus.is_draining() {
+            return Err(refused("unavailable", "this node is handing its rooms off"));
+        }
+        let me = RoomEntry {
+            node: self.bus.node.clone(),
+            region: self.bus.region.clone(),
+        };
+        let dir = &self.bus.directory;
+        let mut rev = None;
+        for _ in 0..5 {
+            let r = match dir.room(&req.room).await.map_err(unavailable)? {
+                None => {
+                    if !req.may_create && !req.rejoin {
+                        return Err(refused(
+                            "room-not-found",
+                            "the room does not exist and the token may not create it (roomCreate)",
+                        ));
+                    }
+                    dir.create(&req.room, &me).await
+                }
+                Some((entry, r)) if entry.node == me.node => dir.replace(&req.room, &me, r).await,
+                Some((entry, r)) => {
+                    if dir.node(&entry.node).await.map_err(unavailable)?.is_some() {
+                        return Err(JoinReply::NotHome {
+                            home: entry.node,
+                            rev: r,
+                        });
+                    }
+                    tracing::info!(room = %req.room, old_home = %entry.node, "taking over a room whose home is gone");
+                    crate::metrics::REHOMES.inc(&["home", "ok"]);
+                    dir.replace(&req.room, &me, r).await
+                }
+            };
+            match r {
+                Ok(r) => {
+                    rev = Some(r);
+                    break;
+                }
+                Err(DirectoryError::Conflict) => continue,
+                Err(e) => return Err(unavailable(e)),
+            }
+        }
+        let rev =
+            rev.ok_or_else(|| refused("unavailable", "the room's directory entry kept changing"))?;
+        // The room's committed state, from wherever it was last written.
+        let entries = self.replica.load(&req.room).await.map_err(|e| {
+            refused(
+                "unavailable",
+                &format!("loading the room's state failed: {e}"),
+            )
+        })?;
+        let kv = self.local_kv.clone();
+        let room = req.room.clone();
+        let loaded = tokio::task::spawn_blocking(move || kv.replace_room(&room, &entries)).await;
+        if !matches!(loaded, Ok(Ok(()))) {
+            return Err(refused("unavailable", "storing the room's state failed"));
+        }
+        // A stale local actor (from before this node lost the room) goes.
+        if let Some(old) = self.rooms.get(&req.room) {
+            old.close(MOVED).await;
+        }
+        let handle = self
+            .rooms
+            .open(&req.room)
+            .map_err(|e| refused(e.code(), &e.to_string()))?;
+        // The previous home's memory, when it handed the room off (drain).
+        match self.replica.take_snapshot(&req.room).await {
+            Ok(Some((version, state))) => handle.put_snapshot(version, state).await,
+            Ok(None) => {}
+            Err(e) => {
+                tracing::warn!(room = %req.room, error = %e, "reading the room's snapshot failed")
+            }
+        }
+        let at: Locations = Arc::default();
+        self.held.lock().insert(
+            req.room.clone(),
+            Held {
+                rev,
+                handle,
+                at: at.clone(),
+                epoch,
+            },
+        );
+        tracing::info!(room = %req.room, rev, "room homed here");
+        Ok((rev, at))
+    }
+
+    /// Whether this node holds `room` at `rev` right now.
+    fn holds(&self, room: &str, rev: u64) -> Option<RoomHandle> {
+        if !self.bus.lease_valid() {
+            return None;
+        }
+        let epoch = self.bus.lease_epoch();
+        self.held
+            .lock()
+            .get(room)
+            .filter(|h| h.rev == rev && h.epoch == epoch && !h.handle.shared().is_closed())
+            .map(|h| h.handle.clone())
+    }
+
+    async fn frame(&self, m: ToHome) {
+        let Some(handle) = self.holds(&m.room, m.rev) else {
+            crate::metrics::FENCED.inc(&[]);
+            // The sender is told its frame was not delivered.
+            let sender = match &m.op {
+                HomeOp::Leave { .. } => String::new(),
+                HomeOp::Message { sender, .. } | HomeOp::Signal { sender, .. } => sender.clone(),
+                HomeOp::Kick { .. } | HomeOp::SetMetadata { .. } => String::new(),
+            };
+            let moved = ToGateway {
+                room: m.room,
+                peer: sender,
+                delivery: WireDelivery::Moved {
+                    from: self.bus.node.clone(),
+                },
+            };
+            let _ = self
+                .bus
+                .client()
+                .publish(
+                    self.bus.subject("gw", Some(&m.gateway)),
+                    wire::encode(&moved),
+                )
+                .await;
+            return;
+        };
+        match m.op {
+            HomeOp::Leave { peer, reason } => {
+                handle.leave(&peer, HomeOp::leave_reason(reason)).await;
+                if let Some(h) = self.held.lock().get(&m.room) {
+                    h.at.write().remove(&peer);
+                }
+            }
+            HomeOp::Message { sender, to, data } => {
+                handle
+                    .message(RoomMessage {
+                        sender,
+                        target: to.map(Target::Peer).unwrap_or(Target::Room),
+                        data,
+                    })
+                    .await
+            }
+            HomeOp::Signal {
+                sender,
+                to,
+                kind,
+                payload,
+            } => {
+                handle
+                    .signal(Signal {
+                        sender,
+                        to,
+                        kind: HomeOp::signal_kind(kind),
+                        payload,
+                    })
+                    .await
+            }
+            HomeOp::Kick { peer, reason } => handle.kick(&peer, &reason).await,
+            HomeOp::SetMetadata { metadata } => handle.set_metadata(metadata).await,
+        }
+    }
+
+    /// Gives up rooms this node may no longer serve (lease lost) and
+    /// releases the directory entries of rooms that closed.
+    async fn sweep(self: Arc<Self>) {
+        let mut tick = tokio::time::interval(Duration::from_millis(200));
+        loop {
+            tick.tick().await;
+            if self.draining.load(std::sync::atomic::Ordering::Relaxed) {
+                return;
+            }
+            let epoch = self.bus.lease_epoch();
+            let valid = self.bus.lease_valid();
+            let mut lost = Vec::new();
+            let mut ended = Vec::new();
+            self.held.lock().retain(|room, h| {
+                if !valid || h.epoch != epoch {
+                    lost.push(h.handle.clone());
+                    false
+                } else if h.handle.shared().is_closed() {
+                    ended.push((room.clone(), h.rev));
+                    false
+                } else {
+                    true
+                }
+            });
+            for h in lost {
+                tracing::warn!(room = %h.name(), "bus lease lost: no longer this room's home");
+                h.close(MOVED).await;
+            }
+            for (room, rev) in ended {
+                if let Err(e) = self.bus.directory.release(&room, rev).await {
+                    tracing::debug!(%room, error = %e, "releasing the directory entry failed");
+                }
+            }
+        }
+    }
+
+    /// Orderly stop: each room's memory is snapshotted into JetStream
+    /// (its kv is there already), then its entry released, so gateways
+    /// re-home it at once and the new home restores the snapshot.
+    pub async fn release_all(&self, info: super::directory::NodeInfo) {
+        self.draining
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+        self.bus.announce_draining(info).await;
+        let held: Vec<(String, Held)> = self.held.lock().drain().collect();
+        for (room, h) in held {
+            if let Some((version, state)) = h.handle.take_snapshot().await
+                && let Err(e) = self.replica.put_snapshot(&room, &version, &state).await
+            {
+                tracing::warn!(%room, error = %e, "handing off the room's memory failed");
+            }
+            if let Err(e) = self.bus.directory.release(&room, h.rev).await {
+                tracing::debug!(%room, error = %e, "releasing the directory entry failed");
+            }
+            h.handle.close(MOVED).await;
+        }
+    }
+}
+
+fn refused(code: &str, message: &str) -> JoinReply {
+    JoinReply::Refused {
+        code: code.into(),
+        message: message.into(),
+    }
+}
+
+fn unavailable(e: DirectoryError) -> JoinReply {
+    refused(
+        "unavailable",
+        &format!("the room directory is unavailable: {e}"),
+    )
+}

