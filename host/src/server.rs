@@ -375,7 +375,11 @@ pub async fn start(config: Config, secrets: Secrets) -> Result<Running, ServerEr
         },
         dev_keys: dev.then(|| api_keys.clone()),
         public_url: config.server.public_url.clone(),
+        // tungstenite zero-fills its whole read buffer before every read:
+        // at the 128 KiB default that was 150 KiB of RSS per idle socket and
+        // the top symbol (memset) of a relay profile (BENCHMARKS.md).
         ws_config: WebSocketConfig::default()
+            .read_buffer_size(4 * 1024)
             .max_message_size(Some(frame_cap))
             .max_frame_size(Some(frame_cap)),
         relay: runs(Function::Relay),

@@ -36,6 +36,9 @@ impl Stateless<Auth> {
         &self,
         request: &AuthRequest,
     ) -> Result<Result<Identity, AuthError>, CallError> {
+        #[cfg(feature = "native-modules")]
+        return Ok(self.native(|env| super::native::authenticate(env, request)));
+        #[cfg(not(feature = "native-modules"))]
         self.call(async |b: &Auth, store| {
             b.roomlet_signal_authenticator()
                 .call_authenticate(store, request)

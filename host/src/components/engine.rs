@@ -22,9 +22,6 @@ impl Default for EngineSettings {
     }
 }
 
-/// Calls that may run at once across all instances.
-const MAX_CONCURRENT_CALLS: u32 = 1024;
-
 /// Guest wasm stack: Rust guests keep their data stack in linear memory,
 /// so the native stack they need is small.
 const MAX_WASM_STACK: usize = 256 << 10;
@@ -42,10 +39,13 @@ pub fn build(settings: EngineSettings) -> wasmtime::Result<Engine> {
         .total_core_instances(n.saturating_mul(4))
         .total_memories(n.saturating_mul(2))
         .total_tables(n.saturating_mul(4))
-        // A fiber stack is held only while a call runs, so the stacks
-        // bound concurrent calls, not rooms; each costs two memory
-        // mappings, and vm.max_map_count (65,530) is shared with rooms.
-        .total_stacks(n.min(MAX_CONCURRENT_CALLS))
+        // One fiber stack per instance: wasmtime 48 caches a store's last
+        // fiber stack in the store until it is dropped, so a live room
+        // holds one between calls (capping stacks at 1,024 capped live
+        // rooms there: "maximum concurrent limit of 1024 for fibers",
+        // BENCHMARKS.md). Each costs two memory mappings of
+        // vm.max_map_count (65,530), shared with the rooms' memories.
+        .total_stacks(n)
         .max_memory_size(settings.max_memory)
         .max_core_instances_per_component(16)
         .max_memories_per_component(4)

@@ -13,6 +13,8 @@ pub mod embedded;
 pub mod engine;
 pub mod error;
 pub mod limits;
+#[cfg(feature = "native-modules")]
+mod native;
 mod pool;
 mod relay;
 mod rooms;

@@ -5,7 +5,9 @@ use super::bindings::rooms::{Rooms, RoomsPre};
 use super::bindings::types::{Peer, Rejection, RoomMessage, Signal};
 use super::error::{CallError, LoadError, brief};
 use super::limits::{self, Limits};
-use super::pool::{classify, instantiated, new_store, timed};
+#[cfg(not(feature = "native-modules"))]
+use super::pool::classify;
+use super::pool::{instantiated, new_store, timed};
 use super::state::{HostState, ModuleEnv, RoomContext};
 use crate::kv::{KvStore, KvTxn};
 use std::collections::BTreeMap;
@@ -88,6 +90,8 @@ impl RoomsFunction {
             store,
             bindings,
             limits: self.limits,
+            #[cfg(feature = "native-modules")]
+            native: Default::default(),
         })
     }
 }
@@ -96,8 +100,12 @@ impl RoomsFunction {
 /// reports what went wrong; after an error the instance must be dropped.
 pub struct RoomInstance {
     store: Store<HostState>,
+    #[cfg_attr(feature = "native-modules", allow(dead_code))]
     bindings: Rooms,
     limits: Limits,
+    /// The same logic compiled natively, for benchmarks ([`super::native`]).
+    #[cfg(feature = "native-modules")]
+    native: super::native::NativeRoom,
 }
 
 impl Drop for RoomInstance {
@@ -106,6 +114,7 @@ impl Drop for RoomInstance {
     }
 }
 
+#[cfg(not(feature = "native-modules"))]
 macro_rules! hook {
     ($self:ident, $call:ident ( $($arg:expr),* )) => {{
         limits::arm(&mut $self.store, &$self.limits);
@@ -117,6 +126,18 @@ macro_rules! hook {
             .await;
         timed(&$self.store.data().env, started);
         r.map_err(|e| classify(&$self.store, e))
+    }};
+}
+
+/// The benchmark build: the same host work around a native call.
+#[cfg(feature = "native-modules")]
+macro_rules! hook {
+    ($self:ident, $call:ident ( $($arg:expr),* )) => {{
+        limits::arm(&mut $self.store, &$self.limits);
+        let started = std::time::Instant::now();
+        let r = $self.native.$call($self.store.data_mut(), $($arg),*);
+        timed(&$self.store.data().env, started);
+        Ok(r)
     }};
 }
 

@@ -78,6 +78,7 @@ impl<W: World> Stateless<W> {
     }
 
     /// Runs one call on a pooled instance, under the limits.
+    #[cfg_attr(feature = "native-modules", allow(dead_code))]
     pub(crate) async fn call<R>(
         &self,
         f: impl AsyncFnOnce(&W, &mut Store<HostState>) -> wasmtime::Result<R>,
@@ -97,6 +98,16 @@ impl<W: World> Stateless<W> {
             }
             Err(e) => Err(classify(&warm.store, e)),
         }
+    }
+
+    /// The benchmark build's call: the module's logic compiled natively,
+    /// timed into the same metric ([`super::native`]).
+    #[cfg(feature = "native-modules")]
+    pub(crate) fn native<R>(&self, f: impl FnOnce(&ModuleEnv) -> R) -> R {
+        let started = std::time::Instant::now();
+        let r = f(&self.env);
+        timed(&self.env, started);
+        r
     }
 
     async fn instantiate(&self) -> Result<Warm<W>, CallError> {

@@ -1,0 +1,253 @@
+//! The scenarios that are not a traffic run: idle joined connections, room
+//! churn, and process start to ready.
+
+use crate::proto;
+use crate::relay::source;
+use crate::target::{ProcSample, Server, Spawn};
+use anyhow::{Result, bail};
+use futures_util::{SinkExt, StreamExt};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::time::{Duration, Instant};
+use tokio::sync::Semaphore;
+use tokio_tungstenite::tungstenite::Message;
+
+async fn metric(server: &Arc<Server>, name: &'static str) -> Option<f64> {
+    let s = server.clone();
+    tokio::task::spawn_blocking(move || s.metric(name))
+        .await
+        .ok()
+        .flatten()
+}
+
+/// Waits (polling, with a deadline) until `name` reads `want`.
+async fn wait_metric(
+    server: &Arc<Server>,
+    name: &'static str,
+    want: f64,
+    within: Duration,
+) -> bool {
+    let start = Instant::now();
+    while start.elapsed() < within {
+        if metric(server, name).await == Some(want) {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    false
+}
+
+/// `conns` idle joined connections, `per_room` to a room: server memory per
+/// connection as (RSS with N − RSS with 0) / N, with rooms live and again
+/// after they hibernated (when `hibernate` is set in the server config).
+pub async fn idle(
+    server: Arc<Server>,
+    conns: usize,
+    per_room: usize,
+    sources: u8,
+    parallel: usize,
+    hibernated: bool,
+) -> Result<()> {
+    if let Some(limit) = crate::target::nofile_limit()
+        && (limit as usize) < conns + 100
+    {
+        eprintln!(
+            "warning: this process may open {limit} files; {conns} connections need more \
+             (the hard limit cannot be raised without CAP_SYS_RESOURCE)"
+        );
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let Some(before) = server.sample() else {
+        bail!("no /proc figures for the server: give --pid");
+    };
+    let gate = Arc::new(Semaphore::new(parallel.max(1)));
+    let failed = Arc::new(AtomicU64::new(0));
+    let mut tasks = tokio::task::JoinSet::new();
+    let started = Instant::now();
+    for i in 0..conns {
+        let (server, gate, failed) = (server.clone(), gate.clone(), failed.clone());
+        tasks.spawn(async move {
+            let permit = gate.acquire_owned().await.ok()?;
+            let room = format!("idle-{}", i / per_room.max(1));
+            let joined = proto::join(&server, &room, &format!("i{i}"), source(i, sources)).await;
+            drop(permit);
+            match joined {
+                Ok(c) => Some(c),
+                Err(e) => {
+                    if failed.fetch_add(1, Relaxed) < 3 {
+                        eprintln!("connection {i}: {e:#}");
+                    }
+                    None
+                }
+            }
+        });
+    }
+    let mut held = Vec::with_capacity(conns);
+    let mut readers = Vec::with_capacity(conns);
+    while let Some(done) = tasks.join_next().await {
+        if let Ok(Some(c)) = done {
+            held.push(c.sink);
+            // Keep reading: tungstenite answers the server's pings as it reads.
+            let mut stream = c.stream;
+            readers.push(tokio::spawn(async move {
+                while stream.next().await.is_some() {}
+            }));
+        }
+    }
+    let joined = held.len();
+    let setup = started.elapsed();
+    let rooms = joined.div_ceil(per_room.max(1));
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let Some(after) = server.sample() else {
+        bail!("the server went away");
+    };
+    let per_conn = |a: &ProcSample| (a.rss as f64 - before.rss as f64) / joined.max(1) as f64;
+    println!(
+        "== idle: {joined} joined connections ({} failed), {per_room} per room ({rooms} rooms), {sources} source addresses",
+        failed.load(Relaxed)
+    );
+    println!(
+        "   joined in {:.2} s ({:.0} joins/s)",
+        setup.as_secs_f64(),
+        joined as f64 / setup.as_secs_f64()
+    );
+    println!(
+        "   server RSS with 0: {:.1} MiB; with {joined}: {:.1} MiB; per connection {:.1} KiB (rooms live: {:?})",
+        before.rss as f64 / 1048576.0,
+        after.rss as f64 / 1048576.0,
+        per_conn(&after) / 1024.0,
+        metric(&server, "roomlet_rooms_live").await
+    );
+    let mut hibernated_per_conn = None;
+    if hibernated {
+        let ok = wait_metric(
+            &server,
+            "roomlet_rooms_hibernated",
+            rooms as f64,
+            Duration::from_secs(60),
+        )
+        .await;
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        if let (true, Some(h)) = (ok, server.sample()) {
+            println!(
+                "   after all {rooms} rooms hibernated: RSS {:.1} MiB; per connection {:.1} KiB",
+                h.rss as f64 / 1048576.0,
+                per_conn(&h) / 1024.0
+            );
+            hibernated_per_conn = Some(per_conn(&h) / 1024.0);
+        } else {
+            println!("   rooms did not all hibernate within 60 s");
+        }
+    }
+    println!(
+        "RESULT label=idle conns={joined} kib_per_conn={:.2} kib_per_conn_hibernated={}",
+        per_conn(&after) / 1024.0,
+        hibernated_per_conn.map_or("n/a".into(), |v| format!("{v:.2}"))
+    );
+    for r in readers {
+        r.abort();
+    }
+    drop(held);
+    Ok(())
+}
+
+/// Room churn: `workers` clients in a loop, each joining a fresh room and
+/// leaving it; the rooms module closes an empty room after its
+/// `empty-timeout-ms` (set to 0 by the caller), so every cycle is one room
+/// created and closed.
+pub async fn churn(server: Arc<Server>, workers: usize, duration: Duration) -> Result<()> {
+    let cycles = Arc::new(AtomicU64::new(0));
+    let failed = Arc::new(AtomicU64::new(0));
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for wk in 0..workers {
+        let (server, cycles, failed) = (server.clone(), cycles.clone(), failed.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut i = 0u64;
+            while started.elapsed() < duration {
+                let room = format!("churn-{wk}-{i}");
+                i += 1;
+                match proto::join(&server, &room, "churner", None).await {
+                    Ok(mut c) => {
+                        let _ = c.sink.send(Message::text(r#"{"type":"leave"}"#)).await;
+                        // The server closes with 1000 after `leave`.
+                        while let Some(Ok(m)) = c.stream.next().await {
+                            if matches!(m, Message::Close(_)) {
+                                break;
+                            }
+                        }
+                        cycles.fetch_add(1, Relaxed);
+                    }
+                    Err(e) => {
+                        if failed.fetch_add(1, Relaxed) < 3 {
+                            eprintln!("churn: {e:#}");
+                        }
+                    }
+                }
+            }
+        }));
+    }
+    let mut peak_live = 0.0f64;
+    while tasks.iter().any(|t| !t.is_finished()) {
+        if let Some(live) = metric(&server, "roomlet_rooms_live").await {
+            peak_live = peak_live.max(live);
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let joined_at = started.elapsed();
+    let all_closed = wait_metric(&server, "roomlet_rooms_live", 0.0, Duration::from_secs(30)).await;
+    let closed_at = started.elapsed();
+    let n = cycles.load(Relaxed);
+    println!(
+        "== churn: {workers} concurrent clients, each: connect, join a new room, leave (room closes: empty-timeout-ms = 0)"
+    );
+    println!(
+        "   {n} rooms created in {:.2} s: {:.0} rooms/s; failed {}",
+        joined_at.as_secs_f64(),
+        n as f64 / joined_at.as_secs_f64(),
+        failed.load(Relaxed)
+    );
+    println!(
+        "   all closed (roomlet_rooms_live = 0): {all_closed}, at {:.2} s: {:.0} rooms created and closed per s; peak live rooms {peak_live}",
+        closed_at.as_secs_f64(),
+        n as f64 / closed_at.as_secs_f64()
+    );
+    println!(
+        "RESULT label=churn rooms={n} created_per_s={:.0} created_and_closed_per_s={:.0} all_closed={all_closed}",
+        n as f64 / joined_at.as_secs_f64(),
+        n as f64 / closed_at.as_secs_f64()
+    );
+    Ok(())
+}
+
+/// Process start to ready: spawn → `/readyz` 200, `runs` times on one data
+/// directory; the first run compiles the components (cold cache), the rest
+/// load the precompiled artifacts (warm).
+pub fn startup(spec: &Spawn, runs: usize) -> Result<()> {
+    let mut times = Vec::new();
+    for _ in 0..runs.max(2) {
+        let (server, took) = Server::start(spec)?;
+        server.stop();
+        times.push(took.as_nanos() as u64);
+    }
+    let cold = times[0] as f64 / 1e6;
+    let mut warm = times[1..].to_vec();
+    let [p50, _, _, max] = crate::relay::percentiles(&mut warm);
+    let min = warm[0] as f64 / 1e6;
+    println!(
+        "== startup: spawn → /readyz 200, {} runs on one data dir",
+        times.len()
+    );
+    println!("   cold (first run, compiles into the artifact cache): {cold:.1} ms");
+    println!(
+        "   warm ({} runs): p50 {:.1} ms, min {min:.1} ms, max {:.1} ms",
+        warm.len(),
+        p50 / 1000.0,
+        max / 1000.0
+    );
+    println!(
+        "RESULT label=startup cold_ms={cold:.1} warm_p50_ms={:.1} warm_min_ms={min:.1}",
+        p50 / 1000.0
+    );
+    Ok(())
+}
