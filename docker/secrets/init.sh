@@ -20,5 +20,12 @@ write() {
 }
 write api_keys "$key:$(random)"
 write operator_token "$(random)"
+# roomlet's NATS password, and the same value as the NATS server's config
+# fragment (edge-configs/nats/*.conf include it as auth.conf).
+if [[ ! -e $dir/nats_password ]]; then
+  rm -f "$dir/nats_auth.conf"
+fi
+write nats_password "$(random)"
+write nats_auth.conf "ROOMLET_NATS_PASSWORD: \"$(cat "$dir/nats_password")\""
 write grafana_admin_password "$(random)"
 echo "mint tokens with: ROOMLET_API_KEYS_FILE=$dir/api_keys roomlet token create --room R --identity I"
