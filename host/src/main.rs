@@ -86,6 +86,9 @@ struct ServeArgs {
     /// NATS URL (split and multi-node deployments).
     #[arg(long, env = "ROOMLET_NATS")]
     nats: Option<String>,
+    /// Subject and bucket prefix on NATS, one per deployment.
+    #[arg(long, env = "ROOMLET_NATS_PREFIX")]
+    nats_prefix: Option<String>,
     /// Log format.
     #[arg(long, env = "ROOMLET_LOG_FORMAT", default_value = "text", value_parser = ["text", "json"])]
     log_format: String,
@@ -308,6 +311,9 @@ fn serve(args: ServeArgs) -> Result<()> {
     s.dev |= args.dev;
     if let Some(url) = args.nats {
         config.nats.url = Some(url);
+    }
+    if let Some(prefix) = args.nats_prefix {
+        config.nats.prefix = prefix;
     }
     for m in &args.modules {
         let Some((function, path)) = m.split_once('=') else {

@@ -93,7 +93,7 @@ pub(super) async fn bucket(
     .await
     .map_err(|e| BusError::Bucket {
         bucket: name,
-        message: e.to_string(),
+        message: super::chain(&e),
     })
 }
 

@@ -62,6 +62,27 @@ pub enum BusError {
     Secret(#[from] SecretError),
 }
 
+/// How long a starting node waits for JetStream to accept its buckets.
+const BUCKET_RETRY: Duration = Duration::from_secs(30);
+
+/// An error with its causes, for messages that must say why.
+pub(crate) fn chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        let c_s = c.to_string();
+        if !c_s.is_empty() && !s.contains(&c_s) {
+            s.push_str(": ");
+            s.push_str(&c_s);
+        }
+        cur = c.source();
+    }
+    if s.trim().is_empty() {
+        s = format!("{e:?}");
+    }
+    s
+}
+
 /// NATS credentials, from secrets.
 #[derive(Debug, Clone, Default)]
 pub struct NatsCredentials {
@@ -172,12 +193,29 @@ impl Bus {
         let client = opts
             .connect(url.as_str())
             .await
-            .map_err(|e| connect_err(e.to_string()))?;
+            .map_err(|e| connect_err(chain(&e)))?;
         let js = jetstream::new(client.clone());
         let ttl = Duration::from_millis(settings.liveness_ttl_ms);
         let prefix = settings.prefix.clone();
-        let directory = Directory::open(&js, &prefix, ttl).await?;
-        let kv = store::open_bucket(&js, &prefix).await?;
+        // JetStream may still be electing its leader (a cluster that has
+        // just started): retry the buckets for a while, not for ever.
+        let deadline = tokio::time::Instant::now() + BUCKET_RETRY;
+        let (directory, kv) = loop {
+            let r = async {
+                let d = Directory::open(&js, &prefix, ttl).await?;
+                let kv = store::open_bucket(&js, &prefix).await?;
+                Ok::<_, BusError>((d, kv))
+            }
+            .await;
+            match r {
+                Ok(x) => break x,
+                Err(e) if tokio::time::Instant::now() < deadline => {
+                    tracing::warn!(error = %e, "JetStream not ready; retrying");
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                }
+                Err(e) => return Err(e),
+            }
+        };
         let mut room_regions: Vec<(String, String)> = settings
             .room_regions
             .iter()
