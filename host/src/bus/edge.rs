@@ -497,6 +497,9 @@ impl Edge {
             let deadline =
                 tokio::time::Instant::now() + edge.bus.directory.ttl() * 3 + Duration::from_secs(5);
             while tokio::time::Instant::now() < deadline {
+                if proxy.local.lock().is_empty() {
+                    return; // everyone here left meanwhile: nothing to move
+                }
                 match edge.rejoin_all(&proxy, &old).await {
                     Ok(route) => {
                         tracing::info!(room = %proxy.room, home = %route.node, rev = route.rev, "room re-homed");
