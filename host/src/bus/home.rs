@@ -178,10 +178,7 @@ impl Home {
         );
         let peer_id = req.peer.id.clone();
         let peer: Peer = req.peer.into();
-        match self
-            .join(&req.room, peer, outbox, req.rejoin, req.may_create)
-            .await
-        {
+        match self.join(&req.room, peer, outbox, req.rejoin).await {
             Ok((rev, handle, joined)) => {
                 // Acknowledged only once the join is in this node's event log.
                 if let Err(e) = joined.durable.wait().await {
@@ -230,7 +227,7 @@ impl Home {
         at.write()
             .insert(req.peer.id.clone(), self.bus.node.clone());
         let peer: Peer = req.peer.into();
-        self.join(&req.room, peer, outbox, req.rejoin, req.may_create)
+        self.join(&req.room, peer, outbox, req.rejoin)
             .await
             .map(|(rev, h, j)| (rev, h, j, at))
             .map_err(|e| JoinReply::Refused {
@@ -245,7 +242,6 @@ impl Home {
         peer: Peer,
         outbox: Outbox,
         rejoin: bool,
-        may_create: bool,
     ) -> Result<(u64, RoomHandle, Joined), JoinError> {
         let rev = self
             .held
@@ -262,8 +258,8 @@ impl Home {
             self.remember(room, rev, &handle);
             return Ok((rev, handle, joined));
         }
-        // The directory entry exists: the room exists, whoever creates it here.
-        let _ = may_create;
+        // `claim` already checked roomCreate against the directory: the
+        // entry exists, so the room exists, whoever starts it here.
         let (handle, joined) = self.rooms.join(room, peer, outbox, true).await?;
         self.remember(room, rev, &handle);
         Ok((rev, handle, joined))
