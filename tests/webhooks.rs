@@ -79,9 +79,9 @@ fn receiver(listener: TcpListener) -> mpsc::UnboundedReceiver<Hook> {
                         .map(|(_, v)| v.clone())
                         .unwrap_or_default()
                 };
-                let _ = s
-                    .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
-                    .await;
+                // Recorded before the answer: the sender posts the next
+                // notification only after this one is answered, so the
+                // channel's order is the delivery order.
                 let body = serde_json::from_slice(&raw).expect("a JSON body");
                 let _ = tx.send(Hook {
                     authorization: header("authorization"),
@@ -89,6 +89,9 @@ fn receiver(listener: TcpListener) -> mpsc::UnboundedReceiver<Hook> {
                     raw,
                     body,
                 });
+                let _ = s
+                    .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+                    .await;
             });
         }
     });
