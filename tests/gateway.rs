@@ -612,6 +612,30 @@ async fn resume_takes_over_a_half_open_session() {
 }
 
 #[tokio::test]
+async fn resume_in_another_subprotocol_is_refused_clearly() {
+    let s = start(|_| {}).await;
+    let (mut a, _) = joined(&s, Wire::Json, "switch", "a").await;
+    let (b, jb) = joined(&s, Wire::Json, "switch", "b").await;
+    let token = jb["resumeToken"].as_str().expect("token").to_owned();
+    a.frame_of("peer-joined").await;
+    b.drop_connection();
+    let mut b2 = Client::connect(&s.ws_url(), Wire::Msgpack).await;
+    b2.send(json!({"type": "resume", "resumeToken": token, "lastSeq": 1}))
+        .await;
+    let e = b2.frame_of("error").await;
+    assert_eq!(e["code"], "resume-failed");
+    assert!(
+        e["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("subprotocol")),
+        "{e}"
+    );
+    assert_eq!(b2.closed().await, 4007);
+    let left = a.frame_of("peer-left").await;
+    assert_eq!(left["peerId"], jb["peerId"]);
+}
+
+#[tokio::test]
 async fn a_garbage_client_does_not_disturb_its_neighbours() {
     let s = start(|c| c.limits.frames_per_second = 10_000).await;
     let (mut a, _) = joined(&s, Wire::Json, "calm", "a").await;

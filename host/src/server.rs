@@ -379,7 +379,7 @@ pub async fn start(config: Config, secrets: Secrets) -> Result<Running, ServerEr
         // at the 128 KiB default that was 150 KiB of RSS per idle socket and
         // the top symbol (memset) of a relay profile (BENCHMARKS.md).
         ws_config: WebSocketConfig::default()
-            .read_buffer_size(4 * 1024)
+            .read_buffer_size(2 * 1024)
             .max_message_size(Some(frame_cap))
             .max_frame_size(Some(frame_cap)),
         relay: runs(Function::Relay),
@@ -688,7 +688,9 @@ fn upgrade(http: Arc<Http>, req: Request<Incoming>, addr: SocketAddr) -> Respons
                     Some(ws_config),
                 )
                 .await;
-                crate::gateway::serve(gateway, ws, encoding, client).await;
+                // A task of its own: the upgrade's state is freed, not
+                // carried for the whole session.
+                tokio::spawn(crate::gateway::serve(gateway, ws, encoding, client));
             }
             Err(e) => tracing::debug!(error = %e, "websocket upgrade failed"),
         }

@@ -7,6 +7,7 @@
 //! socket the server still thinks is alive: the old one is told to hand
 //! it over) and replays every frame after the client's last seq.
 
+use super::codec::{self, Encoding};
 use super::frames::ServerFrame;
 use crate::components::bindings::types::Peer;
 use crate::rooms::{Delivery, LeaveReason, RoomHandle};
@@ -15,6 +16,7 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
+use tokio_tungstenite::tungstenite::Message;
 
 /// A joined peer's session state.
 pub(crate) struct PeerState {
@@ -22,26 +24,47 @@ pub(crate) struct PeerState {
     pub room: RoomHandle,
     pub inbox: mpsc::UnboundedReceiver<Delivery>,
     pub resume_token: String,
+    /// The session's encoding: `unacked` holds frames encoded with it.
+    pub encoding: Encoding,
     /// The next stream seq to assign.
     pub next_seq: u64,
-    /// Sent but not acknowledged, oldest first.
-    pub unacked: VecDeque<(u64, ServerFrame)>,
+    /// Sent but not acknowledged, oldest first, as they went out: kept
+    /// encoded, a frame costs one reference-counted copy, not a clone of
+    /// every string in it.
+    pub unacked: VecDeque<Unacked>,
     /// Frames before this seq were dropped from `unacked` for room.
     pub trimmed_before: u64,
 }
 
+/// A frame sent and not yet acknowledged.
+pub(crate) struct Unacked {
+    pub seq: u64,
+    /// Its type, for the frames-out metric when it is replayed.
+    pub kind: &'static str,
+    pub message: Message,
+}
+
+/// Above this many slots, an emptied resume buffer gives its memory back:
+/// an idle session then holds none.
+const SHRINK_ABOVE: usize = 8;
+
 impl PeerState {
-    /// Numbers a frame, remembers it for resume, and returns its seq.
-    pub fn number(&mut self, frame: ServerFrame, keep: usize) -> u64 {
+    /// Numbers and encodes a frame, and remembers it for resume.
+    pub fn number(&mut self, frame: &ServerFrame, keep: usize) -> Message {
         let seq = self.next_seq;
         self.next_seq += 1;
-        self.unacked.push_back((seq, frame));
+        let message = codec::encode(self.encoding, Some(seq), frame);
+        self.unacked.push_back(Unacked {
+            seq,
+            kind: frame.type_name(),
+            message: message.clone(),
+        });
         while self.unacked.len() > keep {
-            if let Some((s, _)) = self.unacked.pop_front() {
-                self.trimmed_before = s + 1;
+            if let Some(u) = self.unacked.pop_front() {
+                self.trimmed_before = u.seq + 1;
             }
         }
-        seq
+        message
     }
 
     /// Forgets frames up to `seq`. False when `seq` is ahead of what was sent.
@@ -49,8 +72,11 @@ impl PeerState {
         if seq >= self.next_seq {
             return false;
         }
-        while self.unacked.front().is_some_and(|(s, _)| *s <= seq) {
+        while self.unacked.front().is_some_and(|u| u.seq <= seq) {
             self.unacked.pop_front();
+        }
+        if self.unacked.is_empty() && self.unacked.capacity() > SHRINK_ABOVE {
+            self.unacked = VecDeque::new();
         }
         true
     }
@@ -66,7 +92,8 @@ impl PeerState {
 }
 
 /// How a live session is asked to give up its state.
-pub(crate) type Takeover = mpsc::Sender<oneshot::Sender<PeerState>>;
+/// One shot: a takeover ends the session it takes.
+pub(crate) type Takeover = oneshot::Sender<oneshot::Sender<PeerState>>;
 
 enum Slot {
     Live(Takeover),
@@ -136,7 +163,7 @@ impl Resumable {
             Slot::Parked { state, .. } => Some(*state),
             Slot::Live(takeover) => {
                 let (tx, rx) = oneshot::channel();
-                if takeover.send(tx).await.is_ok()
+                if takeover.send(tx).is_ok()
                     && let Ok(Ok(state)) = tokio::time::timeout(Duration::from_secs(5), rx).await
                 {
                     return Some(state);

@@ -130,6 +130,29 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
             .is_ok()
     }
 
+    /// Numbers `frame` in the session's stream, remembers it for resume,
+    /// and queues it (not flushed).
+    async fn feed_numbered(
+        &mut self,
+        state: &mut PeerState,
+        frame: &ServerFrame,
+        keep: usize,
+    ) -> bool {
+        count_out(frame);
+        let message = state.number(frame, keep);
+        self.ws.feed(message).await.is_ok()
+    }
+
+    /// [`Conn::feed_numbered`], then flush.
+    async fn send_numbered(
+        &mut self,
+        state: &mut PeerState,
+        frame: &ServerFrame,
+        keep: usize,
+    ) -> bool {
+        self.feed_numbered(state, frame, keep).await && self.ws.flush().await.is_ok()
+    }
+
     async fn close(&mut self, code: u16, reason: &str) {
         let frame = CloseFrame {
             code: CloseCode::from(code),
@@ -241,14 +264,18 @@ pub async fn serve<S>(
             conn.close(close::TRY_LATER, "node full").await;
             return;
         }
-        let Some((state, resumed)) = before_join(&gw, &mut conn, &client).await else {
+        // Boxed: joining awaits the auth and rooms components; that state
+        // is gone once the session is joined.
+        let Some((state, resumed)) = Box::pin(before_join(&gw, &mut conn, &client)).await else {
             return;
         };
         let span = tracing::Span::current();
         span.record("room", &*state.room.name().to_string());
         span.record("peer", state.peer.id.as_str());
         tracing::debug!(resumed, "session joined");
-        joined(&gw, conn, state, resumed).await;
+        // Boxed, as `pump` below: an idle session then holds only its
+        // loop's state, not the largest state of every step before it.
+        Box::pin(joined(&gw, conn, state, resumed)).await;
     }
     .instrument(span)
     .await
@@ -272,12 +299,16 @@ async fn before_join<S: AsyncRead + AsyncWrite + Unpin>(
         };
         let attempt = match incoming {
             Incoming::Frame(Inbound::Join { room, token }) => {
-                join(gw, room, token, client).await.map(|s| (s, false))
+                join(gw, room, token, client, conn.encoding)
+                    .await
+                    .map(|s| (s, false))
             }
             Incoming::Frame(Inbound::Resume {
                 resume_token,
                 last_seq,
-            }) => resume(gw, &resume_token, last_seq).await.map(|s| (s, true)),
+            }) => resume(gw, &resume_token, last_seq, conn.encoding)
+                .await
+                .map(|s| (s, true)),
             Incoming::Frame(Inbound::Ping { ts }) => {
                 conn.send(None, &ServerFrame::Pong { ts }).await;
                 continue;
@@ -360,9 +391,10 @@ async fn join(
     room: String,
     token: String,
     client: &ClientInfo,
+    encoding: Encoding,
 ) -> Result<PeerState, Refusal> {
     let started = std::time::Instant::now();
-    let r = join_inner(gw, room, token, client).await;
+    let r = join_inner(gw, room, token, client, encoding).await;
     if r.is_ok() {
         metrics::JOIN_SECONDS.observe(&[], started.elapsed().as_secs_f64());
     }
@@ -374,6 +406,7 @@ async fn join_inner(
     room: String,
     token: String,
     client: &ClientInfo,
+    encoding: Encoding,
 ) -> Result<PeerState, Refusal> {
     if gw.is_draining() {
         return Err(Refusal::new(
@@ -459,6 +492,7 @@ async fn join_inner(
         room: handle,
         inbox,
         resume_token: random_id("r-"),
+        encoding,
         next_seq: 1,
         unacked: VecDeque::new(),
         trimmed_before: 0,
@@ -474,17 +508,27 @@ async fn join_inner(
         metadata: joined.metadata,
         resumed: false,
     };
-    state.number(frame, gw.limits.resume_buffer);
+    state.number(&frame, gw.limits.resume_buffer);
     Ok(state)
 }
 
-async fn resume(gw: &Gateway, token: &str, last_seq: u64) -> Result<PeerState, Refusal> {
-    let r = resume_inner(gw, token, last_seq).await;
+async fn resume(
+    gw: &Gateway,
+    token: &str,
+    last_seq: u64,
+    encoding: Encoding,
+) -> Result<PeerState, Refusal> {
+    let r = resume_inner(gw, token, last_seq, encoding).await;
     metrics::RESUMES.inc(&[if r.is_ok() { "ok" } else { "failed" }]);
     r
 }
 
-async fn resume_inner(gw: &Gateway, token: &str, last_seq: u64) -> Result<PeerState, Refusal> {
+async fn resume_inner(
+    gw: &Gateway,
+    token: &str,
+    last_seq: u64,
+    encoding: Encoding,
+) -> Result<PeerState, Refusal> {
     let failed = |m: &str| Refusal::new("resume-failed", m, Some(close::RESUME_FAILED));
     let mut state = gw
         .resumable
@@ -493,6 +537,13 @@ async fn resume_inner(gw: &Gateway, token: &str, last_seq: u64) -> Result<PeerSt
         .ok_or_else(|| failed("unknown or expired resume token"))?;
     if state.room.shared().is_closed() {
         return Err(failed("the room has closed"));
+    }
+    if state.encoding != encoding {
+        // The frames to replay are kept encoded.
+        state.room.leave(&state.peer.id, LeaveReason::Timeout).await;
+        return Err(failed(
+            "resume with the subprotocol the session started with",
+        ));
     }
     if !state.rewind(last_seq) {
         state.room.leave(&state.peer.id, LeaveReason::Timeout).await;
@@ -517,7 +568,7 @@ async fn joined<S: AsyncRead + AsyncWrite + Unpin>(
     mut state: PeerState,
     resumed: bool,
 ) {
-    let (takeover_tx, mut takeover) = mpsc::channel(1);
+    let (takeover_tx, mut takeover) = tokio::sync::oneshot::channel();
     gw.resumable.live(&state.resume_token, takeover_tx);
     let mut ok = true;
     if resumed {
@@ -536,15 +587,16 @@ async fn joined<S: AsyncRead + AsyncWrite + Unpin>(
         tracing::debug!(replay = state.unacked.len(), "session resumed");
     }
     // A fresh join's `joined` is unacked seq 1; a resume replays the rest.
-    for (seq, frame) in &state.unacked {
+    for u in &state.unacked {
         if !ok {
             break;
         }
-        ok = conn.feed(Some(*seq), frame).await;
+        metrics::FRAMES_OUT.inc(&[u.kind]);
+        ok = conn.ws.feed(u.message.clone()).await.is_ok();
     }
     ok = ok && conn.ws.flush().await.is_ok();
     let end = if ok {
-        pump(gw, &mut conn, &mut state, &mut takeover).await
+        Box::pin(pump(gw, &mut conn, &mut state, &mut takeover)).await
     } else {
         Some(End::Dropped)
     };
@@ -568,19 +620,35 @@ async fn pump<S: AsyncRead + AsyncWrite + Unpin>(
     gw: &Gateway,
     conn: &mut Conn<S>,
     state: &mut PeerState,
-    takeover: &mut mpsc::Receiver<tokio::sync::oneshot::Sender<PeerState>>,
+    takeover: &mut tokio::sync::oneshot::Receiver<tokio::sync::oneshot::Sender<PeerState>>,
 ) -> Option<End> {
     let mut ping = tokio::time::interval(Duration::from_millis(gw.limits.ping_interval_ms));
     ping.tick().await;
     let idle = Duration::from_millis(gw.limits.idle_timeout_ms);
     let keep = gw.limits.resume_buffer;
     let mut drain = gw.drain_signal();
+    // Both live across iterations: re-creating them on every frame cost a
+    // timer-wheel insert and removal, and a waiter registration, per wake.
+    let mut drained = std::pin::pin!(async move {
+        drain
+            .wait_for(Option::is_some)
+            .await
+            .ok()
+            .and_then(|v| v.clone())
+            .flatten()
+    });
+    // Armed for the first deadline and moved forward only when it fires:
+    // a frame just moves `last_heard`.
+    let mut idle_timer = std::pin::pin!(tokio::time::sleep_until(conn.last_heard + idle));
+    // The takeover sender lives in the resumable table until a resume
+    // takes it; dropped unused, it resolves once and is not polled again.
+    let mut takeover_open = true;
     loop {
-        let idle_at = conn.last_heard + idle;
         tokio::select! {
             biased;
-            req = takeover.recv() => {
-                if let Some(reply) = req {
+            req = &mut *takeover, if takeover_open => {
+                takeover_open = false;
+                if let Ok(reply) = req {
                     conn.close(close::RESUMED_ELSEWHERE, "resumed on another connection").await;
                     let taken = std::mem::replace(state, placeholder(state));
                     let _ = reply.send(taken);
@@ -608,48 +676,20 @@ async fn pump<S: AsyncRead + AsyncWrite + Unpin>(
                 }
             }
             incoming = conn.recv() => {
-                let reply = match incoming {
-                    Incoming::Frame(f) => match handle(gw, state, f).await {
-                        Handled::Done => None,
-                        Handled::Reply(r) => Some(r),
-                        Handled::Left => {
-                            conn.close(close::NORMAL, "left").await;
-                            return Some(End::Over);
-                        }
-                        Handled::Pong(ts) => {
-                            if !conn.send(None, &ServerFrame::Pong { ts }).await {
-                                return Some(End::Dropped);
-                            }
-                            None
-                        }
-                    },
-                    Incoming::Refused(e) => Some(Refusal::new(e.code, e.message, None)),
-                    Incoming::Close { code, error, message } => Some(Refusal::new(error, message, Some(code))),
-                    Incoming::Gone => return Some(End::Dropped),
-                };
-                if let Some(r) = reply {
-                    let frame = ServerFrame::error(r.code.clone(), r.message);
-                    let seq = state.number(frame.clone(), keep);
-                    let sent = conn.send(Some(seq), &frame).await;
-                    if let Some(code) = r.close {
-                        conn.close(code, &r.code).await;
-                        state.room.leave(&state.peer.id, LeaveReason::Left).await;
-                        return Some(End::Over);
-                    }
-                    if !sent {
-                        return Some(End::Dropped);
-                    }
+                // Boxed: `handle` may await component calls, whose futures
+                // are large; inline, they would size every idle session.
+                if let Some(end) = Box::pin(on_incoming(gw, conn, state, incoming, keep)).await {
+                    return Some(end);
                 }
             }
             // Last: frames the client already sent are handled first.
-            url = async { drain.wait_for(Option::is_some).await.ok().and_then(|v| v.clone()).flatten() } => {
+            url = &mut drained => {
                 // Every frame this client sent before this point has been
                 // handled; it leaves the room after them.
                 let frame = ServerFrame::Reconnect { reason: "draining".into(), url };
-                let seq = state.number(frame.clone(), keep);
-                conn.send(Some(seq), &frame).await;
+                conn.send_numbered(state, &frame, keep).await;
                 conn.close(close::DRAINING, "draining").await;
-                state.room.leave(&state.peer.id, LeaveReason::Left).await;
+                Box::pin(state.room.leave(&state.peer.id, LeaveReason::Left)).await;
                 return Some(End::Over);
             }
             _ = ping.tick() => {
@@ -657,12 +697,63 @@ async fn pump<S: AsyncRead + AsyncWrite + Unpin>(
                     return Some(End::Dropped);
                 }
             }
-            _ = tokio::time::sleep_until(idle_at) => {
+            _ = &mut idle_timer => {
+                let idle_at = conn.last_heard + idle;
+                if idle_at > Instant::now() {
+                    idle_timer.as_mut().reset(idle_at);
+                    continue;
+                }
                 conn.close(close::IDLE, "idle timeout").await;
                 return Some(End::Dropped);
             }
         }
     }
+}
+
+/// One client frame of a joined session. `Some` ends the session.
+async fn on_incoming<S: AsyncRead + AsyncWrite + Unpin>(
+    gw: &Gateway,
+    conn: &mut Conn<S>,
+    state: &mut PeerState,
+    incoming: Incoming,
+    keep: usize,
+) -> Option<End> {
+    let reply = match incoming {
+        Incoming::Frame(f) => match handle(gw, state, f).await {
+            Handled::Done => None,
+            Handled::Reply(r) => Some(r),
+            Handled::Left => {
+                conn.close(close::NORMAL, "left").await;
+                return Some(End::Over);
+            }
+            Handled::Pong(ts) => {
+                if !conn.send(None, &ServerFrame::Pong { ts }).await {
+                    return Some(End::Dropped);
+                }
+                None
+            }
+        },
+        Incoming::Refused(e) => Some(Refusal::new(e.code, e.message, None)),
+        Incoming::Close {
+            code,
+            error,
+            message,
+        } => Some(Refusal::new(error, message, Some(code))),
+        Incoming::Gone => return Some(End::Dropped),
+    };
+    if let Some(r) = reply {
+        let frame = ServerFrame::error(r.code.clone(), r.message);
+        let sent = conn.send_numbered(state, &frame, keep).await;
+        if let Some(code) = r.close {
+            conn.close(code, &r.code).await;
+            state.room.leave(&state.peer.id, LeaveReason::Left).await;
+            return Some(End::Over);
+        }
+        if !sent {
+            return Some(End::Dropped);
+        }
+    }
+    None
 }
 
 /// An empty state left behind when the real one moves to another connection.
@@ -672,6 +763,7 @@ fn placeholder(state: &PeerState) -> PeerState {
         room: state.room.clone(),
         inbox: mpsc::unbounded_channel().1,
         resume_token: state.resume_token.clone(),
+        encoding: state.encoding,
         next_seq: state.next_seq,
         unacked: VecDeque::new(),
         trimmed_before: state.next_seq,
@@ -729,8 +821,7 @@ async fn deliver<S: AsyncRead + AsyncWrite + Unpin>(
             Some((close::ROOM_CLOSED, "room closed")),
         ),
     };
-    let seq = state.number(frame.clone(), keep);
-    let sent = conn.feed(Some(seq), &frame).await;
+    let sent = conn.feed_numbered(state, &frame, keep).await;
     if let Some((code, reason)) = close_with {
         let _ = conn.ws.flush().await;
         conn.close(code, reason).await;

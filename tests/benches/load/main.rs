@@ -34,6 +34,7 @@ commands:
             --rooms 1000 --peers 4 --rate 20000|max --mix 2:1:1 (signal:message:broadcast)
             --pad 64 --warmup 3 --duration 10 --window 16 (max rate: deliveries in flight per room)
             --ack-every 100 --sources 4 --label NAME
+            --tick-us 50 (fixed rate: the sender sleeps this long between batches)
   compare   the same `run` workload against several servers, one after the other, with ratios
             --servers wasm=target/release/roomlet,native=PATH,matchbox=/tmp/matchbox/bin/matchbox_server
             (a name starting with `matchbox` is spoken to in matchbox's protocol)
@@ -195,6 +196,7 @@ fn workload(args: &Args) -> Result<Workload> {
         duration: Duration::from_secs_f64(args.get("duration", 10.0)?),
         window: args.get("window", 16)?,
         ack_every: args.get("ack-every", 100)?,
+        tick: Duration::from_micros(args.get("tick-us", 50)?),
         sources: args.get("sources", 4)?,
         setup_parallel: args.get("setup-parallel", 32)?,
     })

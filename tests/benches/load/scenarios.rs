@@ -40,6 +40,39 @@ async fn wait_metric(
 /// `conns` idle joined connections, `per_room` to a room: server memory per
 /// connection as (RSS with N − RSS with 0) / N, with rooms live and again
 /// after they hibernated (when `hibernate` is set in the server config).
+/// What an idle browser client does: reads (tungstenite answers the
+/// server's pings as it reads) and acknowledges what it saw within a
+/// second, as clients/js does, so the server may drop its resume buffer.
+async fn idle_client(c: proto::Conn) {
+    let (mut sink, mut stream) = (c.sink, c.stream);
+    let mut last_seq = None;
+    let ack_timer = tokio::time::sleep(Duration::from_secs(3600));
+    tokio::pin!(ack_timer);
+    loop {
+        tokio::select! {
+            m = stream.next() => {
+                let Some(Ok(Message::Text(t))) = m else {
+                    if m.is_none() { return; }
+                    continue;
+                };
+                if let Some(seq) = proto::scan(&t, r#""seq":"#) {
+                    if last_seq.is_none() {
+                        ack_timer.as_mut().reset(tokio::time::Instant::now() + Duration::from_secs(1));
+                    }
+                    last_seq = Some(seq);
+                }
+            }
+            _ = &mut ack_timer, if last_seq.is_some() => {
+                if let Some(seq) = last_seq.take()
+                    && sink.send(Message::text(proto::ack(seq))).await.is_err()
+                {
+                    return;
+                }
+            }
+        }
+    }
+}
+
 pub async fn idle(
     server: Arc<Server>,
     conns: usize,
@@ -82,19 +115,13 @@ pub async fn idle(
             }
         });
     }
-    let mut held = Vec::with_capacity(conns);
-    let mut readers = Vec::with_capacity(conns);
+    let mut clients = Vec::with_capacity(conns);
     while let Some(done) = tasks.join_next().await {
         if let Ok(Some(c)) = done {
-            held.push(c.sink);
-            // Keep reading: tungstenite answers the server's pings as it reads.
-            let mut stream = c.stream;
-            readers.push(tokio::spawn(async move {
-                while stream.next().await.is_some() {}
-            }));
+            clients.push(tokio::spawn(idle_client(c)));
         }
     }
-    let joined = held.len();
+    let joined = clients.len();
     let setup = started.elapsed();
     let rooms = joined.div_ceil(per_room.max(1));
     tokio::time::sleep(Duration::from_secs(2)).await;
@@ -144,10 +171,9 @@ pub async fn idle(
         per_conn(&after) / 1024.0,
         hibernated_per_conn.map_or("n/a".into(), |v| format!("{v:.2}"))
     );
-    for r in readers {
-        r.abort();
+    for c in clients {
+        c.abort();
     }
-    drop(held);
     Ok(())
 }
 
