@@ -114,18 +114,20 @@ fn count_out(frame: &ServerFrame) {
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
-    async fn send(&mut self, seq: Option<u64>, frame: &ServerFrame) -> bool {
+    /// Sends a frame outside the numbered stream (no `seq`), flushed.
+    async fn send(&mut self, frame: &ServerFrame) -> bool {
         count_out(frame);
         self.ws
-            .send(codec::encode(self.encoding, seq, frame))
+            .send(codec::encode(self.encoding, None, frame))
             .await
             .is_ok()
     }
 
-    async fn feed(&mut self, seq: Option<u64>, frame: &ServerFrame) -> bool {
+    /// Queues a frame outside the numbered stream (no `seq`).
+    async fn feed(&mut self, frame: &ServerFrame) -> bool {
         count_out(frame);
         self.ws
-            .feed(codec::encode(self.encoding, seq, frame))
+            .feed(codec::encode(self.encoding, None, frame))
             .await
             .is_ok()
     }
@@ -256,10 +258,10 @@ pub async fn serve<S>(
             max_frame: l.max_frame_bytes,
         };
         if open > l.max_connections {
-            conn.send(
-                None,
-                &ServerFrame::error("node-full", "this node has no room for another connection"),
-            )
+            conn.send(&ServerFrame::error(
+                "node-full",
+                "this node has no room for another connection",
+            ))
             .await;
             conn.close(close::TRY_LATER, "node full").await;
             return;
@@ -292,7 +294,7 @@ async fn before_join<S: AsyncRead + AsyncWrite + Unpin>(
         let incoming = tokio::select! {
             i = conn.recv() => i,
             _ = tokio::time::sleep_until(deadline) => {
-                conn.send(None, &ServerFrame::error("join-timeout", "no join within the time allowed")).await;
+                conn.send(&ServerFrame::error("join-timeout", "no join within the time allowed")).await;
                 conn.close(close::IDLE, "join timeout").await;
                 return None;
             }
@@ -310,7 +312,7 @@ async fn before_join<S: AsyncRead + AsyncWrite + Unpin>(
                 .await
                 .map(|s| (s, true)),
             Incoming::Frame(Inbound::Ping { ts }) => {
-                conn.send(None, &ServerFrame::Pong { ts }).await;
+                conn.send(&ServerFrame::Pong { ts }).await;
                 continue;
             }
             Incoming::Frame(_) => Err(Refusal::new(
@@ -329,8 +331,7 @@ async fn before_join<S: AsyncRead + AsyncWrite + Unpin>(
         match attempt {
             Ok(ok) => return Some(ok),
             Err(r) => {
-                conn.send(None, &ServerFrame::error(&r.code, &r.message))
-                    .await;
+                conn.send(&ServerFrame::error(&r.code, &r.message)).await;
                 if let Some(code) = r.close {
                     conn.close(code, &r.code).await;
                     return None;
@@ -538,18 +539,17 @@ async fn resume_inner(
     if state.room.shared().is_closed() {
         return Err(failed("the room has closed"));
     }
-    if state.encoding != encoding {
+    let refused = if state.encoding != encoding {
         // The frames to replay are kept encoded.
+        Some("resume with the subprotocol the session started with")
+    } else if !state.rewind(last_seq) {
+        Some("lastSeq is ahead of the server or older than the resume buffer")
+    } else {
+        None
+    };
+    if let Some(reason) = refused {
         state.room.leave(&state.peer.id, LeaveReason::Timeout).await;
-        return Err(failed(
-            "resume with the subprotocol the session started with",
-        ));
-    }
-    if !state.rewind(last_seq) {
-        state.room.leave(&state.peer.id, LeaveReason::Timeout).await;
-        return Err(failed(
-            "lastSeq is ahead of the server or older than the resume buffer",
-        ));
+        return Err(failed(reason));
     }
     Ok(state)
 }
@@ -583,7 +583,7 @@ async fn joined<S: AsyncRead + AsyncWrite + Unpin>(
             metadata: String::new(),
             resumed: true,
         };
-        ok = conn.feed(None, &frame).await;
+        ok = conn.feed(&frame).await;
         tracing::debug!(replay = state.unacked.len(), "session resumed");
     }
     // A fresh join's `joined` is unacked seq 1; a resume replays the rest.
@@ -727,7 +727,7 @@ async fn on_incoming<S: AsyncRead + AsyncWrite + Unpin>(
                 return Some(End::Over);
             }
             Handled::Pong(ts) => {
-                if !conn.send(None, &ServerFrame::Pong { ts }).await {
+                if !conn.send(&ServerFrame::Pong { ts }).await {
                     return Some(End::Dropped);
                 }
                 None
