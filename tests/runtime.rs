@@ -437,6 +437,52 @@ async fn an_idle_room_hibernates_and_revives_with_its_state() {
     assert!(s.live && !s.hibernated);
 }
 
+/// The quiet-period timer is armed once and moved forward when it fires:
+/// a room that keeps getting frames across several quiet periods never
+/// hibernates early, and still hibernates once it is really quiet.
+#[tokio::test]
+async fn activity_keeps_a_room_awake_past_its_quiet_period() {
+    let quiet = Duration::from_millis(300);
+    let node = TestNode::new();
+    let config = RoomsConfig {
+        hibernate_after: Some(quiet),
+        ..RoomsConfig::default()
+    };
+    let rooms = node.rooms(node.rooms_function(hostile(), &[], test_limits()), config);
+    let (tx, mut inbox) = outbox();
+    let (room, _) = rooms
+        .join("awake", peer("p"), tx, true)
+        .await
+        .expect("join");
+    let started = tokio::time::Instant::now();
+    let mut n = 0;
+    while started.elapsed() < quiet * 4 {
+        let sent = tokio::time::Instant::now();
+        room.message(cmd("p", "count")).await;
+        n += 1;
+        assert_eq!(inbox.next_message().await, format!("\"{n}\""));
+        tokio::time::sleep(quiet / 6).await;
+        let s = room.status().await.expect("open");
+        // The room's last activity is no earlier than `sent`: it may only
+        // have hibernated if a whole quiet period has passed since.
+        assert!(
+            !s.hibernated || sent.elapsed() >= quiet,
+            "hibernated {:?} after a frame, before its quiet period",
+            sent.elapsed()
+        );
+    }
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    while !room.status().await.expect("open").hibernated {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "room never hibernated"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    room.message(cmd("p", "count")).await;
+    assert_eq!(inbox.next_message().await, format!("\"{}\"", n + 1));
+}
+
 #[tokio::test]
 async fn repeated_traps_close_only_the_offending_room() {
     let node = TestNode::new();

@@ -65,6 +65,13 @@ pub fn build(settings: EngineSettings) -> wasmtime::Result<Engine> {
         .epoch_interruption(true)
         .max_wasm_stack(MAX_WASM_STACK)
         .async_stack_size(ASYNC_STACK)
+        // A fiber stack goes back to the pool when its store drops (a room
+        // hibernates or closes). Unzeroed, the pages its calls touched stay
+        // resident with their contents for the next room in that slot:
+        // ~3.6 KiB of RSS per hibernated room (BENCHMARKS.md), and one
+        // tenant's data one compiler bug away from another. Zeroing
+        // decommits them: one madvise per store drop, never per call.
+        .async_stack_zeroing(true)
         .wasm_component_model(true);
     let engine = Engine::new(&config)?;
     start_ticker(&engine);

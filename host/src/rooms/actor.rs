@@ -18,18 +18,21 @@ use tracing::Instrument;
 /// Longest timer a module may set.
 const MAX_TIMER: Duration = Duration::from_secs(24 * 3600);
 
-/// What a room's mailbox carries (a proxy's too).
+/// What a room's mailbox carries (a proxy's too). Large payloads are
+/// boxed: the channel's first block holds 32 commands for as long as the
+/// room lives, hibernated or not, so the largest variant sizes every
+/// room's memory.
 #[allow(missing_docs)]
 pub enum Command {
     Join {
-        peer: Peer,
+        peer: Box<Peer>,
         outbox: Outbox,
         reply: oneshot::Sender<Result<Joined, JoinError>>,
     },
     /// A member re-reported by its gateway after the room moved to this
     /// node: added without `on-join` and without announcing it.
     Rejoin {
-        peer: Peer,
+        peer: Box<Peer>,
         outbox: Outbox,
         reply: oneshot::Sender<Joined>,
     },
@@ -38,10 +41,10 @@ pub enum Command {
         reason: LeaveReason,
     },
     Message {
-        message: RoomMessage,
+        message: Box<RoomMessage>,
     },
     Signal {
-        signal: Signal,
+        signal: Box<Signal>,
     },
     Kick {
         peer_id: String,
@@ -84,6 +87,15 @@ pub enum Command {
     },
 }
 
+/// What woke a room's task.
+enum Wake {
+    Command(Command),
+    /// The module's timer.
+    Timer,
+    /// Quiet for `hibernate_after`.
+    Idle,
+}
+
 struct Member {
     peer: Arc<Peer>,
     outbox: Outbox,
@@ -107,7 +119,8 @@ pub(super) struct RoomActor {
     /// `members` as `membership.peers` returns them; rebuilt on change.
     peers: Arc<Vec<Peer>>,
     metadata: Arc<str>,
-    instance: Option<RoomInstance>,
+    /// Boxed: a hibernated room holds only the pointer's worth.
+    instance: Option<Box<RoomInstance>>,
     snapshot: Option<Snapshot>,
     /// Whether `on-create` has run once (so a new instance is a recovery).
     created: bool,
@@ -144,7 +157,13 @@ impl RoomActor {
         }
     }
 
-    pub(super) async fn run(mut self, mut rx: mpsc::Receiver<Command>) {
+    /// The room's task. Not an `async fn`: that would keep its arguments
+    /// beside the block's moved copies, holding the actor twice in every
+    /// room's task for as long as it lives.
+    pub(super) fn run(
+        mut self,
+        mut rx: mpsc::Receiver<Command>,
+    ) -> impl Future<Output = ()> + Send {
         let span = tracing::info_span!("room", room = %self.name);
         async move {
             tracing::debug!("room started");
@@ -152,46 +171,72 @@ impl RoomActor {
                 .config
                 .events
                 .record(Event::new(EventKind::RoomOpened, &self.name));
+            // Armed once and moved only when it fires: a command just moves
+            // `last_activity` (re-arming per command cost a timer-wheel
+            // insert and removal per frame).
+            let mut idle_timer = std::pin::pin!(tokio::time::sleep(MAX_TIMER));
             while !self.closed {
                 let idle_at = self
                     .config
                     .hibernate_after
                     .filter(|_| self.instance.is_some() || self.members.is_empty())
                     .map(|d| self.last_activity + d);
-                tokio::select! {
+                if let Some(at) = idle_at
+                    && at < idle_timer.deadline()
+                {
+                    idle_timer.as_mut().reset(at);
+                }
+                let wake = tokio::select! {
                     cmd = rx.recv() => match cmd {
-                        Some(cmd) => {
-                            // Looking at a room does not keep it awake.
-                            if !matches!(cmd, Command::Status { .. }) {
-                                self.last_activity = Instant::now();
-                            }
-                            self.handle(cmd).await;
-                        }
+                        Some(cmd) => Wake::Command(cmd),
                         None => break,
                     },
-                    _ = sleep_until(self.timer), if self.timer.is_some() => {
-                        self.timer = None;
-                        self.last_activity = Instant::now();
-                        if let Ok(actions) = self.call(async |i| i.on_timer().await).await {
-                            self.apply(actions, None).await;
+                    _ = sleep_until(self.timer), if self.timer.is_some() => Wake::Timer,
+                    _ = &mut idle_timer, if idle_at.is_some() => match idle_at {
+                        Some(at) if at > Instant::now() => {
+                            idle_timer.as_mut().reset(at);
+                            continue;
                         }
-                    }
-                    _ = sleep_until(idle_at), if idle_at.is_some() => {
-                        if self.members.is_empty() {
-                            self.close("empty").await;
-                        } else {
-                            self.hibernate().await;
-                        }
-                        self.last_activity = Instant::now();
-                    }
-                }
+                        _ => Wake::Idle,
+                    },
+                };
+                // Boxed: the hooks await component calls, whose futures are
+                // large; inline, they would size every room's task for as
+                // long as it lives, hibernated or not.
+                Box::pin(self.on_wake(wake)).await;
             }
             self.shared.closed.store(true, Ordering::Relaxed);
             forget(&self.table, &self.name, &self.shared);
             tracing::debug!("room finished");
         }
         .instrument(span)
-        .await
+    }
+
+    async fn on_wake(&mut self, wake: Wake) {
+        match wake {
+            Wake::Command(cmd) => {
+                // Looking at a room does not keep it awake.
+                if !matches!(cmd, Command::Status { .. }) {
+                    self.last_activity = Instant::now();
+                }
+                self.handle(cmd).await;
+            }
+            Wake::Timer => {
+                self.timer = None;
+                self.last_activity = Instant::now();
+                if let Ok(actions) = self.call(async |i| i.on_timer().await).await {
+                    self.apply(actions, None).await;
+                }
+            }
+            Wake::Idle => {
+                if self.members.is_empty() {
+                    self.close("empty").await;
+                } else {
+                    self.hibernate().await;
+                }
+                self.last_activity = Instant::now();
+            }
+        }
     }
 
     async fn handle(&mut self, cmd: Command) {
@@ -201,7 +246,7 @@ impl RoomActor {
                 outbox,
                 reply,
             } => {
-                let r = self.join(peer, outbox).await;
+                let r = self.join(*peer, outbox).await;
                 let _ = reply.send(r);
             }
             Command::Rejoin {
@@ -209,7 +254,7 @@ impl RoomActor {
                 outbox,
                 reply,
             } => {
-                let _ = reply.send(self.rejoin(peer, outbox));
+                let _ = reply.send(self.rejoin(*peer, outbox));
             }
             Command::Leave { peer_id, reason } => self.leave(&peer_id, reason, true).await,
             Command::Message { message } => {
@@ -229,7 +274,7 @@ impl RoomActor {
                         let rejected = actions.iter().any(|a| matches!(a, Action::Reject(_)));
                         self.apply(actions, Some(&sender)).await;
                         if !rejected {
-                            self.deliver_signal(signal);
+                            self.deliver_signal(*signal);
                         }
                     }
                     Err(e) => self.module_error(&sender, &e),
@@ -570,7 +615,7 @@ impl RoomActor {
             }
             self.created = true;
         }
-        self.instance = Some(instance);
+        self.instance = Some(Box::new(instance));
         self.commit().await;
         Ok(())
     }
@@ -682,7 +727,7 @@ impl RoomActor {
         }
         self.created = true;
         self.take_snapshot();
-        self.instance = Some(new);
+        self.instance = Some(Box::new(new));
         self.function = function;
         self.commit().await;
         tracing::info!(

@@ -182,7 +182,7 @@ impl RoomHandle {
         let (reply, rx) = oneshot::channel();
         if !self
             .send(Command::Join {
-                peer,
+                peer: Box::new(peer),
                 outbox,
                 reply,
             })
@@ -213,7 +213,7 @@ impl RoomHandle {
         let (reply, rx) = oneshot::channel();
         if !self
             .send(Command::Rejoin {
-                peer,
+                peer: Box::new(peer),
                 outbox,
                 reply,
             })
@@ -241,12 +241,18 @@ impl RoomHandle {
 
     /// A room message from a peer.
     pub async fn message(&self, message: RoomMessage) {
-        self.send(Command::Message { message }).await;
+        self.send(Command::Message {
+            message: Box::new(message),
+        })
+        .await;
     }
 
     /// A signal, when the module observes signals.
     pub async fn signal(&self, signal: Signal) {
-        self.send(Command::Signal { signal }).await;
+        self.send(Command::Signal {
+            signal: Box::new(signal),
+        })
+        .await;
     }
 
     /// A room admin removes a peer.
