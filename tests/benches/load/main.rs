@@ -40,6 +40,9 @@ commands:
             (a name starting with `matchbox` is spoken to in matchbox's protocol)
   idle      N idle joined connections: server memory per connection
             --conns 10000 --per-room 50 --sources 8 --hibernate-ms 5000 --parallel 64
+            --processes K: K servers and K generator processes, connections spread evenly,
+            all held at once and measured together (one process may open at most
+            RLIMIT_NOFILE sockets: 20,000 here, and only CAP_SYS_RESOURCE raises it)
   churn     clients joining fresh rooms and leaving: rooms created and closed per second
             --workers 16 --duration 10
   startup   spawn -> /readyz 200 with a warm artifact cache
@@ -131,25 +134,44 @@ fn main() -> Result<()> {
             let conns = args.get("conns", 10_000usize)?;
             let per_room = args.get("per-room", 50usize)?;
             let hibernate_ms = args.get("hibernate-ms", 5000u64)?;
-            let sources = args.get("sources", 8u8)?;
-            let parallel = args.get("parallel", 64usize)?;
-            let rooms = conns.div_ceil(per_room.max(1));
-            let srv = server(&|s: &mut Spawn| {
-                s.limits.push(format!("max_connections = {}", conns + 1000));
+            let processes = args.get("processes", 1usize)?.max(1);
+            let opts = scenarios::Idle {
+                conns,
+                per_room,
+                sources: args.get("sources", 8u8)?,
+                parallel: args.get("parallel", 64usize)?,
+                hibernated: hibernate_ms > 0,
+                hold: args.get("hold", false)?,
+            };
+            let per_server = conns.div_ceil(processes);
+            let rooms = per_server.div_ceil(per_room.max(1));
+            let tweak = |s: &mut Spawn| {
+                s.limits
+                    .push(format!("max_connections = {}", per_server + 1000));
                 s.rooms.push(format!("max_rooms = {}", rooms + 100));
                 s.rooms.push(format!("hibernate_after_ms = {hibernate_ms}"));
                 s.rooms_config
                     .push(format!("\"max-participants\" = {}", per_room.max(1)));
-            })?;
-            args.finish()?;
-            rt.block_on(scenarios::idle(
-                srv,
-                conns,
-                per_room,
-                sources,
-                parallel,
-                hibernate_ms > 0,
-            ))?;
+            };
+            if processes == 1 {
+                let srv = server(&tweak)?;
+                args.finish()?;
+                rt.block_on(scenarios::idle(srv, opts))?;
+            } else {
+                if args.opt("url").is_some() {
+                    bail!("--processes starts its own servers: drop --url");
+                }
+                let servers = (0..processes)
+                    .map(|i| {
+                        server(&|s: &mut Spawn| {
+                            tweak(s);
+                            s.data_dir = s.data_dir.join(format!("p{i}"));
+                        })
+                    })
+                    .collect::<Result<Vec<_>>>()?;
+                args.finish()?;
+                scenarios::idle_processes(&servers, &opts, hibernate_ms)?;
+            }
         }
         "churn" => {
             let workers = args.get("workers", 16usize)?;

@@ -4,7 +4,7 @@
 use crate::proto;
 use crate::relay::source;
 use crate::target::{ProcSample, Server, Spawn};
-use anyhow::{Result, bail};
+use anyhow::{Context, Result, bail};
 use futures_util::{SinkExt, StreamExt};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
@@ -45,8 +45,10 @@ async fn wait_metric(
 /// second, as clients/js does, so the server may drop its resume buffer.
 async fn idle_client(c: proto::Conn) {
     let (mut sink, mut stream) = (c.sink, c.stream);
-    let mut last_seq = None;
-    let ack_timer = tokio::time::sleep(Duration::from_secs(3600));
+    // `proto::join` read the `joined` frame, which opens the stream as
+    // seq 1: clients/js acks it within a second like any other frame.
+    let mut last_seq = Some(1);
+    let ack_timer = tokio::time::sleep(Duration::from_secs(1));
     tokio::pin!(ack_timer);
     loop {
         tokio::select! {
@@ -73,14 +75,32 @@ async fn idle_client(c: proto::Conn) {
     }
 }
 
-pub async fn idle(
-    server: Arc<Server>,
-    conns: usize,
-    per_room: usize,
-    sources: u8,
-    parallel: usize,
-    hibernated: bool,
-) -> Result<()> {
+/// How [`idle`] runs.
+pub struct Idle {
+    /// Connections to open.
+    pub conns: usize,
+    /// Peers per room.
+    pub per_room: usize,
+    /// Client source addresses 127.0.0.1 ..= 127.0.0.N.
+    pub sources: u8,
+    /// Joins in flight at once.
+    pub parallel: usize,
+    /// Whether the server hibernates rooms (then wait for it).
+    pub hibernated: bool,
+    /// Keep the connections open after the report until stdin closes
+    /// (a child of [`idle_processes`]).
+    pub hold: bool,
+}
+
+pub async fn idle(server: Arc<Server>, opts: Idle) -> Result<()> {
+    let Idle {
+        conns,
+        per_room,
+        sources,
+        parallel,
+        hibernated,
+        hold,
+    } = opts;
     if let Some(limit) = crate::target::nofile_limit()
         && (limit as usize) < conns + 100
     {
@@ -171,6 +191,16 @@ pub async fn idle(
         per_conn(&after) / 1024.0,
         hibernated_per_conn.map_or("n/a".into(), |v| format!("{v:.2}"))
     );
+    if hold {
+        // The parent measures every server at once while all children
+        // hold their connections, then closes our stdin.
+        use std::io::Write as _;
+        let _ = std::io::stdout().flush();
+        let _ = tokio::task::spawn_blocking(|| {
+            std::io::copy(&mut std::io::stdin(), &mut std::io::sink())
+        })
+        .await;
+    }
     for c in clients {
         c.abort();
     }
@@ -275,5 +305,112 @@ pub fn startup(spec: &Spawn, runs: usize) -> Result<()> {
         "RESULT label=startup cold_ms={cold:.1} warm_p50_ms={:.1} warm_min_ms={min:.1}",
         p50 / 1000.0
     );
+    Ok(())
+}
+
+/// [`idle`] spread over several server processes, each loaded by a
+/// generator process of its own (this executable, `idle --url … --hold`):
+/// one process may open at most RLIMIT_NOFILE sockets (20,000 here, and
+/// only CAP_SYS_RESOURCE raises the hard limit), so more connections than
+/// that on one machine take several processes on both sides. Every child
+/// holds its connections until all have reported; then all servers are
+/// measured at the same moment.
+pub fn idle_processes(servers: &[Arc<Server>], opts: &Idle, hibernate_ms: u64) -> Result<()> {
+    use std::io::{BufRead, BufReader};
+    use std::process::{Command, Stdio};
+
+    std::thread::sleep(Duration::from_secs(1));
+    let before = servers
+        .iter()
+        .map(|s| s.sample().context("no /proc figures for a server"))
+        .collect::<Result<Vec<_>>>()?;
+    let exe = std::env::current_exe().context("finding this generator's executable")?;
+    let k = servers.len();
+    let (tx, rx) = std::sync::mpsc::channel::<(usize, Option<u64>)>();
+    let mut children = Vec::with_capacity(k);
+    for (i, s) in servers.iter().enumerate() {
+        let n = opts.conns / k + usize::from(i < opts.conns % k);
+        let mut cmd = Command::new(&exe);
+        cmd.arg("idle")
+            .args(["--url", &s.public.to_string()])
+            .args(["--conns", &n.to_string()])
+            .args(["--per-room", &opts.per_room.to_string()])
+            .args(["--sources", &opts.sources.to_string()])
+            .args(["--parallel", &opts.parallel.to_string()])
+            .args(["--hibernate-ms", &hibernate_ms.to_string()])
+            // Inherits this process's core.
+            .args(["--gen-cpu", "none", "--hold"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped());
+        if let Some(pid) = s.pid {
+            cmd.args(["--pid", &pid.to_string()]);
+        }
+        if let Some(internal) = s.internal {
+            cmd.args(["--internal", &internal.to_string()]);
+        }
+        let mut child = cmd.spawn().with_context(|| format!("spawning {cmd:?}"))?;
+        let out = child.stdout.take().context("child stdout")?;
+        let tx = tx.clone();
+        std::thread::spawn(move || {
+            let mut reported = false;
+            for line in BufReader::new(out).lines().map_while(Result::ok) {
+                println!("   [{i}] {line}");
+                if !reported && line.starts_with("RESULT") {
+                    reported = true;
+                    let joined = line
+                        .split_whitespace()
+                        .find_map(|f| f.strip_prefix("conns="))
+                        .and_then(|v| v.parse().ok());
+                    let _ = tx.send((i, joined));
+                }
+            }
+            if !reported {
+                let _ = tx.send((i, None));
+            }
+        });
+        children.push(child);
+    }
+    drop(tx);
+    let deadline = Instant::now() + Duration::from_secs(900);
+    let mut joined = 0u64;
+    for _ in 0..k {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match rx.recv_timeout(left) {
+            Ok((_, Some(n))) => joined += n,
+            Ok((i, None)) => bail!("generator process {i} ended without a result"),
+            Err(_) => bail!("the generator processes did not all report within 15 minutes"),
+        }
+    }
+    // Every child now holds its connections: measure all servers.
+    let after = servers
+        .iter()
+        .map(|s| s.sample().context("a server went away"))
+        .collect::<Result<Vec<_>>>()?;
+    let gauge = |name| -> Option<f64> { servers.iter().map(|s| s.metric(name)).sum() };
+    let connected = gauge("roomlet_connections");
+    let (live, hibernated) = (
+        gauge("roomlet_rooms_live"),
+        gauge("roomlet_rooms_hibernated"),
+    );
+    let mib = |v: &[ProcSample]| v.iter().map(|p| p.rss as f64).sum::<f64>() / 1048576.0;
+    let per_conn_kib = (mib(&after) - mib(&before)) * 1024.0 / joined.max(1) as f64;
+    println!(
+        "== idle over {k} server processes: {joined} joined connections held at once \
+         (roomlet_connections {connected:?}), {} per room; rooms live {live:?}, hibernated {hibernated:?}",
+        opts.per_room
+    );
+    println!(
+        "   servers' RSS with 0: {:.1} MiB; with all: {:.1} MiB; per connection {per_conn_kib:.1} KiB",
+        mib(&before),
+        mib(&after)
+    );
+    println!(
+        "RESULT label=idle-processes processes={k} conns={joined} connected={} kib_per_conn={per_conn_kib:.2}",
+        connected.map_or("n/a".into(), |c| format!("{c:.0}"))
+    );
+    for mut c in children {
+        drop(c.stdin.take());
+        let _ = c.wait();
+    }
     Ok(())
 }
