@@ -294,6 +294,62 @@ async fn chat_history_is_replayed_and_survives_a_restart() {
     }
 }
 
+/// A drain loses nothing a client sent before it read `reconnect`: frames
+/// that reach the server after its close, as frames in flight do, are still
+/// handed to the room (here: kept by chat-history, seen after a restart).
+#[tokio::test]
+async fn frames_in_flight_at_a_drain_still_reach_the_room() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = || {
+        let mut c = server::test_config(dir.path());
+        use_rooms(
+            &mut c,
+            CHAT_HISTORY,
+            &[("history-size", toml::Value::Integer(10))],
+        );
+        c
+    };
+    let first = roomlet::server::start(config(), Secrets::default())
+        .await
+        .expect("first server starts");
+    let url = format!("ws://{}/v1/ws", first.public_addr);
+    let (mut alice, _) = join(&url, "chat", "alice", None).await;
+    assert_eq!(heard(&mut alice).await.1, json!({"history": []}));
+
+    first.gateway.send_reconnect(None);
+    // The server sends `reconnect` and then its close at once: everything
+    // alice sends after reading `reconnect` reaches it after the close.
+    let f = alice.frame_of("reconnect").await;
+    assert_eq!(f["reason"], "draining");
+    for n in 1..=3 {
+        say(&mut alice, None, json!({"n": n})).await;
+    }
+    assert_eq!(alice.closed().await, 4006);
+    let deadline = tokio::time::Instant::now() + roomlet_tests::DEADLINE;
+    while first.gateway.connections() > 0 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the session did not end"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    first.drain(None, std::time::Duration::from_secs(1)).await;
+
+    let second = roomlet::server::start(config(), Secrets::default())
+        .await
+        .expect("second server starts on the same data directory");
+    let url = format!("ws://{}/v1/ws", second.public_addr);
+    let (mut carol, _) = join(&url, "chat", "carol", None).await;
+    let (_, data) = heard(&mut carol).await;
+    let kept: Vec<&Value> = data["history"]
+        .as_array()
+        .expect("history list")
+        .iter()
+        .map(|e| &e["data"])
+        .collect();
+    assert_eq!(kept, [&json!({"n": 1}), &json!({"n": 2}), &json!({"n": 3})]);
+}
+
 /// Whether `program --version` runs.
 fn available(program: &str) -> bool {
     Command::new(program)
