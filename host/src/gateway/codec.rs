@@ -3,6 +3,7 @@
 
 use super::frames::{Inbound, Numbered, ServerFrame, Stats, WireIn, signal_kind_name};
 use crate::components::bindings::types::SignalKind;
+use std::fmt::Write as _;
 use tokio_tungstenite::tungstenite::Message;
 
 /// The JSON subprotocol.
@@ -59,7 +60,7 @@ fn bad(message: impl Into<String>) -> DecodeError {
 pub fn decode(encoding: Encoding, text: bool, bytes: &[u8]) -> Result<Inbound, DecodeError> {
     match (encoding, text) {
         (Encoding::Json, true) => {
-            let wire: WireIn<Box<serde_json::value::RawValue>> = serde_json::from_slice(bytes)
+            let wire: WireIn<&serde_json::value::RawValue> = serde_json::from_slice(bytes)
                 .map_err(|e| bad(format!("invalid JSON frame: {e}")))?;
             check(wire, |p| p.get().to_owned())
         }
@@ -77,9 +78,9 @@ fn need<T>(v: Option<T>, frame: &str, field: &str) -> Result<T, DecodeError> {
     v.ok_or_else(|| bad(format!("`{frame}` needs `{field}`")))
 }
 
-fn check<P>(w: WireIn<P>, text: impl Fn(P) -> String) -> Result<Inbound, DecodeError> {
+fn check<P>(w: WireIn<'_, P>, text: impl Fn(P) -> String) -> Result<Inbound, DecodeError> {
     let t = need(w.frame_type, "frame", "type")?;
-    Ok(match t.as_str() {
+    Ok(match &*t.0 {
         "join" => Inbound::Join {
             room: need(w.room, "join", "room")?,
             token: need(w.token, "join", "token")?,
@@ -89,7 +90,7 @@ fn check<P>(w: WireIn<P>, text: impl Fn(P) -> String) -> Result<Inbound, DecodeE
             last_seq: need(w.last_seq, "resume", "lastSeq")?,
         },
         "signal" => {
-            let kind = match need(w.kind, "signal", "kind")?.as_str() {
+            let kind = match &*need(w.kind, "signal", "kind")?.0 {
                 "offer" => SignalKind::Offer,
                 "answer" => SignalKind::Answer,
                 "candidate" => SignalKind::Candidate,
@@ -161,7 +162,7 @@ pub fn encode(encoding: Encoding, seq: Option<u64>, frame: &ServerFrame) -> Mess
 /// directly: their payload is already JSON text, so it is spliced in
 /// rather than parsed and re-serialised.
 fn encode_json(seq: Option<u64>, frame: &ServerFrame) -> String {
-    let (kind, from, signal_kind, body) = match frame {
+    let (kind, from, signal_kind, body): (_, &str, _, &str) = match frame {
         ServerFrame::Signal {
             from,
             kind,
@@ -175,17 +176,43 @@ fn encode_json(seq: Option<u64>, frame: &ServerFrame) -> String {
             });
         }
     };
-    let from = serde_json::to_string(&**from).unwrap_or_else(|_| "\"\"".into());
-    let mut out = String::with_capacity(body.len() + from.len() + 64);
+    // Peer ids rarely need escaping; when they do, serde does it.
+    let escaped;
+    let (from, quotes) = if from.bytes().any(|b| b == b'"' || b == b'\\' || b < 0x20) {
+        escaped = serde_json::to_string(from).unwrap_or_else(|_| "\"\"".into());
+        (escaped.as_str(), 0)
+    } else {
+        (from, 2)
+    };
+    // Sized exactly: `Message::text` keeps a buffer without spare capacity
+    // as it is; one with spare capacity costs another allocation.
+    let seq_len = seq.map_or(0, |s| r#","seq":"#.len() + decimal_len(s));
+    let mut out = String::with_capacity(
+        r#"{"type":"","from":"#.len()
+            + kind.len()
+            + seq_len
+            + from.len()
+            + quotes
+            + signal_kind.map_or(r#","data":}"#.len(), |k| {
+                r#","kind":"","payload":}"#.len() + k.len()
+            })
+            + body.len(),
+    );
     out.push_str("{\"type\":\"");
     out.push_str(kind);
     out.push('"');
     if let Some(seq) = seq {
         out.push_str(",\"seq\":");
-        out.push_str(&seq.to_string());
+        let _ = write!(out, "{seq}");
     }
     out.push_str(",\"from\":");
-    out.push_str(&from);
+    if quotes == 2 {
+        out.push('"');
+        out.push_str(from);
+        out.push('"');
+    } else {
+        out.push_str(from);
+    }
     match signal_kind {
         Some(k) => {
             out.push_str(",\"kind\":\"");
@@ -196,7 +223,13 @@ fn encode_json(seq: Option<u64>, frame: &ServerFrame) -> String {
     }
     out.push_str(body);
     out.push('}');
+    debug_assert_eq!(out.len(), out.capacity());
     out
+}
+
+/// Decimal digits of `n`.
+fn decimal_len(n: u64) -> usize {
+    n.checked_ilog10().map_or(1, |l| l as usize + 1)
 }
 
 /// The wire name of a signal kind (re-exported for sessions).
@@ -210,30 +243,57 @@ mod tests {
 
     #[test]
     fn json_fast_path_matches_serde() {
-        let f = ServerFrame::Signal {
-            from: "p-1\"x".into(),
-            kind: "offer",
-            payload: r#"{"sdp":"v=0\r\n"}"#.into(),
-        };
-        let fast: serde_json::Value =
-            serde_json::from_str(&encode_json(Some(7), &f)).expect("json");
-        let slow = serde_json::to_value(Numbered {
-            seq: Some(7),
-            frame: &f,
-        })
-        .expect("json");
-        assert_eq!(fast, slow);
-        let m = ServerFrame::Message {
-            from: "".into(),
-            data: "[1,2]".into(),
-        };
-        let fast: serde_json::Value = serde_json::from_str(&encode_json(None, &m)).expect("json");
-        let slow = serde_json::to_value(Numbered {
-            seq: None,
-            frame: &m,
-        })
-        .expect("json");
-        assert_eq!(fast, slow);
+        // Escaped and plain senders, and seqs of every width: the fast path
+        // sizes its buffer exactly (a debug assertion checks it).
+        for from in ["p-1\"x", "p-2", "", "tab\there"] {
+            for seq in [
+                None,
+                Some(0),
+                Some(9),
+                Some(10),
+                Some(7_654_321),
+                Some(u64::MAX),
+            ] {
+                let frames = [
+                    ServerFrame::Signal {
+                        from: from.into(),
+                        kind: "offer",
+                        payload: r#"{"sdp":"v=0\r\n"}"#.into(),
+                    },
+                    ServerFrame::Message {
+                        from: from.into(),
+                        data: "[1,2]".into(),
+                    },
+                ];
+                for f in &frames {
+                    let fast: serde_json::Value =
+                        serde_json::from_str(&encode_json(seq, f)).expect("json");
+                    let slow = serde_json::to_value(Numbered { seq, frame: f }).expect("json");
+                    assert_eq!(fast, slow);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn escaped_type_and_kind_decode_as_plain_ones() {
+        let json = br#"{"type":"sig\u006eal","to":"p-2","kind":"\u006fffer","payload":{}}"#;
+        match decode(Encoding::Json, true, json).expect("json") {
+            Inbound::Signal { to, kind, payload } => {
+                assert_eq!(to, "p-2");
+                assert_eq!(kind, SignalKind::Offer);
+                assert_eq!(payload, "{}");
+            }
+            other => panic!("{other:?}"),
+        }
+        // A MessagePack `bin` holding UTF-8 reads as text, as before.
+        let mp = rmp_serde::to_vec_named(&serde_json::json!({"type": "leave"})).expect("msgpack");
+        let mut bin = vec![0x81, 0xa4];
+        bin.extend_from_slice(b"type");
+        bin.extend_from_slice(&[0xc4, 5]);
+        bin.extend_from_slice(b"leave");
+        assert_eq!(decode(Encoding::Msgpack, false, &mp), Ok(Inbound::Leave));
+        assert_eq!(decode(Encoding::Msgpack, false, &bin), Ok(Inbound::Leave));
     }
 
     #[test]

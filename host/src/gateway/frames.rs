@@ -5,22 +5,26 @@
 use crate::components::bindings::types::{Peer, SignalKind};
 use crate::config::{IceServer, RegionLink};
 use serde::{Deserialize, Serialize};
+use std::borrow::Cow;
 use std::sync::Arc;
 
 /// A client frame as decoded, before it is checked: every field optional,
 /// so a missing field is reported by name instead of as a parse error.
 /// `P` is the payload representation (raw JSON text or a parsed value).
+/// The fields read only to pick a branch borrow from the frame's bytes
+/// ([`Word`]): one allocation less each, on every frame.
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase")]
-pub(crate) struct WireIn<P> {
-    #[serde(rename = "type")]
-    pub frame_type: Option<String>,
+pub(crate) struct WireIn<'a, P> {
+    #[serde(rename = "type", borrow)]
+    pub frame_type: Option<Word<'a>>,
     pub room: Option<String>,
     pub token: Option<String>,
     pub resume_token: Option<String>,
     pub last_seq: Option<u64>,
     pub to: Option<String>,
-    pub kind: Option<String>,
+    #[serde(borrow)]
+    pub kind: Option<Word<'a>>,
     pub payload: Option<P>,
     pub data: Option<P>,
     pub ts: Option<f64>,
@@ -36,6 +40,40 @@ pub(crate) struct WireIn<P> {
     pub height: Option<f64>,
     pub freeze_count: Option<f64>,
     pub concealed_samples: Option<f64>,
+}
+
+/// A string field borrowed from the frame when it has no escapes. serde
+/// borrows a bare `Cow<str>` field this way, but inside an `Option` it
+/// always copies.
+#[derive(Debug)]
+pub(crate) struct Word<'a>(pub Cow<'a, str>);
+
+impl<'de: 'a, 'a> Deserialize<'de> for Word<'a> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Text;
+        impl<'de> serde::de::Visitor<'de> for Text {
+            type Value = Cow<'de, str>;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a string")
+            }
+            fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Self::Value, E> {
+                Ok(Cow::Borrowed(v))
+            }
+            fn visit_str<E>(self, v: &str) -> Result<Self::Value, E> {
+                Ok(Cow::Owned(v.to_owned()))
+            }
+            fn visit_string<E>(self, v: String) -> Result<Self::Value, E> {
+                Ok(Cow::Owned(v))
+            }
+            // As `String` does: UTF-8 bytes are text (MessagePack `bin`).
+            fn visit_bytes<E: serde::de::Error>(self, v: &[u8]) -> Result<Self::Value, E> {
+                std::str::from_utf8(v)
+                    .map(|s| Cow::Owned(s.to_owned()))
+                    .map_err(|_| E::invalid_value(serde::de::Unexpected::Bytes(v), &self))
+            }
+        }
+        d.deserialize_str(Text).map(Word)
+    }
 }
 
 /// Call-quality figures from a client's `getStats`.
@@ -218,9 +256,9 @@ pub enum ServerFrame {
         from: Arc<str>,
         /// Offer, answer or candidate.
         kind: &'static str,
-        /// JSON text, embedded as JSON.
+        /// JSON text, embedded as JSON. Owned: a signal goes to one peer.
         #[serde(serialize_with = "json_text")]
-        payload: Arc<str>,
+        payload: Box<str>,
     },
     /// A message for you.
     Message {
@@ -291,7 +329,7 @@ impl ServerFrame {
 
 /// Embeds JSON text as JSON (for JSON) or as the value it denotes (for
 /// MessagePack), so a payload crosses encodings intact.
-fn json_text<S: serde::Serializer>(text: &Arc<str>, s: S) -> Result<S::Ok, S::Error> {
+fn json_text<S: serde::Serializer>(text: &str, s: S) -> Result<S::Ok, S::Error> {
     use serde::ser::Error;
     if s.is_human_readable() {
         let raw =

@@ -171,9 +171,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
                 Some(Err(_)) | None => return Incoming::Gone,
             };
             self.last_heard = Instant::now();
-            let (text, bytes) = match msg {
-                Message::Text(t) => (true, t.as_bytes().to_vec()),
-                Message::Binary(b) => (false, b.to_vec()),
+            // Borrowed: the frame is decoded straight from tungstenite's buffer.
+            let (text, bytes): (bool, &[u8]) = match &msg {
+                Message::Text(t) => (true, t.as_bytes()),
+                Message::Binary(b) => (false, b),
                 Message::Close(_) => return Incoming::Gone,
                 Message::Ping(_) | Message::Pong(_) | Message::Frame(_) => continue,
             };
@@ -200,7 +201,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
                     };
                 }
             }
-            return match codec::decode(self.encoding, text, &bytes) {
+            return match codec::decode(self.encoding, text, bytes) {
                 Ok(f) => {
                     metrics::FRAMES_IN.inc(&[f.type_name()]);
                     self.bad_streak = 0;
@@ -886,7 +887,7 @@ async fn relay(
 ) -> Result<String, Handled> {
     let frame = Frame {
         kind,
-        room: state.room.name().to_string(),
+        room: String::from(&**state.room.name()),
         sender: state.peer.id.clone(),
         to: to.map(str::to_owned),
         payload,

@@ -59,8 +59,9 @@ pub enum Delivery {
         from: Arc<str>,
         /// Offer, answer or candidate.
         kind: SignalKind,
-        /// JSON text.
-        payload: Arc<str>,
+        /// JSON text. Owned, not shared: a signal has one recipient, and
+        /// the relay's `String` becomes a `Box<str>` without a copy.
+        payload: Box<str>,
     },
     /// Something this peer sent was refused.
     Error {
