@@ -40,6 +40,18 @@ fn use_rooms(config: &mut Config, path: impl Into<PathBuf>, module_config: &[(&s
     );
 }
 
+/// A test config whose rooms run the chat-history example, keeping `size`
+/// messages.
+fn chat_history_config(dir: &Path, size: i64) -> Config {
+    let mut c = server::test_config(dir);
+    use_rooms(
+        &mut c,
+        CHAT_HISTORY,
+        &[("history-size", toml::Value::Integer(size))],
+    );
+    c
+}
+
 async fn start_with_rooms(path: impl Into<PathBuf>) -> TestServer {
     let path = path.into();
     server::start(move |c| use_rooms(c, path, &[])).await
@@ -238,15 +250,7 @@ async fn classroom_roles_hands_mutes_and_removal() {
 #[tokio::test]
 async fn chat_history_is_replayed_and_survives_a_restart() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let config = || {
-        let mut c = server::test_config(dir.path());
-        use_rooms(
-            &mut c,
-            CHAT_HISTORY,
-            &[("history-size", toml::Value::Integer(3))],
-        );
-        c
-    };
+    let config = || chat_history_config(dir.path(), 3);
 
     let first = roomlet::server::start(config(), Secrets::default())
         .await
@@ -300,15 +304,7 @@ async fn chat_history_is_replayed_and_survives_a_restart() {
 #[tokio::test]
 async fn frames_in_flight_at_a_drain_still_reach_the_room() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let config = || {
-        let mut c = server::test_config(dir.path());
-        use_rooms(
-            &mut c,
-            CHAT_HISTORY,
-            &[("history-size", toml::Value::Integer(10))],
-        );
-        c
-    };
+    let config = || chat_history_config(dir.path(), 10);
     let first = roomlet::server::start(config(), Secrets::default())
         .await
         .expect("first server starts");
