@@ -178,11 +178,13 @@ fn encode_json(seq: Option<u64>, frame: &ServerFrame) -> String {
     };
     // Peer ids rarely need escaping; when they do, serde does it.
     let escaped;
-    let (from, quotes) = if from.bytes().any(|b| b == b'"' || b == b'\\' || b < 0x20) {
+    // `plain`: written between quotes as it is; otherwise serde's output,
+    // quotes included.
+    let (from, plain) = if from.bytes().any(|b| b == b'"' || b == b'\\' || b < 0x20) {
         escaped = serde_json::to_string(from).unwrap_or_else(|_| "\"\"".into());
-        (escaped.as_str(), 0)
+        (escaped.as_str(), false)
     } else {
-        (from, 2)
+        (from, true)
     };
     // Sized exactly: `Message::text` keeps a buffer without spare capacity
     // as it is; one with spare capacity costs another allocation.
@@ -192,7 +194,7 @@ fn encode_json(seq: Option<u64>, frame: &ServerFrame) -> String {
             + kind.len()
             + seq_len
             + from.len()
-            + quotes
+            + if plain { 2 } else { 0 }
             + signal_kind.map_or(r#","data":}"#.len(), |k| {
                 r#","kind":"","payload":}"#.len() + k.len()
             })
@@ -206,7 +208,7 @@ fn encode_json(seq: Option<u64>, frame: &ServerFrame) -> String {
         let _ = write!(out, "{seq}");
     }
     out.push_str(",\"from\":");
-    if quotes == 2 {
+    if plain {
         out.push('"');
         out.push_str(from);
         out.push('"');
