@@ -127,14 +127,21 @@ async fn run(wire: Wire) {
     // The fuzzed session: the real gateway over an in-memory duplex.
     let (client_io, server_io) = tokio::io::duplex(1 << 16);
     let gateway = server.running.gateway.clone();
-    tokio::spawn(async move {
-        let ws = WebSocketStream::from_raw_socket(server_io, Role::Server, None).await;
-        let client = ClientInfo {
-            addr: "fuzz".into(),
-            headers: vec![],
-        };
-        roomlet::gateway::serve(gateway, ws, encoding, client).await;
-    });
+    let ws = WebSocketStream::from_raw_socket(server_io, Role::Server, None).await;
+    let client = ClientInfo {
+        addr: "fuzz".into(),
+        headers: vec![],
+    };
+    let session = roomlet::gateway::serve(gateway, ws, encoding, client);
+    // Every idle connection holds this future for its whole life: the
+    // socket and the join's state belong in boxes (BENCHMARKS.md, idle
+    // memory; the socket alone is over 400 bytes).
+    let size = size_of_val(&session);
+    assert!(
+        size <= 640,
+        "a session's spawned future grew to {size} bytes"
+    );
+    tokio::spawn(session);
     let mut ws = WebSocketStream::from_raw_socket(client_io, Role::Client, None).await;
     let token = roomlet_tests::server::dev_token(&room, "fuzzer");
     let send_json = |v: Value| match wire {

@@ -293,8 +293,8 @@ impl WireDelivery {
                 payload: payload.to_string(),
             },
             Delivery::Error { code, message } => WireDelivery::Error {
-                code: code.clone(),
-                message: message.clone(),
+                code: code.to_string(),
+                message: message.to_string(),
             },
             Delivery::Kicked { reason } => WireDelivery::Kicked {
                 reason: reason.clone(),
@@ -327,7 +327,10 @@ impl WireDelivery {
                 kind: kind_from(kind),
                 payload: payload.into(),
             },
-            WireDelivery::Error { code, message } => Delivery::Error { code, message },
+            WireDelivery::Error { code, message } => Delivery::Error {
+                code: code.into(),
+                message: message.into(),
+            },
             WireDelivery::Kicked { reason } => Delivery::Kicked { reason },
             WireDelivery::Metadata(m) => Delivery::Metadata(m.into()),
             WireDelivery::Closed { reason } => Delivery::Closed { reason },

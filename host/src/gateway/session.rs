@@ -237,9 +237,27 @@ impl Drop for Counted<'_> {
 }
 
 /// Serves one upgraded WebSocket until it closes.
-pub async fn serve<S>(
+///
+/// Not an `async fn`: the socket is boxed here, before the future exists.
+/// A spawned future keeps its arguments, and room for its largest step, for
+/// the whole session; so the socket lives only inside the boxed steps of
+/// [`session`], and the future spawned holds little more than pointers (an
+/// idle connection was 1.2 KiB heavier with the socket inline, BENCHMARKS.md).
+pub fn serve<S>(
     gw: Arc<Gateway>,
     ws: WebSocketStream<S>,
+    encoding: Encoding,
+    client: ClientInfo,
+) -> impl Future<Output = ()>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    session(gw, Box::new(ws), encoding, client)
+}
+
+async fn session<S>(
+    gw: Arc<Gateway>,
+    ws: Box<WebSocketStream<S>>,
     encoding: Encoding,
     client: ClientInfo,
 ) where
@@ -249,27 +267,11 @@ pub async fn serve<S>(
     async move {
         let open = gw.connections.fetch_add(1, Ordering::Relaxed) + 1;
         let _counted = Counted(&gw);
-        let l = &gw.limits;
-        let mut conn = Conn {
-            ws,
-            encoding,
-            rate: RateLimit::new(l.frames_per_second, l.frame_burst),
-            bad_streak: 0,
-            last_heard: Instant::now(),
-            max_frame: l.max_frame_bytes,
-        };
-        if open > l.max_connections {
-            conn.send(&ServerFrame::error(
-                "node-full",
-                "this node has no room for another connection",
-            ))
-            .await;
-            conn.close(close::TRY_LATER, "node full").await;
-            return;
-        }
         // Boxed: joining awaits the auth and rooms components; that state
         // is gone once the session is joined.
-        let Some((state, resumed)) = Box::pin(before_join(&gw, &mut conn, &client)).await else {
+        let Some((conn, state, resumed)) =
+            Box::pin(open_and_join(&gw, ws, encoding, client, open)).await
+        else {
             return;
         };
         let span = tracing::Span::current();
@@ -282,6 +284,37 @@ pub async fn serve<S>(
     }
     .instrument(span)
     .await
+}
+
+/// The socket side of a new connection, up to its join; `None` when the
+/// connection ends before it joins (node full, refused, gone).
+async fn open_and_join<S: AsyncRead + AsyncWrite + Unpin>(
+    gw: &Gateway,
+    ws: Box<WebSocketStream<S>>,
+    encoding: Encoding,
+    client: ClientInfo,
+    open: usize,
+) -> Option<(Conn<S>, PeerState, bool)> {
+    let l = &gw.limits;
+    let mut conn = Conn {
+        ws: *ws,
+        encoding,
+        rate: RateLimit::new(l.frames_per_second, l.frame_burst),
+        bad_streak: 0,
+        last_heard: Instant::now(),
+        max_frame: l.max_frame_bytes,
+    };
+    if open > l.max_connections {
+        conn.send(&ServerFrame::error(
+            "node-full",
+            "this node has no room for another connection",
+        ))
+        .await;
+        conn.close(close::TRY_LATER, "node full").await;
+        return None;
+    }
+    let (state, resumed) = before_join(gw, &mut conn, &client).await?;
+    Some((conn, state, resumed))
 }
 
 /// Waits for `join` or `resume`.
@@ -837,7 +870,13 @@ async fn deliver<S: AsyncRead + AsyncWrite + Unpin>(
             },
             None,
         ),
-        Delivery::Error { code, message } => (ServerFrame::Error { code, message }, None),
+        Delivery::Error { code, message } => (
+            ServerFrame::Error {
+                code: code.into(),
+                message: message.into(),
+            },
+            None,
+        ),
         Delivery::Metadata(metadata) => (ServerFrame::RoomMetadata { metadata }, None),
         Delivery::Kicked { reason } => (
             ServerFrame::Kicked { reason },

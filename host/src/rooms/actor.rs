@@ -501,7 +501,7 @@ impl RoomActor {
         if let Some(m) = self.member(sender) {
             let _ = m.outbox.send(Delivery::Error {
                 code: "module-error".into(),
-                message: format!("the room's module failed on this frame ({})", e.kind()),
+                message: format!("the room's module failed on this frame ({})", e.kind()).into(),
             });
         }
     }
@@ -528,8 +528,8 @@ impl RoomActor {
                 Action::Reject(r) => {
                     if let Some(m) = sender.and_then(|s| self.member(s)) {
                         let _ = m.outbox.send(Delivery::Error {
-                            code: r.code,
-                            message: r.reason,
+                            code: r.code.into(),
+                            message: r.reason.into(),
                         });
                     }
                 }

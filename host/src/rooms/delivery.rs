@@ -64,11 +64,15 @@ pub enum Delivery {
         payload: Box<str>,
     },
     /// Something this peer sent was refused.
+    ///
+    /// `Box<str>`, not `String`: this is the largest variant, and every
+    /// session's inbox sets aside 32 slots of the largest variant at once
+    /// (40 bytes each instead of 56; BENCHMARKS.md, idle memory).
     Error {
         /// Stable code.
-        code: String,
+        code: Box<str>,
         /// Human reason.
-        message: String,
+        message: Box<str>,
     },
     /// This peer was removed.
     Kicked {
@@ -82,4 +86,21 @@ pub enum Delivery {
         /// Why.
         reason: String,
     },
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Delivery;
+
+    /// Every session's inbox allocates its slots 32 at a time, sized by
+    /// the largest variant: a new variant that grows `Delivery` costs every
+    /// idle connection 32 times its growth. Box what does not fit.
+    #[test]
+    fn a_delivery_stays_five_words() {
+        assert!(
+            size_of::<Delivery>() <= 40,
+            "Delivery grew to {} bytes",
+            size_of::<Delivery>()
+        );
+    }
 }
