@@ -13,6 +13,7 @@
 //! the server's `/proc` CPU time is its own work.
 
 mod args;
+mod noise;
 mod proto;
 mod relay;
 mod scenarios;
@@ -47,6 +48,9 @@ commands:
             --workers 16 --duration 10
   startup   spawn -> /readyz 200 with a warm artifact cache
             --runs 11
+  noise     the machine's own latency floor: how late a sleeping thread wakes on each
+            (idle) core; run it before a latency run
+            --cpus 0,1 --duration 10 --sleep-us 50
 
 server (all commands):
   --server-bin PATH   default: the workspace's target/release/roomlet
@@ -188,6 +192,20 @@ fn main() -> Result<()> {
             let spec = spawn(Kind::Roomlet, server_bin.clone(), &|_| {})?;
             args.finish()?;
             scenarios::startup(&spec, runs)?;
+        }
+        "noise" => {
+            let cpus = args.get("cpus", "0,1".to_string())?;
+            let duration = Duration::from_secs_f64(args.get("duration", 10.0)?);
+            let sleep = Duration::from_micros(args.get("sleep-us", 50)?);
+            args.finish()?;
+            noise::noise(&cpus, duration, sleep)?;
+        }
+        "noise-probe" => {
+            let cpu = args.get("cpu", "?".to_string())?;
+            let duration = Duration::from_secs_f64(args.get("duration", 10.0)?);
+            let sleep = Duration::from_micros(args.get("sleep-us", 50)?);
+            args.finish()?;
+            noise::run_probe(&cpu, duration, sleep);
         }
         other => bail!("unknown command {other:?}; try `help`"),
     }

@@ -75,6 +75,45 @@ pub struct Report {
     pub gen_cpu_util: Option<f64>,
     /// Time to connect and join every peer.
     pub setup: Duration,
+    /// How the deliveries slower than [`SLOW`] fall in time.
+    pub slow: Slow,
+}
+
+/// A delivery slower than this counts as slow (the p99 target).
+pub const SLOW: Duration = Duration::from_millis(1);
+
+/// Slow deliveries by the 10 ms window they were sent in: spread evenly
+/// they point at queueing; bunched in a few windows, at stalls.
+#[derive(Debug, Clone, Default)]
+pub struct Slow {
+    /// Slow deliveries in the measured window.
+    pub count: u64,
+    /// 10 ms windows measured.
+    pub windows: u64,
+    /// Windows holding at least one slow delivery.
+    pub hit: u64,
+    /// The fullest windows: (ms since measuring began, slow deliveries).
+    pub worst: Vec<(u64, u64)>,
+}
+
+impl Slow {
+    fn from_stamps(stamps: &[u64], start_ns: u64, span: Duration) -> Self {
+        let mut by_window = BTreeMap::<u64, u64>::new();
+        for &s in stamps {
+            *by_window
+                .entry(s.saturating_sub(start_ns) / 10_000_000)
+                .or_default() += 1;
+        }
+        let mut worst: Vec<(u64, u64)> = by_window.iter().map(|(w, n)| (w * 10, *n)).collect();
+        worst.sort_by_key(|&(w, n)| (std::cmp::Reverse(n), w));
+        worst.truncate(5);
+        Self {
+            count: stamps.len() as u64,
+            windows: span.as_millis() as u64 / 10,
+            hit: by_window.len() as u64,
+            worst,
+        }
+    }
 }
 
 struct Shared {
@@ -87,6 +126,8 @@ struct Shared {
     delivered_window: AtomicU64,
     closed: AtomicU64,
     latencies: Mutex<[Vec<u64>; 3]>,
+    /// Send stamps of the slow deliveries.
+    slow: Mutex<Vec<u64>>,
     errors: Mutex<BTreeMap<String, u64>>,
 }
 
@@ -157,6 +198,7 @@ pub async fn run(server: Arc<Server>, w: &Workload) -> Result<Report> {
         delivered_window: AtomicU64::new(0),
         closed: AtomicU64::new(0),
         latencies: Mutex::new(Default::default()),
+        slow: Mutex::new(Vec::new()),
         errors: Mutex::new(BTreeMap::new()),
     });
     let windows: Vec<Arc<Semaphore>> = (0..w.rooms)
@@ -216,6 +258,7 @@ pub async fn run(server: Arc<Server>, w: &Workload) -> Result<Report> {
     let s0 = server.sample();
     let g0 = ProcSample::read("self");
     let t0 = Instant::now();
+    let t0_ns = proto::now_ns();
     shared.measuring.store(true, Relaxed);
     tokio::time::sleep(w.duration).await;
     shared.measuring.store(false, Relaxed);
@@ -260,6 +303,7 @@ pub async fn run(server: Arc<Server>, w: &Workload) -> Result<Report> {
             .map(|c| c * 1e6 / delivered_window),
         gen_cpu_util: cpu(g0, g1).map(|c| c / elapsed),
         setup,
+        slow: Slow::from_stamps(&shared.slow.lock().expect("slow"), t0_ns, w.duration),
     })
 }
 
@@ -400,6 +444,11 @@ async fn read_loop(
                 if let Ok(mut l) = shared.latencies.lock() {
                     l[k].push(latency);
                 }
+                if latency >= SLOW.as_nanos() as u64
+                    && let Ok(mut s) = shared.slow.lock()
+                {
+                    s.push(stamp);
+                }
             }
             if let Some(w) = &window {
                 w.add_permits(1);
@@ -451,6 +500,20 @@ pub fn print(label: &str, w: &Workload, r: &Report) {
             "   latency {k} ({n}): p50 {p50:.0} µs, p99 {p99:.0} µs, p99.9 {p999:.0} µs, max {max:.0} µs"
         );
     }
+    let s = &r.slow;
+    let worst: Vec<String> = s
+        .worst
+        .iter()
+        .map(|(ms, n)| format!("+{ms} ms: {n}"))
+        .collect();
+    println!(
+        "   slower than {} ms: {} deliveries, sent in {} of {} 10-ms windows; fullest: {}",
+        SLOW.as_millis(),
+        s.count,
+        s.hit,
+        s.windows,
+        worst.join(", ")
+    );
     println!(
         "   errors {:?}, closed {}, lost {}",
         r.errors, r.closed, r.lost
