@@ -241,7 +241,7 @@ impl Drop for Counted<'_> {
 /// Not an `async fn`: the socket is boxed here, before the future exists.
 /// A spawned future keeps its arguments, and room for its largest step, for
 /// the whole session; so the socket lives only inside the boxed steps of
-/// [`session`], and the future spawned holds little more than pointers (an
+/// `session`, and the future spawned holds little more than pointers (an
 /// idle connection was 1.2 KiB heavier with the socket inline, BENCHMARKS.md).
 pub fn serve<S>(
     gw: Arc<Gateway>,
