@@ -238,11 +238,12 @@ impl Drop for Counted<'_> {
 
 /// Serves one upgraded WebSocket until it closes.
 ///
-/// Not an `async fn`: the socket is boxed here, before the future exists.
-/// A spawned future keeps its arguments, and room for its largest step, for
-/// the whole session; so the socket lives only inside the boxed steps of
-/// `session`, and the future spawned holds little more than pointers (an
-/// idle connection was 1.2 KiB heavier with the socket inline, BENCHMARKS.md).
+/// Not an `async fn`, for two reasons. A spawned future keeps its arguments
+/// for the whole session: the socket is boxed here, before the future
+/// exists, and lives only inside the boxed steps below. And an `async fn`
+/// would hold its arguments twice, beside the body's moved copies. The
+/// future spawned holds little more than pointers (an idle connection was
+/// 1.2 KiB heavier with the socket inline, BENCHMARKS.md).
 pub fn serve<S>(
     gw: Arc<Gateway>,
     ws: WebSocketStream<S>,
@@ -252,17 +253,7 @@ pub fn serve<S>(
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    session(gw, Box::new(ws), encoding, client)
-}
-
-async fn session<S>(
-    gw: Arc<Gateway>,
-    ws: Box<WebSocketStream<S>>,
-    encoding: Encoding,
-    client: ClientInfo,
-) where
-    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-{
+    let ws = Box::new(ws);
     let span = tracing::info_span!("session", client = %client.addr, room = tracing::field::Empty, peer = tracing::field::Empty);
     async move {
         let open = gw.connections.fetch_add(1, Ordering::Relaxed) + 1;
@@ -283,7 +274,6 @@ async fn session<S>(
         Box::pin(joined(&gw, conn, state, resumed)).await;
     }
     .instrument(span)
-    .await
 }
 
 /// The socket side of a new connection, up to its join; `None` when the
@@ -596,15 +586,54 @@ enum End {
     Dropped,
 }
 
-async fn joined<S: AsyncRead + AsyncWrite + Unpin>(
+/// A joined session, from its first frames until it ends or moves.
+///
+/// Not an `async fn`: that would keep `conn` and `state` as arguments beside
+/// the body's moved copies, holding them twice for the session's life (as
+/// `RoomActor::run` notes). Clippy's `async fn` would undo exactly that.
+#[allow(clippy::manual_async_fn)]
+fn joined<S: AsyncRead + AsyncWrite + Unpin>(
     gw: &Gateway,
     mut conn: Conn<S>,
     mut state: PeerState,
     resumed: bool,
-) {
-    let (takeover_tx, mut takeover) = tokio::sync::oneshot::channel();
-    gw.resumable.live(&state.resume_token, takeover_tx);
-    let mut ok = true;
+) -> impl Future<Output = ()> {
+    async move {
+        let (takeover_tx, mut takeover) = tokio::sync::oneshot::channel();
+        gw.resumable.live(&state.resume_token, takeover_tx);
+        // Boxed, as `pump` below: the opening frames' state would otherwise
+        // size this future, which lives as long as the session.
+        let ok = Box::pin(open_stream(gw, &mut conn, &state, resumed)).await;
+        let end = if ok {
+            Box::pin(pump(gw, &mut conn, &mut state, &mut takeover)).await
+        } else {
+            Some(End::Dropped)
+        };
+        match end {
+            None => {} // handed over to another connection
+            Some(End::Over) => gw.resumable.remove(&state.resume_token),
+            Some(End::Dropped) => {
+                // A takeover may have raced with the drop: honour it.
+                if let Ok(reply) = takeover.try_recv() {
+                    let _ = reply.send(state);
+                    return;
+                }
+                gw.resumable
+                    .park(state, Duration::from_millis(gw.limits.resume_grace_ms));
+            }
+        }
+    }
+}
+
+/// Sends what opens the numbered stream: on a resume a `joined` frame with
+/// `resumed`, then every frame not yet acked (a fresh join's `joined` is
+/// unacked seq 1). `false` when the socket failed.
+async fn open_stream<S: AsyncRead + AsyncWrite + Unpin>(
+    gw: &Gateway,
+    conn: &mut Conn<S>,
+    state: &PeerState,
+    resumed: bool,
+) -> bool {
     if resumed {
         let frame = ServerFrame::Joined {
             peer_id: state.peer.id.clone(),
@@ -617,36 +646,18 @@ async fn joined<S: AsyncRead + AsyncWrite + Unpin>(
             metadata: String::new(),
             resumed: true,
         };
-        ok = conn.feed(&frame).await;
+        if !conn.feed(&frame).await {
+            return false;
+        }
         tracing::debug!(replay = state.unacked.len(), "session resumed");
     }
-    // A fresh join's `joined` is unacked seq 1; a resume replays the rest.
     for u in &state.unacked {
-        if !ok {
-            break;
-        }
         metrics::FRAMES_OUT.inc(&[u.kind]);
-        ok = conn.ws.feed(u.message.clone()).await.is_ok();
-    }
-    ok = ok && conn.ws.flush().await.is_ok();
-    let end = if ok {
-        Box::pin(pump(gw, &mut conn, &mut state, &mut takeover)).await
-    } else {
-        Some(End::Dropped)
-    };
-    match end {
-        None => {} // handed over to another connection
-        Some(End::Over) => gw.resumable.remove(&state.resume_token),
-        Some(End::Dropped) => {
-            // A takeover may have raced with the drop: honour it.
-            if let Ok(reply) = takeover.try_recv() {
-                let _ = reply.send(state);
-                return;
-            }
-            gw.resumable
-                .park(state, Duration::from_millis(gw.limits.resume_grace_ms));
+        if conn.ws.feed(u.message.clone()).await.is_err() {
+            return false;
         }
     }
+    conn.ws.flush().await.is_ok()
 }
 
 /// The joined loop. `None` when the state was handed to another connection.
