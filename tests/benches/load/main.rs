@@ -193,19 +193,19 @@ fn main() -> Result<()> {
             args.finish()?;
             scenarios::startup(&spec, runs)?;
         }
-        "noise" => {
-            let cpus = args.get("cpus", "0,1".to_string())?;
+        "noise" | "noise-probe" => {
             let duration = Duration::from_secs_f64(args.get("duration", 10.0)?);
             let sleep = Duration::from_micros(args.get("sleep-us", 50)?);
-            args.finish()?;
-            noise::noise(&cpus, duration, sleep)?;
-        }
-        "noise-probe" => {
-            let cpu = args.get("cpu", "?".to_string())?;
-            let duration = Duration::from_secs_f64(args.get("duration", 10.0)?);
-            let sleep = Duration::from_micros(args.get("sleep-us", 50)?);
-            args.finish()?;
-            noise::run_probe(&cpu, duration, sleep);
+            if args.command == "noise" {
+                let cpus = args.get("cpus", "0,1".to_string())?;
+                args.finish()?;
+                noise::noise(&cpus, duration, sleep)?;
+            } else {
+                // One core's probe, started pinned by `noise`.
+                let cpu = args.get("cpu", "?".to_string())?;
+                args.finish()?;
+                noise::run_probe(&cpu, duration, sleep);
+            }
         }
         other => bail!("unknown command {other:?}; try `help`"),
     }
