@@ -6,11 +6,10 @@ use roomlet::components::bindings::types::{Grants, Peer};
 use roomlet::components::engine::{self, EngineSettings};
 use roomlet::components::{ComponentSource, FunctionSpec, Limits, Loader, RoomsFunction};
 use roomlet::kv::{KvLimits, KvStore};
-use roomlet::rooms::{Delivery, Rooms, RoomsConfig};
+use roomlet::rooms::{Delivery, Outbox, Rooms, RoomsConfig};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::mpsc;
 
 /// How long any test waits for something that should happen.
 pub const DEADLINE: Duration = Duration::from_secs(10);
@@ -108,11 +107,11 @@ pub fn peer(id: &str) -> Peer {
 }
 
 /// A peer's receiving end.
-pub struct Inbox(pub mpsc::UnboundedReceiver<Delivery>);
+pub struct Inbox(pub roomlet::rooms::Inbox);
 
 /// A fresh outbox/inbox pair.
-pub fn outbox() -> (mpsc::UnboundedSender<Delivery>, Inbox) {
-    let (tx, rx) = mpsc::unbounded_channel();
+pub fn outbox() -> (Outbox, Inbox) {
+    let (tx, rx) = roomlet::rooms::outbox();
     (tx, Inbox(rx))
 }
 

@@ -46,7 +46,7 @@ fn main() {
         );
         let mut inboxes = Vec::new();
         for r in 0..rooms_n {
-            let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+            let (tx, rx) = roomlet::rooms::outbox();
             inboxes.push(rx);
             let peer = Peer {
                 id: format!("p{r}"),

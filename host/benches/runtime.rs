@@ -33,7 +33,7 @@ use roomlet::components::bindings::types::{Grants, Peer, Rejection, RoomMessage,
 use roomlet::components::engine::{self, EngineSettings};
 use roomlet::components::{FunctionSpec, Loader, RoomInstance, RoomsFunction};
 use roomlet::kv::{KvLimits, KvStore};
-use roomlet::rooms::{Delivery, RoomHandle, Rooms, RoomsConfig};
+use roomlet::rooms::{Delivery, Inbox, RoomHandle, Rooms, RoomsConfig, outbox};
 use roomlet_rooms::policy;
 use std::cell::RefCell;
 use std::collections::{BTreeMap, HashMap};
@@ -41,7 +41,6 @@ use std::hint::black_box;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::runtime::Runtime;
-use tokio::sync::mpsc;
 
 /// Room message payload size, as in the issue.
 const PAYLOAD_BYTES: usize = 200;
@@ -292,7 +291,7 @@ fn native_glue(room: &mut policy::Room, host: &NativeHost, m: &RoomMessage) -> V
 struct ActorRoom {
     rooms: Rooms,
     handle: RoomHandle,
-    inboxes: Vec<mpsc::UnboundedReceiver<Delivery>>,
+    inboxes: Vec<Inbox>,
 }
 
 impl ActorRoom {
@@ -307,7 +306,7 @@ impl ActorRoom {
         let mut handle = None;
         let mut inboxes = Vec::new();
         for p in fx.peers.iter() {
-            let (tx, rx) = mpsc::unbounded_channel();
+            let (tx, rx) = outbox();
             let (h, _) = rooms
                 .join("actor-room", p.clone(), tx, true)
                 .await
@@ -322,7 +321,7 @@ impl ActorRoom {
         };
         // Presence events from the joins.
         for rx in &mut room.inboxes {
-            while rx.try_recv().is_ok() {}
+            while rx.try_recv().is_some() {}
         }
         room.round_trip(&fx.message).await;
         room
@@ -713,7 +712,7 @@ fn live_rooms(rt: &Runtime, function: &Arc<RoomsFunction>, n: usize, settings: E
         let p = peer("p0");
         let start = Instant::now();
         for i in 0..n {
-            let (tx, rx) = mpsc::unbounded_channel();
+            let (tx, rx) = outbox();
             let t = Instant::now();
             match rooms
                 .join(&format!("room-{i:06}"), p.clone(), tx, true)

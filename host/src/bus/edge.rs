@@ -43,7 +43,7 @@ struct Proxy {
     /// Local peers, for re-reporting after the room moves.
     local: Mutex<HashMap<String, (Peer, Outbox)>>,
     at: Locations,
-    tx: mpsc::Sender<Command>,
+    tx: mpsc::Sender<Box<Command>>,
 }
 
 /// The gateway's rooms homed elsewhere.
@@ -315,10 +315,10 @@ impl Edge {
 
     /// The proxy's mailbox: frames to the home, in order, waiting out a
     /// re-homing instead of losing them.
-    async fn forward(self: Arc<Self>, proxy: Arc<Proxy>, mut rx: mpsc::Receiver<Command>) {
+    async fn forward(self: Arc<Self>, proxy: Arc<Proxy>, mut rx: mpsc::Receiver<Box<Command>>) {
         let mut route_rx = proxy.route.subscribe();
         while let Some(cmd) = rx.recv().await {
-            let op = match cmd {
+            let op = match *cmd {
                 Command::Leave { peer_id, reason } => {
                     self.forget_local(&proxy, &peer_id);
                     HomeOp::leave(&peer_id, reason)

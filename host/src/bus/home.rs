@@ -23,7 +23,6 @@ use parking_lot::{Mutex, RwLock};
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::mpsc;
 
 /// Peer id → the gateway node holding its socket, per room.
 pub type Locations = Arc<RwLock<HashMap<String, String>>>;
@@ -57,7 +56,7 @@ pub fn forwarder(
     gateway: String,
     at: Locations,
 ) -> Outbox {
-    let (tx, mut rx) = mpsc::unbounded_channel::<Delivery>();
+    let (tx, mut rx) = crate::rooms::outbox();
     let subject = bus.subject("gw", Some(&gateway));
     tokio::spawn(async move {
         while let Some(d) = rx.recv().await {

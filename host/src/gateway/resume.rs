@@ -10,19 +10,19 @@
 use super::codec::{self, Encoding};
 use super::frames::ServerFrame;
 use crate::components::bindings::types::Peer;
-use crate::rooms::{Delivery, LeaveReason, RoomHandle};
+use crate::rooms::{Inbox, LeaveReason, RoomHandle};
 use parking_lot::Mutex;
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::oneshot;
 use tokio_tungstenite::tungstenite::Message;
 
 /// A joined peer's session state.
 pub(crate) struct PeerState {
     pub peer: Arc<Peer>,
     pub room: RoomHandle,
-    pub inbox: mpsc::UnboundedReceiver<Delivery>,
+    pub inbox: Inbox,
     pub resume_token: String,
     /// The session's encoding: `unacked` holds frames encoded with it.
     pub encoding: Encoding,

@@ -18,7 +18,6 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::Message;
@@ -481,7 +480,7 @@ async fn join_inner(
         metadata: identity.metadata,
         grants: identity.grants,
     };
-    let (tx, inbox) = mpsc::unbounded_channel();
+    let (tx, inbox) = crate::rooms::outbox();
     let may_create = peer.grants.contains(Grants::ROOM_CREATE);
     let (handle, joined) = gw
         .join_room(&room, peer.clone(), tx, may_create)
@@ -713,7 +712,7 @@ async fn pump<S: AsyncRead + AsyncWrite + Unpin>(
                     }
                     budget -= 1;
                     if budget > 0 {
-                        next = state.inbox.try_recv().ok();
+                        next = state.inbox.try_recv();
                     }
                 }
                 if conn.ws.flush().await.is_err() {
@@ -838,7 +837,7 @@ fn placeholder(state: &PeerState) -> PeerState {
     PeerState {
         peer: state.peer.clone(),
         room: state.room.clone(),
-        inbox: mpsc::unbounded_channel().1,
+        inbox: crate::rooms::outbox().1,
         resume_token: state.resume_token.clone(),
         encoding: state.encoding,
         next_seq: state.next_seq,

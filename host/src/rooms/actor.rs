@@ -1,6 +1,7 @@
 //! [`RoomActor`]: the task that owns one room.
 
-use super::delivery::{Delivery, LeaveReason, Outbox};
+use super::delivery::{Delivery, LeaveReason};
+use super::inbox::Outbox;
 use super::registry::{JoinError, Joined, RoomShared, RoomStatus, RoomTable, RoomsConfig, forget};
 use crate::components::bindings::room::{Action, CreateCause, Outgoing};
 use crate::components::bindings::types::{Grants, Peer, Rejection, RoomMessage, Signal};
@@ -18,21 +19,21 @@ use tracing::Instrument;
 /// Longest timer a module may set.
 const MAX_TIMER: Duration = Duration::from_secs(24 * 3600);
 
-/// What a room's mailbox carries (a proxy's too). Large payloads are
-/// boxed: the channel's first block holds 32 commands for as long as the
-/// room lives, hibernated or not, so the largest variant sizes every
-/// room's memory.
+/// What a room's mailbox carries (a proxy's too), each command boxed: the
+/// channel's first block holds 32 slots for as long as the room lives,
+/// hibernated or not, and 32 pointers are 256 bytes where 32 commands
+/// were 1.8 KB (BENCHMARKS.md, idle memory with 2 per room).
 #[allow(missing_docs)]
 pub enum Command {
     Join {
-        peer: Box<Peer>,
+        peer: Peer,
         outbox: Outbox,
         reply: oneshot::Sender<Result<Joined, JoinError>>,
     },
     /// A member re-reported by its gateway after the room moved to this
     /// node: added without `on-join` and without announcing it.
     Rejoin {
-        peer: Box<Peer>,
+        peer: Peer,
         outbox: Outbox,
         reply: oneshot::Sender<Joined>,
     },
@@ -41,10 +42,10 @@ pub enum Command {
         reason: LeaveReason,
     },
     Message {
-        message: Box<RoomMessage>,
+        message: RoomMessage,
     },
     Signal {
-        signal: Box<Signal>,
+        signal: Signal,
     },
     Kick {
         peer_id: String,
@@ -89,7 +90,7 @@ pub enum Command {
 
 /// What woke a room's task.
 enum Wake {
-    Command(Command),
+    Command(Box<Command>),
     /// The module's timer.
     Timer,
     /// Quiet for `hibernate_after`.
@@ -116,8 +117,10 @@ pub(super) struct RoomActor {
     config: Arc<RoomsConfig>,
     table: RoomTable,
     members: Vec<Member>,
-    /// `members` as `membership.peers` returns them; rebuilt on change.
-    peers: Arc<Vec<Peer>>,
+    /// `members` as `membership.peers` returns them: built when a call
+    /// needs them, dropped on change and while hibernated (a copy of every
+    /// peer that a sleeping room need not hold).
+    peers: Option<Arc<Vec<Peer>>>,
     metadata: Arc<str>,
     /// Boxed: a hibernated room holds only the pointer's worth.
     instance: Option<Box<RoomInstance>>,
@@ -145,7 +148,7 @@ impl RoomActor {
             config,
             table,
             members: Vec::new(),
-            peers: Arc::default(),
+            peers: None,
             metadata: "".into(),
             instance: None,
             snapshot: None,
@@ -162,7 +165,7 @@ impl RoomActor {
     /// room's task for as long as it lives.
     pub(super) fn run(
         mut self,
-        mut rx: mpsc::Receiver<Command>,
+        mut rx: mpsc::Receiver<Box<Command>>,
     ) -> impl Future<Output = ()> + Send {
         let span = tracing::info_span!("room", room = %self.name);
         async move {
@@ -216,10 +219,10 @@ impl RoomActor {
         match wake {
             Wake::Command(cmd) => {
                 // Looking at a room does not keep it awake.
-                if !matches!(cmd, Command::Status { .. }) {
+                if !matches!(*cmd, Command::Status { .. }) {
                     self.last_activity = Instant::now();
                 }
-                self.handle(cmd).await;
+                self.handle(*cmd).await;
             }
             Wake::Timer => {
                 self.timer = None;
@@ -246,7 +249,7 @@ impl RoomActor {
                 outbox,
                 reply,
             } => {
-                let r = self.join(*peer, outbox).await;
+                let r = self.join(peer, outbox).await;
                 let _ = reply.send(r);
             }
             Command::Rejoin {
@@ -254,7 +257,7 @@ impl RoomActor {
                 outbox,
                 reply,
             } => {
-                let _ = reply.send(self.rejoin(*peer, outbox));
+                let _ = reply.send(self.rejoin(peer, outbox));
             }
             Command::Leave { peer_id, reason } => self.leave(&peer_id, reason, true).await,
             Command::Message { message } => {
@@ -274,7 +277,7 @@ impl RoomActor {
                         let rejected = actions.iter().any(|a| matches!(a, Action::Reject(_)));
                         self.apply(actions, Some(&sender)).await;
                         if !rejected {
-                            self.deliver_signal(*signal);
+                            self.deliver_signal(signal);
                         }
                     }
                     Err(e) => self.module_error(&sender, &e),
@@ -474,8 +477,18 @@ impl RoomActor {
         self.broadcast(&Delivery::Metadata(self.metadata.clone()), None);
     }
 
+    /// The membership changed: the module's copy is rebuilt on next use.
     fn refresh_peers(&mut self) {
-        self.peers = Arc::new(self.members.iter().map(|m| (*m.peer).clone()).collect());
+        self.peers = None;
+    }
+
+    /// The members as the module sees them.
+    fn peers(&mut self) -> Arc<Vec<Peer>> {
+        self.peers
+            .get_or_insert_with(|| {
+                Arc::new(self.members.iter().map(|m| (*m.peer).clone()).collect())
+            })
+            .clone()
     }
 
     fn broadcast(&self, delivery: &Delivery, except: Option<&[String]>) {
@@ -558,10 +571,11 @@ impl RoomActor {
         if self.instance.is_none() {
             self.revive().await?;
         }
+        let peers = self.peers();
         let Some(instance) = self.instance.as_mut() else {
             return Err(CallError::Instantiate("no instance".into()));
         };
-        instance.set_peers(self.peers.clone());
+        instance.set_peers(peers);
         match f(instance).await {
             Ok(r) => {
                 self.commit().await;
@@ -578,9 +592,10 @@ impl RoomActor {
     /// A new instance: restored from the hibernation snapshot, or created
     /// (fresh the first time, recovered after a trap).
     async fn revive(&mut self) -> Result<(), CallError> {
+        let peers = self.peers();
         let mut instance = self
             .function
-            .instantiate(self.name.clone(), self.peers.clone())
+            .instantiate(self.name.clone(), peers)
             .await
             .inspect_err(|e| tracing::warn!(error = %e, "cannot instantiate room"))?;
         let restored = match self.take_snapshot() {
@@ -691,9 +706,10 @@ impl RoomActor {
             }
             None => None,
         };
+        let peers = self.peers();
         let snapshot = carried.as_ref().or(self.snapshot.as_ref());
         let mut new = function
-            .instantiate(self.name.clone(), self.peers.clone())
+            .instantiate(self.name.clone(), peers)
             .await
             .map_err(|e| format!("new version failed to instantiate: {e}"))?;
         let settings = match snapshot {
@@ -757,6 +773,7 @@ impl RoomActor {
             Err(e) => Err(e),
         };
         self.instance = None;
+        self.peers = None;
         match state {
             Ok((version, state)) => {
                 tracing::debug!(bytes = state.len(), "room hibernated");

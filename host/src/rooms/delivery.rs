@@ -1,12 +1,8 @@
 //! What a room sends to its peers' sessions.
 
 use std::sync::Arc;
-use tokio::sync::mpsc;
 
 use crate::components::bindings::types::{Peer, SignalKind};
-
-/// Where a peer's deliveries go: its gateway session.
-pub type Outbox = mpsc::UnboundedSender<Delivery>;
 
 /// Why a peer left.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -65,9 +61,8 @@ pub enum Delivery {
     },
     /// Something this peer sent was refused.
     ///
-    /// `Box<str>`, not `String`: this is the largest variant, and every
-    /// session's inbox sets aside 32 slots of the largest variant at once
-    /// (40 bytes each instead of 56; BENCHMARKS.md, idle memory).
+    /// `Box<str>`, not `String`: this is the largest variant, so it sizes
+    /// every queued delivery (40 bytes instead of 56).
     Error {
         /// Stable code.
         code: Box<str>,
@@ -92,9 +87,9 @@ pub enum Delivery {
 mod tests {
     use super::Delivery;
 
-    /// Every session's inbox allocates its slots 32 at a time, sized by
-    /// the largest variant: a new variant that grows `Delivery` costs every
-    /// idle connection 32 times its growth. Box what does not fit.
+    /// A broadcast queues one delivery per peer, sized by the largest
+    /// variant: a new variant that grows `Delivery` costs every queued
+    /// delivery its growth. Box what does not fit.
     #[test]
     fn a_delivery_stays_five_words() {
         assert!(

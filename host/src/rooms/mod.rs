@@ -7,8 +7,10 @@
 
 mod actor;
 mod delivery;
+mod inbox;
 mod registry;
 
 pub use actor::Command;
-pub use delivery::{Delivery, LeaveReason, Outbox};
+pub use delivery::{Delivery, LeaveReason};
+pub use inbox::{Gone, Inbox, Outbox, outbox};
 pub use registry::{JoinError, Joined, RoomHandle, RoomShared, RoomStatus, Rooms, RoomsConfig};

@@ -2,7 +2,8 @@
 //! into one room's mailbox.
 
 use super::actor::{Command, RoomActor};
-use super::delivery::{LeaveReason, Outbox};
+use super::delivery::LeaveReason;
+use super::inbox::Outbox;
 use crate::components::RoomsFunction;
 use crate::components::bindings::types::{Grants, Peer, Rejection, RoomMessage, Signal};
 use parking_lot::{Mutex, RwLock};
@@ -157,7 +158,7 @@ impl RoomShared {
 #[derive(Debug, Clone)]
 pub struct RoomHandle {
     name: Arc<str>,
-    tx: mpsc::Sender<Command>,
+    tx: mpsc::Sender<Box<Command>>,
     shared: Arc<RoomShared>,
 }
 
@@ -173,7 +174,7 @@ impl RoomHandle {
     }
 
     async fn send(&self, cmd: Command) -> bool {
-        self.tx.send(cmd).await.is_ok()
+        self.tx.send(Box::new(cmd)).await.is_ok()
     }
 
     /// Asks the room to admit `peer`, whose deliveries go to `outbox`.
@@ -182,7 +183,7 @@ impl RoomHandle {
         let (reply, rx) = oneshot::channel();
         if !self
             .send(Command::Join {
-                peer: Box::new(peer),
+                peer,
                 outbox,
                 reply,
             })
@@ -213,7 +214,7 @@ impl RoomHandle {
         let (reply, rx) = oneshot::channel();
         if !self
             .send(Command::Rejoin {
-                peer: Box::new(peer),
+                peer,
                 outbox,
                 reply,
             })
@@ -226,7 +227,7 @@ impl RoomHandle {
 
     /// A room proxy: commands sent to it go to `tx` (a task that forwards
     /// them to the room's home on another node).
-    pub fn proxy(name: Arc<str>, tx: mpsc::Sender<Command>, shared: Arc<RoomShared>) -> Self {
+    pub fn proxy(name: Arc<str>, tx: mpsc::Sender<Box<Command>>, shared: Arc<RoomShared>) -> Self {
         Self { name, tx, shared }
     }
 
@@ -241,18 +242,12 @@ impl RoomHandle {
 
     /// A room message from a peer.
     pub async fn message(&self, message: RoomMessage) {
-        self.send(Command::Message {
-            message: Box::new(message),
-        })
-        .await;
+        self.send(Command::Message { message }).await;
     }
 
     /// A signal, when the module observes signals.
     pub async fn signal(&self, signal: Signal) {
-        self.send(Command::Signal {
-            signal: Box::new(signal),
-        })
-        .await;
+        self.send(Command::Signal { signal }).await;
     }
 
     /// A room admin removes a peer.
