@@ -110,7 +110,7 @@ impl Inbox {
     }
 
     /// [`Inbox::recv`] as a poll.
-    pub fn poll_recv(&mut self, cx: &mut Context<'_>) -> Poll<Option<Delivery>> {
+    fn poll_recv(&mut self, cx: &mut Context<'_>) -> Poll<Option<Delivery>> {
         let mut q = self.0.lock();
         if let Some(d) = q.pop() {
             return Poll::Ready(Some(d));

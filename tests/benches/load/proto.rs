@@ -156,8 +156,17 @@ async fn connect_from(server: SocketAddr, source: Option<IpAddr>) -> Result<TcpS
 }
 
 /// The text of one timed frame from a peer to `to` (ignored for broadcast).
-pub fn frame(kind: Kind, what: FrameKind, to: &str, pad: &str) -> String {
-    let body = format!(r#"{{"lt":{},"lk":{},"p":"{pad}"}}"#, now_ns(), what as u8);
+///
+/// `lt` is when the frame was built; `ld`, at a fixed rate, when the
+/// schedule said it was due (the two differ by the sending thread's own
+/// lateness, which a latency measured from `lt` leaves out).
+pub fn frame(kind: Kind, what: FrameKind, to: &str, pad: &str, due: Option<u64>) -> String {
+    let due = due.map_or(String::new(), |d| format!(r#""ld":{d},"#));
+    let body = format!(
+        r#"{{"lt":{},{due}"lk":{},"p":"{pad}"}}"#,
+        now_ns(),
+        what as u8
+    );
     match (kind, what) {
         (Kind::Roomlet, FrameKind::Signal) => {
             format!(r#"{{"type":"signal","to":"{to}","kind":"candidate","payload":{body}}}"#)

@@ -58,6 +58,12 @@ pub struct Report {
     pub latency: [f64; 4],
     /// Same, per frame kind (absent when the kind was not sent).
     pub by_kind: Vec<(&'static str, u64, [f64; 4])>,
+    /// At a fixed rate: latency from when each frame was due by the
+    /// schedule, not from when the sending thread built it. This counts
+    /// the generator's own late wake-ups as latency (no coordinated
+    /// omission), so it bounds the server's latency from above as the
+    /// `latency` figures bound it from below.
+    pub scheduled: Option<[f64; 4]>,
     /// Error frames by code, over the whole run.
     pub errors: BTreeMap<String, u64>,
     /// Connections closed by the server.
@@ -126,6 +132,8 @@ struct Shared {
     delivered_window: AtomicU64,
     closed: AtomicU64,
     latencies: Mutex<[Vec<u64>; 3]>,
+    /// Fixed rate: latencies from the due time, all kinds.
+    scheduled: Mutex<Vec<u64>>,
     /// Send stamps of the slow deliveries.
     slow: Mutex<Vec<u64>>,
     errors: Mutex<BTreeMap<String, u64>>,
@@ -198,6 +206,7 @@ pub async fn run(server: Arc<Server>, w: &Workload) -> Result<Report> {
         delivered_window: AtomicU64::new(0),
         closed: AtomicU64::new(0),
         latencies: Mutex::new(Default::default()),
+        scheduled: Mutex::new(Vec::new()),
         slow: Mutex::new(Vec::new()),
         errors: Mutex::new(BTreeMap::new()),
     });
@@ -286,6 +295,7 @@ pub async fn run(server: Arc<Server>, w: &Workload) -> Result<Report> {
             by_kind.push((k.name(), v.len() as u64, percentiles(v)));
         }
     }
+    let mut scheduled = std::mem::take(&mut *shared.scheduled.lock().expect("scheduled"));
     let cpu = |a: Option<ProcSample>, b: Option<ProcSample>| Some(b?.cpu - a?.cpu);
     let server_cpu = cpu(s0, s1);
     Ok(Report {
@@ -293,6 +303,7 @@ pub async fn run(server: Arc<Server>, w: &Workload) -> Result<Report> {
         delivered_per_s: delivered_window / elapsed,
         latency: percentiles(&mut all),
         by_kind,
+        scheduled: (!scheduled.is_empty()).then(|| percentiles(&mut scheduled)),
         errors: shared.errors.lock().expect("errors").clone(),
         closed: shared.closed.load(Relaxed),
         lost: shared.expected.load(Relaxed) as i64 - shared.delivered.load(Relaxed) as i64,
@@ -340,11 +351,12 @@ impl SendCtx {
         }
     }
 
-    /// Sends one frame of kind `k` from a random peer of room `r`.
-    fn send(&self, rng: &mut Rng, r: usize, k: FrameKind) {
+    /// Sends one frame of kind `k` from a random peer of room `r`; `due`
+    /// is its place in a fixed-rate schedule ([`proto::now_ns`] time).
+    fn send(&self, rng: &mut Rng, r: usize, k: FrameKind, due: Option<u64>) {
         let from = rng.below(self.peers);
         let to = (from + 1 + rng.below(self.peers - 1)) % self.peers;
-        let text = proto::frame(self.kind, k, &self.ids[r][to], &self.pad);
+        let text = proto::frame(self.kind, k, &self.ids[r][to], &self.pad, due);
         let s = &self.shared;
         if self.writers[r * self.peers + from]
             .send(Message::text(text))
@@ -370,6 +382,7 @@ fn fixed_rate(ctx: Arc<SendCtx>, rate: f64, tick: Duration) {
     let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
     let rooms = ctx.ids.len();
     let start = Instant::now();
+    let start_ns = proto::now_ns();
     let mut n: u64 = 0;
     while !ctx.shared.stop.load(Relaxed) {
         std::thread::sleep(tick);
@@ -377,7 +390,8 @@ fn fixed_rate(ctx: Arc<SendCtx>, rate: f64, tick: Duration) {
         while n < due {
             let k = ctx.kinds[rng.below(ctx.kinds.len())];
             let r = rng.below(rooms);
-            ctx.send(&mut rng, r, k);
+            let at = start_ns + (n as f64 * 1e9 / rate) as u64;
+            ctx.send(&mut rng, r, k, Some(at));
             n += 1;
         }
     }
@@ -399,7 +413,7 @@ async fn max_rate(ctx: Arc<SendCtx>, r: usize, window: Arc<Semaphore>) {
                 continue;
             }
         }
-        ctx.send(&mut rng, r, k);
+        ctx.send(&mut rng, r, k, None);
         // Let the readers run between sends on this one-core generator.
         tokio::task::yield_now().await;
     }
@@ -436,13 +450,19 @@ async fn read_loop(
             Ok(_) => continue,
         };
         if let Some(stamp) = proto::scan(&text, r#""lt":"#) {
-            let latency = proto::now_ns().saturating_sub(stamp);
+            let now = proto::now_ns();
+            let latency = now.saturating_sub(stamp);
             shared.delivered.fetch_add(1, Relaxed);
             if shared.measuring.load(Relaxed) {
                 shared.delivered_window.fetch_add(1, Relaxed);
                 let k = proto::scan(&text, r#""lk":"#).unwrap_or(0).min(2) as usize;
                 if let Ok(mut l) = shared.latencies.lock() {
                     l[k].push(latency);
+                }
+                if let Some(due) = proto::scan(&text, r#""ld":"#)
+                    && let Ok(mut l) = shared.scheduled.lock()
+                {
+                    l.push(now.saturating_sub(due));
                 }
                 if latency >= SLOW.as_nanos() as u64
                     && let Ok(mut s) = shared.slow.lock()
@@ -500,6 +520,11 @@ pub fn print(label: &str, w: &Workload, r: &Report) {
             "   latency {k} ({n}): p50 {p50:.0} µs, p99 {p99:.0} µs, p99.9 {p999:.0} µs, max {max:.0} µs"
         );
     }
+    if let Some([p50, p99, p999, max]) = r.scheduled {
+        println!(
+            "   latency from schedule (counts the generator's late sends): p50 {p50:.0} µs, p99 {p99:.0} µs, p99.9 {p999:.0} µs, max {max:.0} µs"
+        );
+    }
     let s = &r.slow;
     let worst: Vec<String> = s
         .worst
@@ -526,8 +551,11 @@ pub fn print(label: &str, w: &Workload, r: &Report) {
         opt(r.server_cpu_per_frame_us, "µs"),
         opt(r.gen_cpu_util.map(|c| c * 100.0), "%"),
     );
+    let sched = r.scheduled.map_or(String::new(), |[p50, p99, _, _]| {
+        format!(" sched_p50_us={p50:.0} sched_p99_us={p99:.0}")
+    });
     println!(
-        "RESULT label={label} delivered_per_s={:.0} p50_us={p50:.0} p99_us={p99:.0} p999_us={p999:.0} cpu_us_per_frame={} errors={} lost={}",
+        "RESULT label={label} delivered_per_s={:.0} p50_us={p50:.0} p99_us={p99:.0} p999_us={p999:.0}{sched} cpu_us_per_frame={} errors={} lost={}",
         r.delivered_per_s,
         r.server_cpu_per_frame_us
             .map_or("n/a".into(), |v| format!("{v:.2}")),
