@@ -381,12 +381,11 @@ impl SendCtx {
 fn fixed_rate(ctx: Arc<SendCtx>, rate: f64, tick: Duration) {
     let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
     let rooms = ctx.ids.len();
-    let start = Instant::now();
     let start_ns = proto::now_ns();
     let mut n: u64 = 0;
     while !ctx.shared.stop.load(Relaxed) {
         std::thread::sleep(tick);
-        let due = (start.elapsed().as_secs_f64() * rate) as u64;
+        let due = ((proto::now_ns() - start_ns) as f64 * rate / 1e9) as u64;
         while n < due {
             let k = ctx.kinds[rng.below(ctx.kinds.len())];
             let r = rng.below(rooms);
