@@ -275,6 +275,23 @@ impl Node {
             .sum()
     }
 
+    /// Waits until the series `name{...labels}` satisfies `ok`.
+    async fn until_metric(&self, name: &str, labels: &[&str], ok: impl Fn(f64) -> bool) {
+        let deadline = Instant::now() + DEADLINE;
+        loop {
+            let v = self.metric(name, labels).await;
+            if ok(v) {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{name}{labels:?} stayed at {v}: {}",
+                self.log()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     async fn ready(&self) -> u16 {
         http(self.public, "GET", "/readyz", None, b"").await.0
     }
@@ -691,6 +708,11 @@ async fn a_nats_restart_is_survived() {
         .await
         .expect("message during the outage");
     assert_eq!(m["data"]["text"], "during outage");
+    // Its kv write (the chat history) could not reach JetStream.
+    node.until_metric("roomlet_kv_unreplicated_keys_total", &["deferred"], |v| {
+        v >= 1.0
+    })
+    .await;
 
     nats.spawn();
     let deadline = Instant::now() + DEADLINE;
@@ -702,6 +724,12 @@ async fn a_nats_restart_is_survived() {
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    // The room's kv write made during the outage reaches JetStream on
+    // its own (no later write of the room carries it).
+    node.until_metric("roomlet_kv_unreplicated_keys_total", &["replayed"], |v| {
+        v >= 1.0
+    })
+    .await;
     a.send(message(json!({"text": "after"}))).await;
     let m = next_of(&mut b, "message", DEADLINE)
         .await
@@ -709,4 +737,137 @@ async fn a_nats_restart_is_survived() {
     assert_eq!(m["data"]["text"], "after");
     let (_c, jc) = join(&node, "r", "carol").await;
     assert_eq!(jc["peers"].as_array().map(Vec::len), Some(2), "{jc}");
+
+    // The node drains; the room's next home loads its kv from JetStream,
+    // the message sent during the outage included.
+    let mut node = node;
+    let next = Node::start(&url, "restart", "solo-2", "a", "auth,rooms,relay");
+    assert_eq!(next.ready().await, 200);
+    node.signal("TERM");
+    assert_eq!(node.child_exit(DEADLINE), Some(0), "{}", node.log());
+    let (mut d, _) = join(&next, "r", "dave").await;
+    let hist = next_of(&mut d, "message", DEADLINE).await.expect("history");
+    let texts = history(&hist);
+    assert!(
+        texts.iter().any(|t| t == "during outage") && texts.iter().any(|t| t == "after"),
+        "{hist}"
+    );
+}
+
+/// Bytes that are not the message a subject expects: empty, a byte
+/// MessagePack never uses, a truncated array, a map of the wrong shape,
+/// and an auth request whose token is right but whose address is a
+/// number (the decoder's message would quote the token; the log must not).
+fn garbage() -> Vec<Vec<u8>> {
+    let wrong_shape = rmp_serde::to_vec_named(&json!({"room": 7, "op": "nope"})).expect("encodes");
+    let near_miss = rmp_serde::to_vec_named(&json!({
+        "token": "tok-SECRET-on-the-bus",
+        "room": "class",
+        "client_addr": 1234,
+        "region": "a",
+        "headers": [],
+    }))
+    .expect("encodes");
+    vec![vec![], vec![0xc1], vec![0x92, 0x01], wrong_shape, near_miss]
+}
+
+/// Waits until `node`'s `roomlet_bus_malformed_total{subject}` is `n`.
+async fn until_malformed(node: &Node, subject: &str, n: f64) {
+    let label = format!("subject=\"{subject}\"");
+    node.until_metric("roomlet_bus_malformed_total", &[&label], |v| v == n)
+        .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_bus_messages_are_refused_counted_and_harm_no_one() {
+    let Some(bin) = nats_server() else { return };
+    let nats = Nats::start(bin, None);
+    let url = nats.url();
+    let p = "hostile";
+    let auth = Node::start(&url, p, "auth-1", "a", "auth");
+    let rooms = Node::start(&url, p, "rooms-1", "a", "rooms");
+    let gw = Node::start(&url, p, "gw-1", "a", "relay");
+    assert_eq!(rooms.ready().await, 200);
+    assert_eq!(gw.ready().await, 200);
+    let (mut a, ja) = join(&gw, "class", "alice").await;
+    next_of(&mut a, "message", DEADLINE).await.expect("history");
+    let (mut b, jb) = join(&gw, "class", "bob").await;
+    next_of(&mut b, "message", DEADLINE).await.expect("history");
+    let a_id = ja["peerId"].as_str().expect("peer id").to_owned();
+    let b_id = jb["peerId"].as_str().expect("peer id").to_owned();
+
+    let bus = async_nats::connect(url.as_str()).await.expect("connects");
+    let n = garbage().len() as f64;
+    for g in garbage() {
+        // Requests get an answer that says no, in the wire's own terms.
+        let r = bus
+            .request(format!("{p}.auth"), g.clone().into())
+            .await
+            .expect("the auth node answers");
+        assert!(
+            matches!(
+                rmp_serde::from_slice(&r.payload),
+                Ok(roomlet::bus::wire::WireAuthReply::Failed)
+            ),
+            "auth answered {:?}",
+            r.payload
+        );
+        let r = bus
+            .request(format!("{p}.join.rooms-1"), g.clone().into())
+            .await
+            .expect("the rooms node answers");
+        match rmp_serde::from_slice(&r.payload) {
+            Ok(roomlet::bus::wire::JoinReply::Refused { code, .. }) => {
+                assert_eq!(code, "bad-frame")
+            }
+            other => panic!("join answered {other:?}"),
+        }
+        // One-way messages are dropped.
+        for subject in [format!("{p}.home.rooms-1"), format!("{p}.gw.gw-1")] {
+            bus.publish(subject, g.clone().into())
+                .await
+                .expect("publishes");
+        }
+    }
+    bus.flush().await.expect("flushes");
+    until_malformed(&auth, "auth", n).await;
+    until_malformed(&rooms, "join", n).await;
+    until_malformed(&rooms, "home", n).await;
+    until_malformed(&gw, "gw", n).await;
+
+    // The room and its sessions carry on, and a newcomer gets in.
+    a.send(json!({"type": "signal", "to": b_id, "kind": "offer", "payload": {"sdp": "v=0"}}))
+        .await;
+    let s = next_of(&mut b, "signal", DEADLINE).await.expect("signal");
+    assert_eq!(s["from"], a_id.as_str());
+    let (mut c, jc) = join(&gw, "class", "carol").await;
+    assert_eq!(jc["peers"].as_array().map(Vec::len), Some(2), "{jc}");
+    c.send(message(json!({"text": "still here"}))).await;
+    assert_eq!(next_text(&mut a).await, "still here");
+    for node in [&auth, &rooms, &gw] {
+        let log = node.log();
+        assert!(log.contains("malformed message on the bus"), "{log}");
+        assert!(!log.contains("SECRET"), "a token reached the log: {log}");
+        assert!(!log.contains("panicked"), "{log}");
+    }
+
+    // A gateway whose auth answer is garbage refuses the join clearly.
+    let forged = Node::start(&url, "forged", "gw-2", "a", "rooms,relay");
+    assert_eq!(forged.ready().await, 200);
+    let mut answers = bus.subscribe("forged.auth").await.expect("subscribes");
+    let liar = bus.clone();
+    tokio::spawn(async move {
+        use futures_util::StreamExt;
+        while let Some(m) = answers.next().await {
+            if let Some(reply) = m.reply {
+                let _ = liar.publish(reply, vec![0xc1].into()).await;
+            }
+        }
+    });
+    let mut d = Client::connect(&forged.ws(), Wire::Json).await;
+    d.send(json!({"type": "join", "room": "class", "token": token("class", "dave", false)}))
+        .await;
+    let e = next_of(&mut d, "error", DEADLINE).await.expect("an error");
+    assert_eq!(e["code"], "internal", "{e}");
+    until_malformed(&forged, "auth-reply", 1.0).await;
 }

@@ -238,6 +238,20 @@ pub static FENCED: Counter = Counter::new(
     "Frames refused by a node that is no longer the room's home.",
     &[],
 );
+/// Bus messages that did not decode. Nodes trust each other, so any
+/// count here means a version skew or something else on the prefix.
+pub static BUS_MALFORMED: Counter = Counter::new(
+    "roomlet_bus_malformed_total",
+    "Bus messages that did not decode and were dropped or refused, by subject kind (auth, auth-reply, join, join-reply, home, gw, snapshot).",
+    &["subject"],
+);
+/// Room kv keys whose commit did not reach JetStream, and what became
+/// of them.
+pub static KV_UNREPLICATED: Counter = Counter::new(
+    "roomlet_kv_unreplicated_keys_total",
+    "Room kv keys whose commit did not reach JetStream (deferred), later sent at their current value (replayed), or given up because the room left this node first (dropped).",
+    &["result"],
+);
 /// Frames received, by type.
 pub static FRAMES_IN: Counter = Counter::new(
     "roomlet_frames_in_total",
@@ -504,6 +518,8 @@ pub fn render(sampled: &Sampled) -> String {
         &WEBHOOK_RETRIES,
         &REHOMES,
         &FENCED,
+        &BUS_MALFORMED,
+        &KV_UNREPLICATED,
     ] {
         let _ = writeln!(
             out,

@@ -30,7 +30,7 @@ pub async fn serve(bus: Arc<Bus>, gateway: Arc<Gateway>) -> Result<(), super::Bu
             let bus = bus.clone();
             let gateway = gateway.clone();
             tokio::spawn(async move {
-                let answer = match wire::decode::<WireAuthRequest>(&msg.payload) {
+                let answer = match wire::decode::<WireAuthRequest>("auth", &msg.payload) {
                     Some(req) => {
                         let req: AuthRequest = req.into();
                         match gateway.auth().authenticate(&req).await {
@@ -41,10 +41,7 @@ pub async fn serve(bus: Arc<Bus>, gateway: Arc<Gateway>) -> Result<(), super::Bu
                             }
                         }
                     }
-                    None => {
-                        tracing::warn!("malformed auth request on the bus");
-                        WireAuthReply::Failed
-                    }
+                    None => WireAuthReply::Failed,
                 };
                 let _ = bus.client().publish(reply, wire::encode(&answer)).await;
             });
@@ -66,7 +63,7 @@ pub async fn authenticate(
         .await
         .map_err(|e| format!("auth request over the bus: {e}"))?;
     crate::metrics::BUS_SECONDS.observe(&[], started.elapsed().as_secs_f64());
-    wire::decode::<WireAuthReply>(&msg.payload)
+    wire::decode::<WireAuthReply>("auth-reply", &msg.payload)
         .and_then(WireAuthReply::into_result)
         .ok_or_else(|| "the auth node failed".to_string())
 }

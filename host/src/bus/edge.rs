@@ -87,9 +87,8 @@ impl Edge {
         let e = edge.clone();
         tokio::spawn(async move {
             while let Some(msg) = sub.next().await {
-                match wire::decode::<ToGateway>(&msg.payload) {
-                    Some(m) => e.deliver(m),
-                    None => tracing::warn!("malformed delivery on the bus"),
+                if let Some(m) = wire::decode::<ToGateway>("gw", &msg.payload) {
+                    e.deliver(m);
                 }
             }
         });
@@ -216,7 +215,7 @@ impl Edge {
                     &format!("the room's home did not answer: {e}"),
                 )
             })?;
-        wire::decode::<JoinReply>(&msg.payload)
+        wire::decode::<JoinReply>("join-reply", &msg.payload)
             .ok_or_else(|| rejected("unavailable", "malformed answer from the room's home"))
     }
 

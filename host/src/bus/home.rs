@@ -136,7 +136,7 @@ impl Home {
                     let Some(reply_to) = msg.reply.clone() else {
                         return;
                     };
-                    let reply = match wire::decode::<JoinRequest>(&msg.payload) {
+                    let reply = match wire::decode::<JoinRequest>("join", &msg.payload) {
                         Some(req) => h.join_remote(req).await,
                         None => JoinReply::Refused {
                             code: "bad-frame".into(),
@@ -151,9 +151,8 @@ impl Home {
         tokio::spawn(async move {
             // One task: frames from one gateway keep their order.
             while let Some(msg) = frames.next().await {
-                match wire::decode::<ToHome>(&msg.payload) {
-                    Some(m) => h.frame(m).await,
-                    None => tracing::warn!("malformed room frame on the bus"),
+                if let Some(m) = wire::decode::<ToHome>("home", &msg.payload) {
+                    h.frame(m).await;
                 }
             }
         });
@@ -337,6 +336,9 @@ impl Home {
                 &format!("loading the room's state failed: {e}"),
             )
         })?;
+        // Anything this node failed to send for the room earlier is older
+        // than what JetStream now holds for it.
+        self.forget_unreplicated(&req.room);
         let kv = self.local_kv.clone();
         let room = req.room.clone();
         let loaded = tokio::task::spawn_blocking(move || kv.replace_room(&room, &entries)).await;
@@ -474,13 +476,68 @@ impl Home {
             });
             for h in lost {
                 tracing::warn!(room = %h.name(), "bus lease lost: no longer this room's home");
+                self.forget_unreplicated(h.name());
                 h.close(MOVED).await;
             }
             for (room, rev) in ended {
+                // Its last writes reach JetStream before another node may
+                // claim it, or never.
+                self.catch_up(&room).await;
                 if let Err(e) = self.bus.directory.release(&room, rev).await {
                     tracing::debug!(%room, error = %e, "releasing the directory entry failed");
                 }
             }
+            if self.bus.is_ready() {
+                for room in self.local_kv.unreplicated_rooms() {
+                    if self.holds_now(&room) {
+                        self.catch_up(&room).await;
+                    } else {
+                        self.forget_unreplicated(&room);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Whether this node is `room`'s home in the current lease.
+    fn holds_now(&self, room: &str) -> bool {
+        let epoch = self.bus.lease_epoch();
+        self.bus.lease_valid() && self.held.lock().get(room).is_some_and(|h| h.epoch == epoch)
+    }
+
+    /// Sends JetStream the room's kv writes it missed while NATS was away.
+    /// Failing that, they are given up: the room is leaving this node.
+    async fn catch_up(&self, room: &str) {
+        if !self.local_kv.is_behind(room) {
+            return;
+        }
+        let kv = self.local_kv.clone();
+        let r = room.to_owned();
+        match tokio::task::spawn_blocking(move || kv.replay(&r)).await {
+            Ok(Ok(n)) if n > 0 => tracing::info!(
+                room,
+                keys = n,
+                "kv writes made while NATS was away sent to JetStream"
+            ),
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => {
+                tracing::warn!(room, error = %e, "sending missed kv writes to JetStream failed");
+                if !self.holds_now(room) {
+                    self.forget_unreplicated(room);
+                }
+            }
+            Err(e) => tracing::error!(room, error = %e, "kv replay task failed"),
+        }
+    }
+
+    fn forget_unreplicated(&self, room: &str) {
+        let n = self.local_kv.forget_unreplicated(room);
+        if n > 0 {
+            tracing::warn!(
+                room,
+                keys = n,
+                "kv writes that never reached JetStream are lost: the room left this node"
+            );
         }
     }
 
@@ -493,6 +550,8 @@ impl Home {
         self.bus.announce_draining(info).await;
         let held: Vec<(String, Held)> = self.held.lock().drain().collect();
         for (room, h) in held {
+            self.catch_up(&room).await;
+            self.forget_unreplicated(&room);
             if let Some((version, state)) = h.handle.take_snapshot().await
                 && let Err(e) = self.replica.put_snapshot(&room, &version, &state).await
             {

@@ -114,7 +114,7 @@ impl JetStreamKv {
             return Ok(None);
         };
         self.store.purge(&key).await.map_err(|e| e.to_string())?;
-        Ok(rmp_serde::from_slice(&body).ok())
+        Ok(super::wire::decode("snapshot", &body))
     }
 }
 

@@ -19,9 +19,21 @@ pub fn encode<T: Serialize>(v: &T) -> bytes::Bytes {
     rmp_serde::to_vec_named(v).unwrap_or_default().into()
 }
 
-/// Decodes a bus message; `None` (logged by the caller) when malformed.
-pub fn decode<'a, T: Deserialize<'a>>(b: &'a [u8]) -> Option<T> {
-    rmp_serde::from_slice(b).ok()
+/// Decodes a bus message arriving on a `subject` kind (`auth`, `join`,
+/// ...); `None` when malformed, counted in `roomlet_bus_malformed_total`
+/// and logged. The decoder's own message stays out of the log: serde
+/// quotes the offending value, which in an auth request is the token.
+pub fn decode<'a, T: Deserialize<'a>>(subject: &'static str, b: &'a [u8]) -> Option<T> {
+    let v = rmp_serde::from_slice(b).ok();
+    if v.is_none() {
+        crate::metrics::BUS_MALFORMED.inc(&[subject]);
+        tracing::warn!(
+            subject,
+            bytes = b.len(),
+            "malformed message on the bus, dropped"
+        );
+    }
+    v
 }
 
 /// A peer on the bus.

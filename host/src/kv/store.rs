@@ -1,6 +1,7 @@
 //! [`KvStore`]: redb on disk (or in memory for tests and benchmarks).
 
 use redb::{ReadableDatabase, TableDefinition};
+use std::collections::{BTreeSet, HashMap};
 use std::path::Path;
 
 /// (room, key) → value.
@@ -50,9 +51,25 @@ pub trait KvReplica: Send + Sync {
     fn commit(&self, room: &str, writes: &[(&str, Option<&[u8]>)]) -> Result<(), String>;
 }
 
+/// Keys with their committed values (`None`: deleted).
+type Current<'k> = Vec<(&'k str, Option<Vec<u8>>)>;
+
+/// How many locks a room's replica writes are spread over.
+const STRIPES: usize = 16;
+
 /// The node's room key-value store.
 pub struct KvStore {
     replica: parking_lot::RwLock<Option<std::sync::Arc<dyn KvReplica>>>,
+    /// Keys whose last commit did not reach the replica (NATS was away),
+    /// by room. The room's next commit or [`KvStore::replay`] sends their
+    /// current values, so the replica catches up instead of keeping a
+    /// stale value until the key is next written.
+    unreplicated: parking_lot::Mutex<HashMap<String, BTreeSet<String>>>,
+    /// A room's replica writes (its commits and its replays) never
+    /// interleave: a replay reading a value while a commit replaces it
+    /// would send the older value last. Striped by room name so other
+    /// rooms' commits do not wait behind a slow one.
+    stripes: [parking_lot::Mutex<()>; STRIPES],
     /// `None` once closed, so a node that stops releases the file (and its
     /// lock) even while stray tasks still hold the store.
     db: parking_lot::RwLock<Option<redb::Database>>,
@@ -88,6 +105,8 @@ impl KvStore {
         txn.commit().map_err(store_err)?;
         Ok(Self {
             replica: parking_lot::RwLock::new(None),
+            unreplicated: parking_lot::Mutex::default(),
+            stripes: std::array::from_fn(|_| parking_lot::Mutex::new(())),
             db: parking_lot::RwLock::new(Some(db)),
             limits,
         })
@@ -177,18 +196,106 @@ impl KvStore {
         writes: impl IntoIterator<Item = (&'a str, Option<&'a [u8]>)>,
     ) -> Result<(), KvStoreError> {
         let replica = self.replica.read().clone();
-        match replica {
-            None => self.with_db(|db| Self::write(db, room, writes)),
-            Some(r) => {
-                let writes: Vec<_> = writes.into_iter().collect();
-                if let Err(e) = r.commit(room, &writes) {
-                    // The room keeps working on this node; what did not
-                    // reach the replica is lost only if the node is too.
-                    tracing::error!(room, error = %e, "kv replica commit failed");
-                }
-                self.with_db(|db| Self::write(db, room, writes))
+        let Some(r) = replica else {
+            return self.with_db(|db| Self::write(db, room, writes));
+        };
+        let writes: Vec<_> = writes.into_iter().collect();
+        let _one = self.stripe(room).lock();
+        // Keys an earlier commit could not send ride along, at their
+        // current (already committed) values.
+        let behind = self.unreplicated.lock().remove(room).unwrap_or_default();
+        let behind = self.current(
+            room,
+            behind
+                .iter()
+                .map(String::as_str)
+                .filter(|k| !writes.iter().any(|(w, _)| w == k)),
+        )?;
+        let mut sent: Vec<(&str, Option<&[u8]>)> = writes.clone();
+        sent.extend(behind.iter().map(|(k, v)| (*k, v.as_deref())));
+        if let Err(e) = r.commit(room, &sent) {
+            // The room keeps working on this node; what did not reach the
+            // replica goes with the room's next commit or replay, and is
+            // lost only if the node dies first.
+            tracing::error!(room, error = %e, keys = sent.len(), "kv replica commit failed; kept to send again");
+            crate::metrics::KV_UNREPLICATED.add(&["deferred"], writes.len() as u64);
+            self.unreplicated
+                .lock()
+                .entry(room.to_owned())
+                .or_default()
+                .extend(sent.iter().map(|(k, _)| (*k).to_owned()));
+        } else if !behind.is_empty() {
+            crate::metrics::KV_UNREPLICATED.add(&["replayed"], behind.len() as u64);
+        }
+        self.with_db(|db| Self::write(db, room, writes))
+    }
+
+    /// Rooms with writes the replica has not got.
+    pub fn unreplicated_rooms(&self) -> Vec<String> {
+        self.unreplicated.lock().keys().cloned().collect()
+    }
+
+    /// Whether `room` has writes the replica has not got.
+    pub fn is_behind(&self, room: &str) -> bool {
+        self.unreplicated.lock().contains_key(room)
+    }
+
+    /// Sends `room`'s keys the replica missed, at their current values.
+    /// The number of keys sent; on failure they stay kept.
+    pub fn replay(&self, room: &str) -> Result<usize, String> {
+        let Some(r) = self.replica.read().clone() else {
+            return Ok(0);
+        };
+        let _one = self.stripe(room).lock();
+        let Some(keys) = self.unreplicated.lock().remove(room) else {
+            return Ok(0);
+        };
+        let values = self.current(room, keys.iter().map(String::as_str));
+        let sent = values.map_err(|e| e.to_string()).and_then(|values| {
+            let writes: Vec<(&str, Option<&[u8]>)> =
+                values.iter().map(|(k, v)| (*k, v.as_deref())).collect();
+            r.commit(room, &writes)
+        });
+        match sent {
+            Ok(()) => {
+                crate::metrics::KV_UNREPLICATED.add(&["replayed"], keys.len() as u64);
+                Ok(keys.len())
+            }
+            Err(e) => {
+                self.unreplicated
+                    .lock()
+                    .entry(room.to_owned())
+                    .or_default()
+                    .extend(keys);
+                Err(e)
             }
         }
+    }
+
+    /// Forgets what `room` could not send: the room left this node, and
+    /// its new home's writes must not be overwritten with older ones.
+    /// The number of keys given up.
+    pub fn forget_unreplicated(&self, room: &str) -> usize {
+        let _one = self.stripe(room).lock();
+        let n = self.unreplicated.lock().remove(room).map_or(0, |k| k.len());
+        crate::metrics::KV_UNREPLICATED.add(&["dropped"], n as u64);
+        n
+    }
+
+    /// The committed values of `keys` (`None`: deleted).
+    fn current<'k>(
+        &self,
+        room: &str,
+        keys: impl Iterator<Item = &'k str>,
+    ) -> Result<Current<'k>, KvStoreError> {
+        keys.map(|k| Ok((k, self.get(room, k)?))).collect()
+    }
+
+    fn stripe(&self, room: &str) -> &parking_lot::Mutex<()> {
+        use std::hash::{BuildHasher, BuildHasherDefault};
+        let h = BuildHasherDefault::<std::collections::hash_map::DefaultHasher>::default()
+            .hash_one(room);
+        &self.stripes[(h as usize) % STRIPES]
     }
 
     fn write<'a>(
@@ -211,5 +318,100 @@ impl KvStore {
             }
         }
         txn.commit().map_err(store_err)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    /// (room, key) → the last value that reached the replica.
+    type Got = HashMap<(String, String), Option<Vec<u8>>>;
+
+    /// A replica that is reachable or not, and remembers what reached it.
+    #[derive(Default)]
+    struct Flaky {
+        down: AtomicBool,
+        got: parking_lot::Mutex<Got>,
+    }
+
+    impl KvReplica for Flaky {
+        fn commit(&self, room: &str, writes: &[(&str, Option<&[u8]>)]) -> Result<(), String> {
+            if self.down.load(Ordering::Relaxed) {
+                return Err("unreachable".into());
+            }
+            let mut got = self.got.lock();
+            for (k, v) in writes {
+                got.insert((room.into(), (*k).into()), v.map(<[u8]>::to_vec));
+            }
+            Ok(())
+        }
+    }
+
+    impl Flaky {
+        fn value(&self, room: &str, key: &str) -> Option<Option<Vec<u8>>> {
+            self.got.lock().get(&(room.into(), key.into())).cloned()
+        }
+    }
+
+    fn store() -> (KvStore, Arc<Flaky>) {
+        let kv = KvStore::in_memory(KvLimits::default()).expect("store");
+        let replica = Arc::new(Flaky::default());
+        kv.set_replica(replica.clone());
+        (kv, replica)
+    }
+
+    #[test]
+    fn writes_missed_while_away_ride_with_the_rooms_next_commit() {
+        let (kv, replica) = store();
+        kv.commit("r", [("a", Some(&b"1"[..]))]).expect("commit");
+        replica.down.store(true, Ordering::Relaxed);
+        kv.commit("r", [("a", Some(&b"2"[..])), ("b", Some(&b"x"[..]))])
+            .expect("commits locally while the replica is away");
+        kv.commit("other", [("a", Some(&b"o"[..]))])
+            .expect("commit");
+        assert_eq!(kv.get("r", "a").expect("get"), Some(b"2".to_vec()));
+        assert_eq!(replica.value("r", "a"), Some(Some(b"1".to_vec())));
+        assert!(kv.is_behind("r") && kv.is_behind("other"));
+
+        replica.down.store(false, Ordering::Relaxed);
+        kv.commit("r", [("c", Some(&b"y"[..]))]).expect("commit");
+        assert_eq!(replica.value("r", "a"), Some(Some(b"2".to_vec())));
+        assert_eq!(replica.value("r", "b"), Some(Some(b"x".to_vec())));
+        assert_eq!(replica.value("r", "c"), Some(Some(b"y".to_vec())));
+        assert!(!kv.is_behind("r"));
+        assert_eq!(kv.unreplicated_rooms(), vec!["other".to_owned()]);
+    }
+
+    #[test]
+    fn a_replay_sends_current_values_and_deletions() {
+        let (kv, replica) = store();
+        kv.commit("r", [("gone", Some(&b"1"[..]))]).expect("commit");
+        replica.down.store(true, Ordering::Relaxed);
+        kv.commit("r", [("k", Some(&b"1"[..]))]).expect("commit");
+        kv.commit("r", [("k", Some(&b"2"[..])), ("gone", None)])
+            .expect("commit");
+        assert_eq!(kv.replay("r"), Err("unreachable".into()));
+        assert!(kv.is_behind("r"), "a failed replay keeps the keys");
+
+        replica.down.store(false, Ordering::Relaxed);
+        assert_eq!(kv.replay("r"), Ok(2));
+        assert_eq!(replica.value("r", "k"), Some(Some(b"2".to_vec())));
+        assert_eq!(replica.value("r", "gone"), Some(None));
+        assert_eq!(kv.replay("r"), Ok(0), "nothing is sent twice");
+    }
+
+    #[test]
+    fn a_room_that_left_forgets_what_it_could_not_send() {
+        let (kv, replica) = store();
+        replica.down.store(true, Ordering::Relaxed);
+        kv.commit("r", [("k", Some(&b"1"[..])), ("j", None)])
+            .expect("commit");
+        assert_eq!(kv.forget_unreplicated("r"), 2);
+        replica.down.store(false, Ordering::Relaxed);
+        assert_eq!(kv.replay("r"), Ok(0));
+        assert_eq!(replica.value("r", "k"), None);
     }
 }
