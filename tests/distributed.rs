@@ -49,16 +49,23 @@ struct Nats {
     port: u16,
     store: tempfile::TempDir,
     auth: Option<(String, String)>,
+    /// More nats-server flags (TLS).
+    args: Vec<String>,
 }
 
 impl Nats {
     fn start(bin: PathBuf, auth: Option<(&str, &str)>) -> Self {
+        Self::start_with(bin, auth, &[])
+    }
+
+    fn start_with(bin: PathBuf, auth: Option<(&str, &str)>, args: &[&str]) -> Self {
         let mut n = Self {
             bin,
             child: None,
             port: free_port(),
             store: tempfile::tempdir().expect("tempdir"),
             auth: auth.map(|(u, p)| (u.to_owned(), p.to_owned())),
+            args: args.iter().map(|a| (*a).to_owned()).collect(),
         };
         n.spawn();
         n
@@ -74,6 +81,7 @@ impl Nats {
         if let Some((u, p)) = &self.auth {
             cmd.args(["--user", u, "--pass", p]);
         }
+        cmd.args(&self.args);
         self.child = Some(cmd.spawn().expect("nats-server starts"));
         let deadline = Instant::now() + DEADLINE;
         while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
@@ -122,7 +130,28 @@ impl Node {
         functions: &str,
         module: &str,
     ) -> Node {
-        Self::spawn(nats, prefix, name, region, functions, &[], TTL, module).expect("node starts")
+        Self::spawn(nats, prefix, name, region, functions, &[], TTL, module, "")
+            .expect("node starts")
+    }
+
+    /// A node with more `[nats]` settings (`key = value` lines).
+    fn try_start_with_nats(
+        nats: &str,
+        prefix: &str,
+        name: &str,
+        settings: &str,
+    ) -> Result<Node, String> {
+        Self::spawn(
+            nats,
+            prefix,
+            name,
+            "a",
+            "auth,rooms,relay",
+            &[],
+            TTL,
+            CHAT_HISTORY,
+            settings,
+        )
     }
 
     fn try_start(
@@ -143,6 +172,7 @@ impl Node {
             env,
             ttl,
             CHAT_HISTORY,
+            "",
         )
     }
 
@@ -156,13 +186,14 @@ impl Node {
         env: &[(&str, &str)],
         ttl: Duration,
         module: &str,
+        nats_settings: &str,
     ) -> Result<Node, String> {
         let dir = tempfile::tempdir().expect("tempdir");
         let config = dir.path().join("roomlet.toml");
         std::fs::write(
             &config,
             format!(
-                "[rooms]\nhibernate_after_ms = 0\n[server]\ndrain_grace_ms = 3000\n[nats]\nprefix = \"{prefix}\"\nliveness_ttl_ms = {}\n[nats.room_regions]\n\"pinned-\" = \"b\"\n",
+                "[rooms]\nhibernate_after_ms = 0\n[server]\ndrain_grace_ms = 3000\n[nats]\nprefix = \"{prefix}\"\nliveness_ttl_ms = {}\n{nats_settings}\n[nats.room_regions]\n\"pinned-\" = \"b\"\n",
                 ttl.as_millis()
             ),
         )
@@ -870,4 +901,125 @@ async fn malformed_bus_messages_are_refused_counted_and_harm_no_one() {
     let e = next_of(&mut d, "error", DEADLINE).await.expect("an error");
     assert_eq!(e["code"], "internal", "{e}");
     until_malformed(&forged, "auth-reply", 1.0).await;
+}
+
+/// PEM files for a NATS server that verifies its clients: a CA, the
+/// server's certificate for 127.0.0.1, and a client certificate.
+struct Pki {
+    dir: tempfile::TempDir,
+}
+
+impl Pki {
+    fn new() -> Self {
+        use rcgen::{
+            BasicConstraints, CertificateParams, CertifiedIssuer, ExtendedKeyUsagePurpose, IsCa,
+            KeyPair,
+        };
+        let dir = tempfile::tempdir().expect("tempdir");
+        let write = |name: &str, pem: String| {
+            std::fs::write(dir.path().join(name), pem).expect("writes a PEM file")
+        };
+        let mut ca = CertificateParams::new(Vec::<String>::new()).expect("CA params");
+        ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        let ca =
+            CertifiedIssuer::self_signed(ca, KeyPair::generate().expect("CA key")).expect("CA");
+        write("ca.pem", ca.pem());
+        for (name, san, usage) in [
+            ("server", "127.0.0.1", ExtendedKeyUsagePurpose::ServerAuth),
+            (
+                "client",
+                "roomlet-node",
+                ExtendedKeyUsagePurpose::ClientAuth,
+            ),
+        ] {
+            let key = KeyPair::generate().expect("key");
+            let mut params = CertificateParams::new(vec![san.to_owned()]).expect("params");
+            params.extended_key_usages = vec![usage];
+            let cert = params.signed_by(&key, &ca).expect("signed by the CA");
+            write(&format!("{name}.pem"), cert.pem());
+            write(&format!("{name}.key"), key.serialize_pem());
+        }
+        Self { dir }
+    }
+
+    fn path(&self, name: &str) -> String {
+        self.dir.path().join(name).display().to_string()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_nats_server_that_verifies_clients_takes_only_nodes_with_a_certificate() {
+    let Some(bin) = nats_server() else { return };
+    let pki = Pki::new();
+    let nats = Nats::start_with(
+        bin,
+        None,
+        &[
+            "--tlsverify",
+            "--tlscert",
+            &pki.path("server.pem"),
+            "--tlskey",
+            &pki.path("server.key"),
+            "--tlscacert",
+            &pki.path("ca.pem"),
+        ],
+    );
+    let url = nats.url();
+    let ca = format!("ca_file = {:?}\n", pki.path("ca.pem"));
+    let certified = format!(
+        "{ca}cert_file = {:?}\nkey_file = {:?}\n",
+        pki.path("client.pem"),
+        pki.path("client.key")
+    );
+    let node = Node::try_start_with_nats(&url, "mtls", "n1", &certified)
+        .expect("a node with a client certificate starts");
+    assert_eq!(node.ready().await, 200);
+    let (mut a, _) = join(&node, "r", "alice").await;
+    next_of(&mut a, "message", DEADLINE).await.expect("history");
+    let (mut b, _) = join(&node, "r", "bob").await;
+    next_of(&mut b, "message", DEADLINE).await.expect("history");
+    a.send(message(json!({"text": "over mutual TLS"}))).await;
+    assert_eq!(next_text(&mut b).await, "over mutual TLS");
+
+    // Without a certificate the server refuses it: the node says so and stops.
+    let err = Node::try_start_with_nats(&url, "mtls", "n2", &format!("tls = true\n{ca}"))
+        .err()
+        .expect("a node without a client certificate does not start");
+    assert!(
+        err.contains("connecting to NATS at nats://127.0.0.1"),
+        "{err}"
+    );
+    assert!(err.contains("CertificateRequired"), "{err}");
+    // A certificate without its key is a configuration error.
+    let err = Node::try_start_with_nats(
+        &url,
+        "mtls",
+        "n3",
+        &format!("{ca}cert_file = {:?}\n", pki.path("client.pem")),
+    )
+    .err()
+    .expect("a certificate without a key is refused");
+    assert!(
+        err.contains("nats.cert_file and nats.key_file go together"),
+        "{err}"
+    );
+    // A key file that is not there is named.
+    let err = Node::try_start_with_nats(
+        &url,
+        "mtls",
+        "n4",
+        &format!(
+            "{ca}cert_file = {:?}\nkey_file = \"/nonexistent/nats-client.key\"\n",
+            pki.path("client.pem")
+        ),
+    )
+    .err()
+    .expect("a missing key file is refused");
+    assert!(err.contains("/nonexistent/nats-client.key"), "{err}");
+    let key = std::fs::read_to_string(pki.path("client.key")).expect("key");
+    let key_body = key.lines().nth(1).expect("a PEM body line");
+    assert!(
+        !node.log().contains(key_body),
+        "the client key reached the log"
+    );
 }

@@ -141,6 +141,12 @@ pub struct NatsSection {
     pub tls: bool,
     /// Extra CA certificates (PEM) for the NATS server's certificate.
     pub ca_file: Option<PathBuf>,
+    /// This node's client certificate (PEM), for a NATS server that
+    /// verifies clients (`verify: true`). Implies `tls`.
+    pub cert_file: Option<PathBuf>,
+    /// The client certificate's private key (PEM). A path, so the key
+    /// itself stays in a mounted secret, never in this file.
+    pub key_file: Option<PathBuf>,
     /// How long a request over the bus may take.
     pub request_timeout_ms: u64,
     /// Room-name prefix → region: such rooms are homed in that region
@@ -156,6 +162,8 @@ impl Default for NatsSection {
             liveness_ttl_ms: 5000,
             tls: false,
             ca_file: None,
+            cert_file: None,
+            key_file: None,
             request_timeout_ms: 2000,
             room_regions: HashMap::new(),
         }
@@ -327,6 +335,12 @@ impl Config {
             return invalid(format!(
                 "nats.prefix {p:?}: 1 to 32 characters of A-Z, a-z, 0-9, '-' and '_'"
             ));
+        }
+        if self.nats.cert_file.is_some() != self.nats.key_file.is_some() {
+            return invalid(
+                "nats.cert_file and nats.key_file go together: a client certificate needs its key"
+                    .into(),
+            );
         }
         if self.nats.liveness_ttl_ms < 1000 {
             return invalid("nats.liveness_ttl_ms must be at least 1000".into());

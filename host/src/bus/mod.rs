@@ -167,16 +167,34 @@ impl Bus {
         region: &str,
     ) -> Result<Arc<Self>, BusError> {
         let url = settings.url.clone().unwrap_or_default();
+        let connect_err = |message: String| BusError::Connect {
+            url: redact(&url),
+            message,
+        };
+        // The TLS layer reports a missing file without its name.
+        for (key, path) in [
+            ("ca_file", &settings.ca_file),
+            ("cert_file", &settings.cert_file),
+            ("key_file", &settings.key_file),
+        ] {
+            if let Some(path) = path {
+                std::fs::File::open(path)
+                    .map_err(|e| connect_err(format!("nats.{key} {}: {e}", path.display())))?;
+            }
+        }
         let mut opts = async_nats::ConnectOptions::new()
             .name(format!("roomlet {node}"))
             .connection_timeout(Duration::from_secs(3))
             .request_timeout(Some(Duration::from_millis(settings.request_timeout_ms)))
-            .require_tls(settings.tls)
+            .require_tls(settings.tls || settings.cert_file.is_some())
             // Reconnect for ever, quickly: readiness reports the outage.
             .max_reconnects(None)
             .reconnect_delay_callback(|n| Duration::from_millis((100 * n as u64).min(1000)));
         if let Some(ca) = &settings.ca_file {
             opts = opts.add_root_certificates(ca.clone());
+        }
+        if let (Some(cert), Some(key)) = (&settings.cert_file, &settings.key_file) {
+            opts = opts.add_client_certificate(cert.clone(), key.clone());
         }
         match (&creds.user, &creds.password, &creds.token, &creds.nkey) {
             (Some(u), Some(p), _, _) => {
@@ -186,10 +204,6 @@ impl Bus {
             (_, _, _, Some(k)) => opts = opts.nkey(k.expose().into()),
             _ => {}
         }
-        let connect_err = |message: String| BusError::Connect {
-            url: redact(&url),
-            message,
-        };
         let client = opts
             .connect(url.as_str())
             .await
