@@ -468,7 +468,7 @@ impl Home {
                     lost.push(h.handle.clone());
                     false
                 } else if h.handle.shared().is_closed() {
-                    ended.push((room.clone(), h.rev));
+                    ended.push((room.clone(), h.rev, h.handle.clone()));
                     false
                 } else {
                     true
@@ -479,54 +479,69 @@ impl Home {
                 self.forget_unreplicated(h.name());
                 h.close(MOVED).await;
             }
-            for (room, rev) in ended {
+            for (room, rev, handle) in ended {
                 // Its last writes reach JetStream before another node may
                 // claim it, or never.
-                self.catch_up(&room).await;
+                self.catch_up(&room, &handle, false).await;
                 if let Err(e) = self.bus.directory.release(&room, rev).await {
                     tracing::debug!(%room, error = %e, "releasing the directory entry failed");
                 }
             }
             if self.bus.is_ready() {
                 for room in self.local_kv.unreplicated_rooms() {
-                    if self.holds_now(&room) {
-                        self.catch_up(&room).await;
-                    } else {
-                        self.forget_unreplicated(&room);
+                    match self.held_now(&room) {
+                        Some(handle) => self.catch_up(&room, &handle, true).await,
+                        None => self.forget_unreplicated(&room),
                     }
                 }
             }
         }
     }
 
-    /// Whether this node is `room`'s home in the current lease.
-    fn holds_now(&self, room: &str) -> bool {
+    /// `room`'s handle while this node is its home in the current lease.
+    fn held_now(&self, room: &str) -> Option<RoomHandle> {
         let epoch = self.bus.lease_epoch();
-        self.bus.lease_valid() && self.held.lock().get(room).is_some_and(|h| h.epoch == epoch)
+        if !self.bus.lease_valid() {
+            return None;
+        }
+        self.held
+            .lock()
+            .get(room)
+            .filter(|h| h.epoch == epoch)
+            .map(|h| h.handle.clone())
     }
 
-    /// Sends JetStream the room's kv writes it missed while NATS was away.
-    /// Failing that, they are given up: the room is leaving this node.
-    async fn catch_up(&self, room: &str) {
+    /// Sends JetStream the room's kv writes it missed while NATS was away:
+    /// through the room's task, in line with its commits, or directly once
+    /// that task has ended. Failing that, unless the room `stays` here,
+    /// they are given up.
+    async fn catch_up(&self, room: &str, handle: &RoomHandle, stays: bool) {
         if !self.local_kv.is_behind(room) {
             return;
         }
-        let kv = self.local_kv.clone();
-        let r = room.to_owned();
-        match tokio::task::spawn_blocking(move || kv.replay(&r)).await {
-            Ok(Ok(n)) if n > 0 => tracing::info!(
+        let sent = match handle.replay_kv().await {
+            Some(r) => r,
+            None => {
+                let kv = self.local_kv.clone();
+                let r = room.to_owned();
+                tokio::task::spawn_blocking(move || kv.replay(&r))
+                    .await
+                    .unwrap_or_else(|e| Err(e.to_string()))
+            }
+        };
+        match sent {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(
                 room,
                 keys = n,
                 "kv writes made while NATS was away sent to JetStream"
             ),
-            Ok(Ok(_)) => {}
-            Ok(Err(e)) => {
+            Err(e) => {
                 tracing::warn!(room, error = %e, "sending missed kv writes to JetStream failed");
-                if !self.holds_now(room) {
+                if !stays {
                     self.forget_unreplicated(room);
                 }
             }
-            Err(e) => tracing::error!(room, error = %e, "kv replay task failed"),
         }
     }
 
@@ -550,8 +565,7 @@ impl Home {
         self.bus.announce_draining(info).await;
         let held: Vec<(String, Held)> = self.held.lock().drain().collect();
         for (room, h) in held {
-            self.catch_up(&room).await;
-            self.forget_unreplicated(&room);
+            self.catch_up(&room, &h.handle, false).await;
             if let Some((version, state)) = h.handle.take_snapshot().await
                 && let Err(e) = self.replica.put_snapshot(&room, &version, &state).await
             {

@@ -54,9 +54,6 @@ pub trait KvReplica: Send + Sync {
 /// Keys with their committed values (`None`: deleted).
 type Current<'k> = Vec<(&'k str, Option<Vec<u8>>)>;
 
-/// How many locks a room's replica writes are spread over.
-const STRIPES: usize = 16;
-
 /// The node's room key-value store.
 pub struct KvStore {
     replica: parking_lot::RwLock<Option<std::sync::Arc<dyn KvReplica>>>,
@@ -65,11 +62,6 @@ pub struct KvStore {
     /// current values, so the replica catches up instead of keeping a
     /// stale value until the key is next written.
     unreplicated: parking_lot::Mutex<HashMap<String, BTreeSet<String>>>,
-    /// A room's replica writes (its commits and its replays) never
-    /// interleave: a replay reading a value while a commit replaces it
-    /// would send the older value last. Striped by room name so other
-    /// rooms' commits do not wait behind a slow one.
-    stripes: [parking_lot::Mutex<()>; STRIPES],
     /// `None` once closed, so a node that stops releases the file (and its
     /// lock) even while stray tasks still hold the store.
     db: parking_lot::RwLock<Option<redb::Database>>,
@@ -106,7 +98,6 @@ impl KvStore {
         Ok(Self {
             replica: parking_lot::RwLock::new(None),
             unreplicated: parking_lot::Mutex::default(),
-            stripes: std::array::from_fn(|_| parking_lot::Mutex::new(())),
             db: parking_lot::RwLock::new(Some(db)),
             limits,
         })
@@ -200,7 +191,6 @@ impl KvStore {
             return self.with_db(|db| Self::write(db, room, writes));
         };
         let writes: Vec<_> = writes.into_iter().collect();
-        let _one = self.stripe(room).lock();
         // Keys an earlier commit could not send ride along, at their
         // current (already committed) values.
         let behind = self.unreplicated.lock().remove(room).unwrap_or_default();
@@ -241,12 +231,14 @@ impl KvStore {
     }
 
     /// Sends `room`'s keys the replica missed, at their current values.
-    /// The number of keys sent; on failure they stay kept.
+    /// The number of keys sent; on failure they stay kept. Never while
+    /// one of the room's commits runs (a value read here and sent after
+    /// that commit's would be older): call it from the room's task, or
+    /// once that task has ended.
     pub fn replay(&self, room: &str) -> Result<usize, String> {
         let Some(r) = self.replica.read().clone() else {
             return Ok(0);
         };
-        let _one = self.stripe(room).lock();
         let Some(keys) = self.unreplicated.lock().remove(room) else {
             return Ok(0);
         };
@@ -276,7 +268,6 @@ impl KvStore {
     /// its new home's writes must not be overwritten with older ones.
     /// The number of keys given up.
     pub fn forget_unreplicated(&self, room: &str) -> usize {
-        let _one = self.stripe(room).lock();
         let n = self.unreplicated.lock().remove(room).map_or(0, |k| k.len());
         crate::metrics::KV_UNREPLICATED.add(&["dropped"], n as u64);
         n
@@ -289,13 +280,6 @@ impl KvStore {
         keys: impl Iterator<Item = &'k str>,
     ) -> Result<Current<'k>, KvStoreError> {
         keys.map(|k| Ok((k, self.get(room, k)?))).collect()
-    }
-
-    fn stripe(&self, room: &str) -> &parking_lot::Mutex<()> {
-        use std::hash::{BuildHasher, BuildHasherDefault};
-        let h = BuildHasherDefault::<std::collections::hash_map::DefaultHasher>::default()
-            .hash_one(room);
-        &self.stripes[(h as usize) % STRIPES]
     }
 
     fn write<'a>(

@@ -77,6 +77,12 @@ pub enum Command {
         version: String,
         state: Vec<u8>,
     },
+    /// Send JetStream the room's kv writes it missed (NATS was away), in
+    /// line with the room's own commits so a newer value is never
+    /// overtaken by an older one.
+    ReplayKv {
+        reply: oneshot::Sender<Result<usize, String>>,
+    },
     /// Every member, hidden ones included (admin API).
     Peers {
         reply: oneshot::Sender<Vec<Arc<Peer>>>,
@@ -219,7 +225,7 @@ impl RoomActor {
         match wake {
             Wake::Command(cmd) => {
                 // Looking at a room does not keep it awake.
-                if !matches!(*cmd, Command::Status { .. }) {
+                if !matches!(*cmd, Command::Status { .. } | Command::ReplayKv { .. }) {
                     self.last_activity = Instant::now();
                 }
                 self.handle(*cmd).await;
@@ -321,6 +327,14 @@ impl RoomActor {
                 }
                 // It existed elsewhere: a new instance restores, not creates.
                 self.created = true;
+            }
+            Command::ReplayKv { reply } => {
+                let kv = self.function.kv().clone();
+                let room = self.name.clone();
+                let r = tokio::task::spawn_blocking(move || kv.replay(&room))
+                    .await
+                    .unwrap_or_else(|e| Err(e.to_string()));
+                let _ = reply.send(r);
             }
             Command::Peers { reply } => {
                 let _ = reply.send(self.members.iter().map(|m| m.peer.clone()).collect());

@@ -204,6 +204,16 @@ impl RoomHandle {
         rx.await.ok().flatten()
     }
 
+    /// Sends the replica the room's kv writes it missed; the number of
+    /// keys sent. `None` when the room's task has ended.
+    pub async fn replay_kv(&self) -> Option<Result<usize, String>> {
+        let (reply, rx) = oneshot::channel();
+        if !self.send(Command::ReplayKv { reply }).await {
+            return None;
+        }
+        rx.await.ok()
+    }
+
     /// Hands the room state carried from another node.
     pub async fn put_snapshot(&self, version: String, state: Vec<u8>) {
         self.send(Command::PutSnapshot { version, state }).await;
