@@ -192,30 +192,40 @@ impl KvStore {
         };
         let writes: Vec<_> = writes.into_iter().collect();
         // Keys an earlier commit could not send ride along, at their
-        // current (already committed) values.
-        let behind = self.unreplicated.lock().remove(room).unwrap_or_default();
+        // current (already committed) values. Only the room's own task
+        // touches its entry, so it is settled once the outcome is known.
+        let keys: Vec<String> = self
+            .unreplicated
+            .lock()
+            .get(room)
+            .map(|k| k.iter().cloned().collect())
+            .unwrap_or_default();
         let behind = self.current(
             room,
-            behind
-                .iter()
+            keys.iter()
                 .map(String::as_str)
                 .filter(|k| !writes.iter().any(|(w, _)| w == k)),
         )?;
         let mut sent: Vec<(&str, Option<&[u8]>)> = writes.clone();
         sent.extend(behind.iter().map(|(k, v)| (*k, v.as_deref())));
-        if let Err(e) = r.commit(room, &sent) {
-            // The room keeps working on this node; what did not reach the
-            // replica goes with the room's next commit or replay, and is
-            // lost only if the node dies first.
-            tracing::error!(room, error = %e, keys = sent.len(), "kv replica commit failed; kept to send again");
-            crate::metrics::KV_UNREPLICATED.add(&["deferred"], writes.len() as u64);
-            self.unreplicated
-                .lock()
-                .entry(room.to_owned())
-                .or_default()
-                .extend(sent.iter().map(|(k, _)| (*k).to_owned()));
-        } else if !behind.is_empty() {
-            crate::metrics::KV_UNREPLICATED.add(&["replayed"], behind.len() as u64);
+        match r.commit(room, &sent) {
+            Err(e) => {
+                // The room keeps working on this node; what did not reach
+                // the replica goes with the room's next commit or replay,
+                // and is lost only if the node dies first.
+                tracing::error!(room, error = %e, keys = sent.len(), "kv replica commit failed; kept to send again");
+                crate::metrics::KV_UNREPLICATED.add(&["deferred"], writes.len() as u64);
+                self.unreplicated
+                    .lock()
+                    .entry(room.to_owned())
+                    .or_default()
+                    .extend(writes.iter().map(|(k, _)| (*k).to_owned()));
+            }
+            Ok(()) if !keys.is_empty() => {
+                self.unreplicated.lock().remove(room);
+                crate::metrics::KV_UNREPLICATED.add(&["replayed"], behind.len() as u64);
+            }
+            Ok(()) => {}
         }
         self.with_db(|db| Self::write(db, room, writes))
     }
@@ -239,29 +249,18 @@ impl KvStore {
         let Some(r) = self.replica.read().clone() else {
             return Ok(0);
         };
-        let Some(keys) = self.unreplicated.lock().remove(room) else {
+        let Some(keys) = self.unreplicated.lock().get(room).cloned() else {
             return Ok(0);
         };
-        let values = self.current(room, keys.iter().map(String::as_str));
-        let sent = values.map_err(|e| e.to_string()).and_then(|values| {
-            let writes: Vec<(&str, Option<&[u8]>)> =
-                values.iter().map(|(k, v)| (*k, v.as_deref())).collect();
-            r.commit(room, &writes)
-        });
-        match sent {
-            Ok(()) => {
-                crate::metrics::KV_UNREPLICATED.add(&["replayed"], keys.len() as u64);
-                Ok(keys.len())
-            }
-            Err(e) => {
-                self.unreplicated
-                    .lock()
-                    .entry(room.to_owned())
-                    .or_default()
-                    .extend(keys);
-                Err(e)
-            }
-        }
+        let values = self
+            .current(room, keys.iter().map(String::as_str))
+            .map_err(|e| e.to_string())?;
+        let writes: Vec<(&str, Option<&[u8]>)> =
+            values.iter().map(|(k, v)| (*k, v.as_deref())).collect();
+        r.commit(room, &writes)?;
+        self.unreplicated.lock().remove(room);
+        crate::metrics::KV_UNREPLICATED.add(&["replayed"], keys.len() as u64);
+        Ok(keys.len())
     }
 
     /// Forgets what `room` could not send: the room left this node, and
