@@ -761,6 +761,16 @@ async fn a_nats_restart_is_survived() {
         v >= 1.0
     })
     .await;
+    // Every key that waited was sent, each once; none was given up.
+    let metric = "roomlet_kv_unreplicated_keys_total";
+    let deferred = node.metric(metric, &["deferred"]).await;
+    let replayed = node.metric(metric, &["replayed"]).await;
+    let dropped = node.metric(metric, &["dropped"]).await;
+    assert_eq!(
+        (deferred, dropped),
+        (replayed, 0.0),
+        "deferred, dropped vs replayed"
+    );
     a.send(message(json!({"text": "after"}))).await;
     let m = next_of(&mut b, "message", DEADLINE)
         .await

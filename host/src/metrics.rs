@@ -249,7 +249,7 @@ pub static BUS_MALFORMED: Counter = Counter::new(
 /// of them.
 pub static KV_UNREPLICATED: Counter = Counter::new(
     "roomlet_kv_unreplicated_keys_total",
-    "Room kv keys whose commit did not reach JetStream (deferred), later sent at their current value (replayed), or given up because the room left this node first (dropped).",
+    "Room kv keys whose commit did not reach JetStream (deferred), later sent at their current value (replayed), or given up because the room left this node first (dropped); deferred - replayed - dropped are waiting.",
     &["result"],
 );
 /// Frames received, by type.

@@ -214,12 +214,15 @@ impl KvStore {
                 // the replica goes with the room's next commit or replay,
                 // and is lost only if the node dies first.
                 tracing::error!(room, error = %e, keys = sent.len(), "kv replica commit failed; kept to send again");
-                crate::metrics::KV_UNREPLICATED.add(&["deferred"], writes.len() as u64);
-                self.unreplicated
-                    .lock()
-                    .entry(room.to_owned())
-                    .or_default()
-                    .extend(writes.iter().map(|(k, _)| (*k).to_owned()));
+                let mut unreplicated = self.unreplicated.lock();
+                let keys = unreplicated.entry(room.to_owned()).or_default();
+                // Counted once per key, so deferred − replayed − dropped is
+                // what is waiting.
+                let new = writes
+                    .iter()
+                    .filter(|(k, _)| keys.insert((*k).to_owned()))
+                    .count();
+                crate::metrics::KV_UNREPLICATED.add(&["deferred"], new as u64);
             }
             Ok(()) if !keys.is_empty() => {
                 self.unreplicated.lock().remove(room);
