@@ -191,44 +191,11 @@ impl KvStore {
             return self.with_db(|db| Self::write(db, room, writes));
         };
         let writes: Vec<_> = writes.into_iter().collect();
-        // Keys an earlier commit could not send ride along, at their
-        // current (already committed) values. Only the room's own task
-        // touches its entry, so it is settled once the outcome is known.
-        let keys: Vec<String> = self
-            .unreplicated
-            .lock()
-            .get(room)
-            .map(|k| k.iter().cloned().collect())
-            .unwrap_or_default();
-        let behind = self.current(
-            room,
-            keys.iter()
-                .map(String::as_str)
-                .filter(|k| !writes.iter().any(|(w, _)| w == k)),
-        )?;
-        let mut sent: Vec<(&str, Option<&[u8]>)> = writes.clone();
-        sent.extend(behind.iter().map(|(k, v)| (*k, v.as_deref())));
-        match r.commit(room, &sent) {
-            Err(e) => {
-                // The room keeps working on this node; what did not reach
-                // the replica goes with the room's next commit or replay,
-                // and is lost only if the node dies first.
-                tracing::error!(room, error = %e, keys = sent.len(), "kv replica commit failed; kept to send again");
-                let mut unreplicated = self.unreplicated.lock();
-                let keys = unreplicated.entry(room.to_owned()).or_default();
-                // Counted once per key, so deferred − replayed − dropped is
-                // what is waiting.
-                let new = writes
-                    .iter()
-                    .filter(|(k, _)| keys.insert((*k).to_owned()))
-                    .count();
-                crate::metrics::KV_UNREPLICATED.add(&["deferred"], new as u64);
-            }
-            Ok(()) if !keys.is_empty() => {
-                self.unreplicated.lock().remove(room);
-                crate::metrics::KV_UNREPLICATED.add(&["replayed"], behind.len() as u64);
-            }
-            Ok(()) => {}
+        if let Err(e) = self.replicate(&*r, room, &writes)? {
+            // The room keeps working on this node; what did not reach the
+            // replica goes with the room's next commit or replay, and is
+            // lost only if the node dies first.
+            tracing::error!(room, error = %e, keys = writes.len(), "kv replica commit failed; kept to send again");
         }
         self.with_db(|db| Self::write(db, room, writes))
     }
@@ -252,18 +219,55 @@ impl KvStore {
         let Some(r) = self.replica.read().clone() else {
             return Ok(0);
         };
-        let Some(keys) = self.unreplicated.lock().get(room).cloned() else {
-            return Ok(0);
-        };
-        let values = self
-            .current(room, keys.iter().map(String::as_str))
-            .map_err(|e| e.to_string())?;
-        let writes: Vec<(&str, Option<&[u8]>)> =
-            values.iter().map(|(k, v)| (*k, v.as_deref())).collect();
-        r.commit(room, &writes)?;
-        self.unreplicated.lock().remove(room);
-        crate::metrics::KV_UNREPLICATED.add(&["replayed"], keys.len() as u64);
-        Ok(keys.len())
+        self.replicate(&*r, room, &[]).map_err(|e| e.to_string())?
+    }
+
+    /// Sends `writes` to the replica with the keys `room` missed earlier,
+    /// at their current (committed) values, then settles those: sent,
+    /// they wait no more; refused, `writes` wait with them. Only the
+    /// room's own task changes its entry, so nothing races the settling.
+    /// Outer error: reading the local store; inner: the replica. The
+    /// number of earlier keys sent.
+    fn replicate(
+        &self,
+        r: &dyn KvReplica,
+        room: &str,
+        writes: &[(&str, Option<&[u8]>)],
+    ) -> Result<Result<usize, String>, KvStoreError> {
+        let keys: Vec<String> = self
+            .unreplicated
+            .lock()
+            .get(room)
+            .map(|k| k.iter().cloned().collect())
+            .unwrap_or_default();
+        let behind = self.current(
+            room,
+            keys.iter()
+                .map(String::as_str)
+                .filter(|k| !writes.iter().any(|(w, _)| w == k)),
+        )?;
+        let mut sent = writes.to_vec();
+        sent.extend(behind.iter().map(|(k, v)| (*k, v.as_deref())));
+        if sent.is_empty() {
+            return Ok(Ok(0));
+        }
+        if let Err(e) = r.commit(room, &sent) {
+            let mut unreplicated = self.unreplicated.lock();
+            let waiting = unreplicated.entry(room.to_owned()).or_default();
+            // Counted once per key, so deferred − replayed − dropped is
+            // what is waiting.
+            let new = writes
+                .iter()
+                .filter(|(k, _)| waiting.insert((*k).to_owned()))
+                .count();
+            crate::metrics::KV_UNREPLICATED.add(&["deferred"], new as u64);
+            return Ok(Err(e));
+        }
+        if !keys.is_empty() {
+            self.unreplicated.lock().remove(room);
+            crate::metrics::KV_UNREPLICATED.add(&["replayed"], keys.len() as u64);
+        }
+        Ok(Ok(keys.len()))
     }
 
     /// Forgets what `room` could not send: the room left this node, and
