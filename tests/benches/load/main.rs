@@ -13,6 +13,7 @@
 //! the server's `/proc` CPU time is its own work.
 
 mod args;
+mod floor;
 mod noise;
 mod proto;
 mod relay;
@@ -38,7 +39,9 @@ commands:
             --tick-us 50 (fixed rate: the sender sleeps this long between batches)
   compare   the same `run` workload against several servers, one after the other, with ratios
             --servers wasm=target/release/roomlet,native=PATH,matchbox=/tmp/matchbox/bin/matchbox_server
-            (a name starting with `matchbox` is spoken to in matchbox's protocol)
+            (a name starting with `matchbox` is spoken to in matchbox's protocol;
+            `floor=self` adds the floor: the least a relay on tokio + tungstenite can do)
+  floor     HOST:PORT: serve as the floor (src: benches/load/floor.rs)
   idle      N idle joined connections: server memory per connection
             --conns 10000 --per-room 50 --sources 8 --hibernate-ms 5000 --parallel 64
             --processes K: K servers and K generator processes, connections spread evenly,
@@ -61,6 +64,16 @@ server (all commands):
 ";
 
 fn main() -> Result<()> {
+    // The floor server is started by `compare` as a child: before the
+    // generator pins itself or parses options.
+    let argv: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| a != "--bench")
+        .collect();
+    if argv.first().is_some_and(|c| c == "floor") {
+        let addr = argv.get(1).context("floor HOST:PORT")?;
+        return floor::serve(addr.parse().context("floor HOST:PORT")?);
+    }
     let args = Args::parse()?;
     if args.command == "help" {
         print!("{HELP}");
@@ -85,6 +98,7 @@ fn main() -> Result<()> {
             limits: Vec::new(),
             rooms: Vec::new(),
             rooms_config: Vec::new(),
+            args: Vec::new(),
         };
         tweak(&mut s);
         Ok(s)
@@ -273,12 +287,23 @@ fn compare(
         let (name, bin) = item
             .split_once('=')
             .context("--servers NAME=PATH,NAME=PATH")?;
-        let kind = if name.starts_with("matchbox") {
+        let floor = name.starts_with("floor");
+        let kind = if name.starts_with("matchbox") || floor {
             Kind::Matchbox
         } else {
             Kind::Roomlet
         };
-        let spec = spawn(kind, PathBuf::from(bin), &|s| traffic_limits(s, w))?;
+        let bin = if floor {
+            std::env::current_exe().context("this generator's path, for the floor")?
+        } else {
+            PathBuf::from(bin)
+        };
+        let spec = spawn(kind, bin, &|s| {
+            traffic_limits(s, w);
+            if floor {
+                s.args = vec!["floor".into()];
+            }
+        })?;
         let (srv, took) = Server::start(&spec)?;
         eprintln!("{name}: pid {:?} ready in {took:?}", srv.pid);
         let srv = Arc::new(srv);
@@ -293,11 +318,13 @@ fn compare(
         return Ok(());
     };
     println!("== compare (ratios against {base_name})");
-    println!("   server      delivered/s   ratio   p50 µs   p99 µs  p99.9 µs  CPU µs/frame  ratio");
+    println!(
+        "   server      delivered/s   ratio   p50 µs   p99 µs  p99.9 µs  CPU µs/frame  ratio  kernel"
+    );
     for (name, r) in &rows {
         let cpu = r.server_cpu_per_frame_us.unwrap_or(f64::NAN);
         println!(
-            "   {name:<10} {:>12.0}  {:>6.2}x  {:>7.0}  {:>7.0}  {:>8.0}  {:>12.2}  {:>5.2}x",
+            "   {name:<10} {:>12.0}  {:>6.2}x  {:>7.0}  {:>7.0}  {:>8.0}  {:>12.2}  {:>5.2}x  {:>5.0} %",
             r.delivered_per_s,
             r.delivered_per_s / base.delivered_per_s,
             r.latency[0],
@@ -305,6 +332,7 @@ fn compare(
             r.latency[2],
             cpu,
             cpu / base.server_cpu_per_frame_us.unwrap_or(f64::NAN),
+            r.server_sys_share.unwrap_or(f64::NAN) * 100.0,
         );
     }
     Ok(())

@@ -76,6 +76,8 @@ pub struct Report {
     pub server_cpu_util: Option<f64>,
     /// Server CPU time per delivered frame, µs.
     pub server_cpu_per_frame_us: Option<f64>,
+    /// The part of the server's CPU time spent in the kernel (0..1).
+    pub server_sys_share: Option<f64>,
     /// Generator CPU utilisation, for telling when the generator, not the
     /// server, is the bottleneck.
     pub gen_cpu_util: Option<f64>,
@@ -298,6 +300,7 @@ pub async fn run(server: Arc<Server>, w: &Workload) -> Result<Report> {
     let mut scheduled = std::mem::take(&mut *shared.scheduled.lock().expect("scheduled"));
     let cpu = |a: Option<ProcSample>, b: Option<ProcSample>| Some(b?.cpu - a?.cpu);
     let server_cpu = cpu(s0, s1);
+    let server_sys = (|| Some(s1?.sys - s0?.sys))();
     Ok(Report {
         sent_per_s: shared.sent_window.load(Relaxed) as f64 / elapsed,
         delivered_per_s: delivered_window / elapsed,
@@ -312,6 +315,10 @@ pub async fn run(server: Arc<Server>, w: &Workload) -> Result<Report> {
         server_cpu_per_frame_us: server_cpu
             .filter(|_| delivered_window > 0.0)
             .map(|c| c * 1e6 / delivered_window),
+        server_sys_share: server_sys
+            .zip(server_cpu)
+            .filter(|(_, cpu)| *cpu > 0.0)
+            .map(|(sys, cpu)| sys / cpu),
         gen_cpu_util: cpu(g0, g1).map(|c| c / elapsed),
         setup,
         slow: Slow::from_stamps(&shared.slow.lock().expect("slow"), t0_ns, w.duration),
@@ -544,19 +551,22 @@ pub fn print(label: &str, w: &Workload, r: &Report) {
     );
     let opt = |v: Option<f64>, unit: &str| v.map_or("n/a".into(), |v| format!("{v:.2} {unit}"));
     println!(
-        "   server: RSS {}, CPU {} of a core, {} per delivered frame; generator CPU {} of a core",
+        "   server: RSS {}, CPU {} of a core, {} per delivered frame ({} in the kernel); generator CPU {} of a core",
         opt(r.server_rss.map(|b| b as f64 / 1048576.0), "MiB"),
         opt(r.server_cpu_util.map(|c| c * 100.0), "%"),
         opt(r.server_cpu_per_frame_us, "µs"),
+        opt(r.server_sys_share.map(|c| c * 100.0), "%"),
         opt(r.gen_cpu_util.map(|c| c * 100.0), "%"),
     );
     let sched = r.scheduled.map_or(String::new(), |[p50, p99, _, _]| {
         format!(" sched_p50_us={p50:.0} sched_p99_us={p99:.0}")
     });
     println!(
-        "RESULT label={label} delivered_per_s={:.0} p50_us={p50:.0} p99_us={p99:.0} p999_us={p999:.0}{sched} cpu_us_per_frame={} errors={} lost={}",
+        "RESULT label={label} delivered_per_s={:.0} p50_us={p50:.0} p99_us={p99:.0} p999_us={p999:.0}{sched} cpu_us_per_frame={} sys_share={} errors={} lost={}",
         r.delivered_per_s,
         r.server_cpu_per_frame_us
+            .map_or("n/a".into(), |v| format!("{v:.2}")),
+        r.server_sys_share
             .map_or("n/a".into(), |v| format!("{v:.2}")),
         r.errors.values().sum::<u64>(),
         r.lost

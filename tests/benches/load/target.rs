@@ -35,6 +35,9 @@ pub struct Spawn {
     pub rooms: Vec<String>,
     /// `[modules.rooms.config]` entries.
     pub rooms_config: Vec<String>,
+    /// Matchbox protocol: arguments before the listen address (the floor
+    /// server is this generator's own `floor` command).
+    pub args: Vec<String>,
 }
 
 /// A server to load: its addresses and, when known, its pid.
@@ -131,7 +134,9 @@ impl Server {
                     .env("RUST_LOG", "warn");
             }
             Kind::Matchbox => {
-                cmd.arg(public.to_string()).env("RUST_LOG", "warn");
+                cmd.args(&spec.args)
+                    .arg(public.to_string())
+                    .env("RUST_LOG", "warn");
             }
         }
         let log = std::fs::File::create(spec.data_dir.join("server.log"))?;
@@ -252,6 +257,9 @@ pub struct ProcSample {
     pub rss: u64,
     /// utime + stime, seconds.
     pub cpu: f64,
+    /// stime alone: the kernel's share (system calls, the loopback TCP
+    /// path they run, wake-ups), seconds.
+    pub sys: f64,
 }
 
 impl ProcSample {
@@ -275,6 +283,7 @@ impl ProcSample {
         Some(Self {
             rss: rss_kb * 1024,
             cpu: (utime + stime) / 100.0,
+            sys: stime / 100.0,
         })
     }
 }
