@@ -375,8 +375,19 @@ impl Home {
         Ok((rev, at))
     }
 
-    /// Whether this node holds `room` at `rev` right now.
+    /// Whether this node holds `room` at `rev` right now, open for frames.
     fn holds(&self, room: &str, rev: u64) -> Option<RoomHandle> {
+        self.held_if(room, |h| h.rev == rev && !h.handle.shared().is_closed())
+    }
+
+    /// `room`'s handle while this node is its home in the current lease.
+    fn held_now(&self, room: &str) -> Option<RoomHandle> {
+        self.held_if(room, |_| true)
+    }
+
+    /// `room`'s handle if it was claimed in the current, valid lease and
+    /// `also` accepts it.
+    fn held_if(&self, room: &str, also: impl Fn(&Held) -> bool) -> Option<RoomHandle> {
         if !self.bus.lease_valid() {
             return None;
         }
@@ -384,7 +395,7 @@ impl Home {
         self.held
             .lock()
             .get(room)
-            .filter(|h| h.rev == rev && h.epoch == epoch && !h.handle.shared().is_closed())
+            .filter(|h| h.epoch == epoch && also(h))
             .map(|h| h.handle.clone())
     }
 
@@ -496,19 +507,6 @@ impl Home {
                 }
             }
         }
-    }
-
-    /// `room`'s handle while this node is its home in the current lease.
-    fn held_now(&self, room: &str) -> Option<RoomHandle> {
-        let epoch = self.bus.lease_epoch();
-        if !self.bus.lease_valid() {
-            return None;
-        }
-        self.held
-            .lock()
-            .get(room)
-            .filter(|h| h.epoch == epoch)
-            .map(|h| h.handle.clone())
     }
 
     /// Sends JetStream the room's kv writes it missed while NATS was away:
