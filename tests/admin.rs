@@ -7,6 +7,7 @@ use roomlet::server::Secrets;
 use roomlet_tests::server::{Client, TestServer, Wire, joined, start_with, token};
 use roomlet_tests::{hostile, http};
 use serde_json::{Value, json};
+use std::time::Duration;
 
 const OPERATOR: &str = "operator-credential-for-tests-0123456789";
 
@@ -228,6 +229,28 @@ async fn drain_makes_the_node_unready_and_refuses_joins() {
         .await;
     assert_eq!(c.frame_of("error").await["code"], "draining");
     assert_eq!(c.closed().await, 4006);
+}
+
+/// SIGTERM's drain: `reconnect` to every session, then the node stops as
+/// soon as the last client has gone, not when the grace period ends.
+#[tokio::test]
+async fn a_drain_ends_when_the_last_client_has_gone() {
+    let s = server(None).await;
+    let (mut a, _) = joined(&s, Wire::Json, "d", "a").await;
+    let (mut b, _) = joined(&s, Wire::Json, "d", "b").await;
+    let TestServer { running, dir: _dir } = s;
+    let gateway = running.gateway.clone();
+    let grace = Duration::from_secs(600);
+    let drain = tokio::spawn(running.drain(None, grace));
+    for c in [&mut a, &mut b] {
+        assert_eq!(c.frame_of("reconnect").await["reason"], "draining");
+        assert_eq!(c.closed().await, 4006);
+    }
+    tokio::time::timeout(roomlet_tests::DEADLINE, drain)
+        .await
+        .expect("the drain ended within the deadline, not the 600 s grace")
+        .expect("the drain task did not panic");
+    assert_eq!(gateway.connections(), 0);
 }
 
 async fn count(c: &mut Client) -> u64 {

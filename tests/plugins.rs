@@ -321,14 +321,9 @@ async fn frames_in_flight_at_a_drain_still_reach_the_room() {
         say(&mut alice, None, json!({"n": n})).await;
     }
     assert_eq!(alice.closed().await, 4006);
-    let deadline = tokio::time::Instant::now() + roomlet_tests::DEADLINE;
-    while first.gateway.connections() > 0 {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the session did not end"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
+    tokio::time::timeout(roomlet_tests::DEADLINE, first.gateway.until_all_closed())
+        .await
+        .expect("the session did not end");
     first.drain(None, std::time::Duration::from_secs(1)).await;
 
     let second = roomlet::server::start(config(), Secrets::default())

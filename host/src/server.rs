@@ -175,10 +175,7 @@ impl Running {
     /// closed; waits up to `grace` for the sessions to end, then stops.
     pub async fn drain(self, url: Option<String>, grace: Duration) {
         self.gateway.send_reconnect(url);
-        let deadline = tokio::time::Instant::now() + grace;
-        while self.gateway.connections() > 0 && tokio::time::Instant::now() < deadline {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        let _ = tokio::time::timeout(grace, self.gateway.until_all_closed()).await;
         self.stop().await;
     }
 

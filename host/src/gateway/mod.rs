@@ -42,6 +42,8 @@ pub struct Gateway {
     /// TURN with REST credentials.
     pub turn: Option<(TurnSection, Secret)>,
     connections: AtomicUsize,
+    /// Woken when the last connection closes: what a drain waits for.
+    all_closed: tokio::sync::Notify,
     draining: AtomicBool,
     resumable: Arc<resume::Resumable>,
     /// The bus, when this node is one of several.
@@ -77,6 +79,7 @@ impl Gateway {
             ice_servers,
             turn,
             connections: AtomicUsize::new(0),
+            all_closed: tokio::sync::Notify::new(),
             draining: AtomicBool::new(false),
             resumable: Arc::default(),
             bus: None,
@@ -178,6 +181,21 @@ impl Gateway {
     /// Open WebSocket connections.
     pub fn connections(&self) -> usize {
         self.connections.load(Ordering::Relaxed)
+    }
+
+    /// Returns once no connection is open.
+    pub async fn until_all_closed(&self) {
+        loop {
+            let closed = self.all_closed.notified();
+            let mut closed = std::pin::pin!(closed);
+            // Registered before the check: a last close between the two
+            // still wakes this waiter.
+            closed.as_mut().enable();
+            if self.connections.load(Ordering::SeqCst) == 0 {
+                return;
+            }
+            closed.await;
+        }
     }
 
     /// Whether the node is draining (not ready, refusing joins).

@@ -231,7 +231,9 @@ struct Counted<'a>(&'a Gateway);
 
 impl Drop for Counted<'_> {
     fn drop(&mut self) {
-        self.0.connections.fetch_sub(1, Ordering::Relaxed);
+        if self.0.connections.fetch_sub(1, Ordering::SeqCst) == 1 {
+            self.0.all_closed.notify_waiters();
+        }
     }
 }
 
