@@ -299,8 +299,9 @@ pub async fn run(server: Arc<Server>, w: &Workload) -> Result<Report> {
     }
     let mut scheduled = std::mem::take(&mut *shared.scheduled.lock().expect("scheduled"));
     let cpu = |a: Option<ProcSample>, b: Option<ProcSample>| Some(b?.cpu - a?.cpu);
+    let sys = |a: Option<ProcSample>, b: Option<ProcSample>| Some(b?.sys - a?.sys);
     let server_cpu = cpu(s0, s1);
-    let server_sys = (|| Some(s1?.sys - s0?.sys))();
+    let server_sys = sys(s0, s1);
     Ok(Report {
         sent_per_s: shared.sent_window.load(Relaxed) as f64 / elapsed,
         delivered_per_s: delivered_window / elapsed,
