@@ -702,6 +702,31 @@ async fn wrong_credentials_are_refused_and_prefixes_isolate() {
     );
 }
 
+/// A join that no room could refuse, because no rooms node is alive to
+/// home it, is `unavailable` with close 1013 (try again later), not the
+/// room's refusal (4009) or an internal error.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_join_with_no_rooms_node_alive_is_unavailable_for_now() {
+    let Some(bin) = nats_server() else { return };
+    let nats = Nats::start(bin, None);
+    let gw = Node::start(&nats.url(), "lonely", "gw-1", "a", "auth,relay");
+    assert_eq!(gw.ready().await, 200);
+    let mut c = Client::connect(&gw.ws(), Wire::Json).await;
+    c.send(json!({"type": "join", "room": "nowhere", "token": token("nowhere", "alice", false)}))
+        .await;
+    let e = next_of(&mut c, "error", DEADLINE)
+        .await
+        .expect("an error frame");
+    assert_eq!(e["code"], "unavailable", "{e}");
+    assert!(
+        e["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("no rooms node is alive")),
+        "{e}"
+    );
+    assert_eq!(c.closed().await, 1013);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_nats_restart_is_survived() {
     let Some(bin) = nats_server() else { return };

@@ -56,6 +56,10 @@ pub struct Edge {
     local_rooms: Option<crate::rooms::Rooms>,
 }
 
+fn unavailable(message: &str) -> JoinError {
+    JoinError::Unavailable(message.into())
+}
+
 fn rejected(code: &str, message: &str) -> JoinError {
     JoinError::Rejected(Rejection {
         code: code.into(),
@@ -200,7 +204,7 @@ impl Edge {
         if let Some(p) = proxy {
             self.forget_local(&p, &peer.id);
         }
-        Err(rejected("unavailable", "could not find the room's home"))
+        Err(unavailable("could not find the room's home"))
     }
 
     async fn request_join(&self, node: &str, req: &JoinRequest) -> Result<JoinReply, JoinError> {
@@ -216,7 +220,7 @@ impl Edge {
                 )
             })?;
         wire::decode::<JoinReply>("join-reply", &msg.payload)
-            .ok_or_else(|| rejected("unavailable", "malformed answer from the room's home"))
+            .ok_or_else(|| unavailable("malformed answer from the room's home"))
     }
 
     /// The room's live home, or a live rooms node to become it: in the
@@ -224,18 +228,17 @@ impl Edge {
     /// where its first peer is); this process first within it.
     async fn pick_home(&self, room: &str, avoid: Option<&str>) -> Result<String, JoinError> {
         let dir = &self.bus.directory;
-        let unavailable =
-            |e: super::directory::DirectoryError| rejected("unavailable", &e.to_string());
-        if let Some((entry, _)) = dir.room(room).await.map_err(unavailable)?
+        let dir_down = |e: super::directory::DirectoryError| unavailable(&e.to_string());
+        if let Some((entry, _)) = dir.room(room).await.map_err(dir_down)?
             && Some(entry.node.as_str()) != avoid
-            && dir.node(&entry.node).await.map_err(unavailable)?.is_some()
+            && dir.node(&entry.node).await.map_err(dir_down)?.is_some()
         {
             return Ok(entry.node);
         }
         let nodes: Vec<(String, NodeInfo)> = dir
             .nodes()
             .await
-            .map_err(unavailable)?
+            .map_err(dir_down)?
             .into_iter()
             .filter(|(n, i)| i.runs_rooms() && Some(n.as_str()) != avoid)
             .collect();
@@ -260,7 +263,7 @@ impl Edge {
         pool.into_iter()
             .max_by_key(|n| hash(&format!("{n}/{room}")))
             .cloned()
-            .ok_or_else(|| rejected("unavailable", "no rooms node is alive"))
+            .ok_or_else(|| unavailable("no rooms node is alive"))
     }
 
     /// The room's proxy; a new one has no route until its first join lands.
@@ -591,10 +594,8 @@ impl Edge {
 fn refusal(r: JoinReply) -> JoinError {
     match r {
         JoinReply::Refused { code, message } => refused_code(&code, &message),
-        JoinReply::NotHome { home, .. } => {
-            rejected("unavailable", &format!("the room is homed on {home}"))
-        }
-        JoinReply::Joined { .. } => rejected("unavailable", "unexpected answer"),
+        JoinReply::NotHome { home, .. } => unavailable(&format!("the room is homed on {home}")),
+        JoinReply::Joined { .. } => unavailable("unexpected answer"),
     }
 }
 
@@ -603,6 +604,7 @@ fn refused_code(code: &str, message: &str) -> JoinError {
         "room-not-found" => JoinError::RoomNotFound,
         "node-full" => JoinError::NodeFull,
         "module-error" => JoinError::Module(message.into()),
+        "unavailable" => unavailable(message),
         _ => rejected(code, message),
     }
 }

@@ -246,13 +246,17 @@ impl Home {
             .lock()
             .get(room)
             .map(|h| h.rev)
-            .ok_or(JoinError::Module("the room moved during the join".into()))?;
+            .ok_or(JoinError::Unavailable(
+                "the room moved during the join; try again".into(),
+            ))?;
         if rejoin {
             let handle = self.rooms.open(room)?;
             let joined = handle
                 .rejoin(peer, outbox)
                 .await
-                .ok_or(JoinError::Module("the room closed during the join".into()))?;
+                .ok_or(JoinError::Unavailable(
+                    "the room closed during the join; try again".into(),
+                ))?;
             self.remember(room, rev, &handle);
             return Ok((rev, handle, joined));
         }

@@ -491,11 +491,12 @@ async fn join_inner(
             let close = match &e {
                 JoinError::Rejected(_) => close::ROOM_REFUSED,
                 JoinError::RoomNotFound => close::ROOM_CLOSED,
-                JoinError::NodeFull => close::TRY_LATER,
+                JoinError::NodeFull | JoinError::Unavailable(_) => close::TRY_LATER,
                 JoinError::Module(_) => close::INTERNAL,
             };
             let message = match &e {
                 JoinError::Rejected(r) => r.reason.clone(),
+                JoinError::Unavailable(m) => m.clone(),
                 JoinError::RoomNotFound => {
                     "the room does not exist and the token may not create it (roomCreate)".into()
                 }

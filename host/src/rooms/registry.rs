@@ -62,6 +62,10 @@ pub enum JoinError {
     /// The room's module failed while handling the join.
     #[error("the room's module failed: {0}")]
     Module(String),
+    /// The room cannot be reached now (with a bus: no home found, or the
+    /// home is moving it): worth trying again shortly, unlike a refusal.
+    #[error("{0}")]
+    Unavailable(String),
 }
 
 impl JoinError {
@@ -72,6 +76,7 @@ impl JoinError {
             JoinError::RoomNotFound => "room-not-found",
             JoinError::NodeFull => "node-full",
             JoinError::Module(_) => "module-error",
+            JoinError::Unavailable(_) => "unavailable",
         }
     }
 }
