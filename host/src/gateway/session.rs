@@ -496,7 +496,6 @@ async fn join_inner(
             };
             let message = match &e {
                 JoinError::Rejected(r) => r.reason.clone(),
-                JoinError::Unavailable(m) => m.clone(),
                 JoinError::RoomNotFound => {
                     "the room does not exist and the token may not create it (roomCreate)".into()
                 }
