@@ -728,6 +728,44 @@ async fn a_join_with_no_rooms_node_alive_is_unavailable_for_now() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_join_whose_home_does_not_answer_is_unavailable_for_now() {
+    let Some(bin) = nats_server() else { return };
+    let nats = Nats::start(bin, None);
+    // A lease that outlives the test: the directory keeps naming the
+    // stopped node, so the gateway asks it and hears nothing back.
+    let rooms = Node::try_start(
+        &nats.url(),
+        "silent",
+        "rooms-1",
+        "a",
+        "rooms",
+        &[],
+        Duration::from_secs(60),
+    )
+    .expect("starts");
+    let gw = Node::start(&nats.url(), "silent", "gw-1", "a", "auth,relay");
+    assert_eq!(rooms.ready().await, 200);
+    assert_eq!(gw.ready().await, 200);
+    rooms.signal("STOP");
+    let mut c = Client::connect(&gw.ws(), Wire::Json).await;
+    c.send(json!({"type": "join", "room": "r", "token": token("r", "alice", false)}))
+        .await;
+    let e = next_of(&mut c, "error", DEADLINE)
+        .await
+        .expect("an error frame");
+    assert_eq!(e["code"], "unavailable", "{e}");
+    assert!(
+        e["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("did not answer")),
+        "{e}"
+    );
+    // Try again later (1013), not a room's refusal (4009), which is final.
+    assert_eq!(c.closed().await, 1013);
+    rooms.signal("CONT");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_nats_restart_is_survived() {
     let Some(bin) = nats_server() else { return };
     let mut nats = Nats::start(bin, None);

@@ -213,12 +213,7 @@ impl Edge {
             .client()
             .request(self.bus.subject("join", Some(node)), wire::encode(req))
             .await
-            .map_err(|e| {
-                rejected(
-                    "unavailable",
-                    &format!("the room's home did not answer: {e}"),
-                )
-            })?;
+            .map_err(|e| unavailable(&format!("the room's home did not answer: {e}")))?;
         wire::decode::<JoinReply>("join-reply", &msg.payload)
             .ok_or_else(|| unavailable("malformed answer from the room's home"))
     }
