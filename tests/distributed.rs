@@ -468,6 +468,17 @@ async fn split_nodes_signal_across_regions_rehome_and_drain() {
         took <= TTL + Duration::from_secs(1),
         "re-homing took {took:?}, more than the liveness TTL + 1 s"
     );
+    // Alice's first messages went to the dead node: she is told so.
+    let e = next_of(&mut a, "error", DEADLINE)
+        .await
+        .expect("a notice of frames maybe lost");
+    assert_eq!(e["code"], "unavailable", "{e}");
+    assert!(
+        e["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("may not have been delivered")),
+        "{e}"
+    );
     assert!(rooms2.log().contains("room homed here"), "{}", rooms2.log());
     assert_eq!(gw_b.metric("roomlet_bus_ready", &[]).await, 1.0);
     assert!(

@@ -26,7 +26,7 @@ use futures_util::StreamExt;
 use parking_lot::Mutex;
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, watch};
 
 /// Where a room's frames go.
@@ -42,6 +42,10 @@ struct Proxy {
     route: watch::Sender<Option<Route>>,
     /// Local peers, for re-reporting after the room moves.
     local: Mutex<HashMap<String, (Peer, Outbox)>>,
+    /// When each local peer last had a frame published to the home. A
+    /// publish to a dead home is lost without a word, so after a death the
+    /// peers who sent since it could have happened are told.
+    sent: Mutex<HashMap<String, Instant>>,
     at: Locations,
     tx: mpsc::Sender<Box<Command>>,
 }
@@ -275,6 +279,7 @@ impl Edge {
             shared: Arc::default(),
             route: watch::channel(None).0,
             local: Mutex::default(),
+            sent: Mutex::default(),
             at: Arc::default(),
             tx,
         });
@@ -372,11 +377,22 @@ impl Edge {
             {
                 tracing::debug!(error = %e, "forwarding a frame to the room's home failed");
             }
+            if let HomeOp::Message { sender, .. } | HomeOp::Signal { sender, .. } = &msg.op {
+                let now = Instant::now();
+                let mut sent = proxy.sent.lock();
+                match sent.get_mut(sender) {
+                    Some(t) => *t = now,
+                    None => {
+                        sent.insert(sender.clone(), now);
+                    }
+                }
+            }
         }
     }
 
     fn forget_local(&self, proxy: &Proxy, peer_id: &str) {
         proxy.shared.mirror_remove(peer_id);
+        proxy.sent.lock().remove(peer_id);
         let empty = {
             let mut local = proxy.local.lock();
             local.remove(peer_id);
@@ -409,7 +425,7 @@ impl Edge {
             // Only the current home's notice counts: an old home letting
             // go of a room that has already moved says nothing new.
             if p.route.borrow().as_ref().is_some_and(|r| r.node == *from) {
-                self.rehome(p);
+                self.rehome(p, None);
             }
             return;
         }
@@ -472,14 +488,16 @@ impl Edge {
                     }
                 };
                 if !alive {
-                    self.rehome(p);
+                    self.rehome(p, Some(Instant::now()));
                 }
             }
         }
     }
 
-    /// Moves a proxy's room to a live home, once.
-    fn rehome(self: &Arc<Self>, proxy: Arc<Proxy>) {
+    /// Moves a proxy's room to a live home, once. `died`: when the old
+    /// home was found dead (not when it handed the room off, answering
+    /// every frame it refused).
+    fn rehome(self: &Arc<Self>, proxy: Arc<Proxy>, died: Option<Instant>) {
         let old = {
             let r = proxy.route.borrow();
             match &*r {
@@ -502,6 +520,12 @@ impl Edge {
                         tracing::info!(room = %proxy.room, home = %route.node, rev = route.rev, "room re-homed");
                         crate::metrics::REHOMES.inc(&["gateway", "ok"]);
                         let _ = proxy.route.send(Some(route));
+                        if let Some(found) = died {
+                            // It stopped renewing its lease at most a TTL
+                            // (and a tick of the check) before.
+                            let window = edge.bus.directory.ttl() + Duration::from_secs(1);
+                            tell_senders(&proxy, found, window);
+                        }
                         return;
                     }
                     Err(e) => tracing::debug!(room = %proxy.room, error = %e, "re-homing: not yet"),
@@ -585,6 +609,31 @@ impl Edge {
         Ok(Route { node: target, rev })
     }
 }
+
+/// Tells each local peer who had a frame published to a dead home within
+/// `window` before it was `found` dead that the frame may not have arrived:
+/// the dead home cannot say which did.
+fn tell_senders(proxy: &Proxy, found: Instant, window: Duration) {
+    let senders: Vec<String> = proxy
+        .sent
+        .lock()
+        .iter()
+        .filter(|(_, t)| found.saturating_duration_since(**t) <= window)
+        .map(|(p, _)| p.clone())
+        .collect();
+    let local = proxy.local.lock();
+    for peer in senders {
+        if let Some((_, outbox)) = local.get(&peer) {
+            let _ = outbox.send(Delivery::Error {
+                code: "unavailable".into(),
+                message: LOST.into(),
+            });
+        }
+    }
+}
+
+/// What a sender hears after the room's node died under its frames.
+const LOST: &str = "the room's node failed; room frames you sent just before it was replaced may not have been delivered: send again what matters";
 
 fn refusal(r: JoinReply) -> JoinError {
     match r {
