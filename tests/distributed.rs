@@ -777,6 +777,82 @@ async fn a_join_whose_home_does_not_answer_is_unavailable_for_now() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_peers_of_a_gateway_that_died_leave_their_rooms() {
+    let Some(bin) = nats_server() else { return };
+    let nats = Nats::start(bin, None);
+    let url = nats.url();
+    let p = "orphans";
+    let _rooms = Node::start(&url, p, "rooms-1", "a", "rooms");
+    let gw_a = Node::start(&url, p, "gw-a", "a", "auth,relay");
+    let gw_b = Node::start(&url, p, "gw-b", "a", "auth,relay");
+    let (mut a, _) = join(&gw_a, "r", "alice").await;
+    let (_b, jb) = join(&gw_b, "r", "bob").await;
+    let b_id = jb["peerId"].as_str().expect("peer id").to_owned();
+    next_of(&mut a, "peer-joined", DEADLINE)
+        .await
+        .expect("peer-joined");
+
+    // A crash: no leave is ever sent for bob.
+    gw_b.signal("KILL");
+    let killed = Instant::now();
+    let left = next_of(&mut a, "peer-left", TTL + DEADLINE)
+        .await
+        .expect("bob leaves once his gateway's lease is gone");
+    assert_eq!(left["peerId"], b_id.as_str(), "{left}");
+    assert_eq!(left["reason"], "timeout", "{left}");
+    let took = killed.elapsed();
+    assert!(
+        took <= TTL + Duration::from_secs(2),
+        "bob left {took:?} after the kill, more than the TTL + 2 s"
+    );
+    // A newcomer is not told of him.
+    let (_c, jc) = join(&gw_a, "r", "carol").await;
+    let peers: Vec<&str> = jc["peers"]
+        .as_array()
+        .expect("peers")
+        .iter()
+        .filter_map(|p| p["identity"].as_str())
+        .collect();
+    assert_eq!(peers, ["alice"], "{jc}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gateway_that_loses_its_lease_tells_its_sessions_to_join_again() {
+    let Some(bin) = nats_server() else { return };
+    let mut nats = Nats::start(bin, None);
+    let url = nats.url();
+    let p = "lapse";
+    let _rooms = Node::start(&url, p, "rooms-1", "a", "rooms");
+    let gw = Node::start(&url, p, "gw-a", "a", "auth,relay");
+    let (mut a, _) = join(&gw, "r", "alice").await;
+
+    // NATS away for longer than the TTL: the room's home would drop alice
+    // as an orphan, so her gateway sends her to join again.
+    nats.kill();
+    let down = Instant::now();
+    let r = next_of(&mut a, "reconnect", TTL + DEADLINE)
+        .await
+        .expect("a reconnect once the gateway's lease ran out");
+    assert_eq!(r["reason"], "moved", "{r}");
+    assert_eq!(a.closed().await, 4006);
+    let took = down.elapsed();
+    assert!(
+        took <= TTL + Duration::from_secs(2),
+        "told {took:?} after NATS went away, more than the TTL + 2 s"
+    );
+    // Joining again meanwhile is "try again later" (1013), which the JS
+    // client retries, not a final refusal.
+    let mut c = Client::connect(&gw.ws(), Wire::Json).await;
+    c.send(json!({"type": "join", "room": "r", "token": token("r", "carol", false)}))
+        .await;
+    let e = next_of(&mut c, "error", DEADLINE)
+        .await
+        .expect("an error frame");
+    assert_eq!(e["code"], "unavailable", "{e}");
+    assert_eq!(c.closed().await, 1013);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_nats_restart_is_survived() {
     let Some(bin) = nats_server() else { return };
     let mut nats = Nats::start(bin, None);

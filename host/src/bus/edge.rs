@@ -471,6 +471,10 @@ impl Edge {
         let mut tick = tokio::time::interval(Duration::from_millis(250));
         loop {
             tick.tick().await;
+            if !self.bus.lease_valid() {
+                self.let_go_all();
+                continue;
+            }
             let proxies: Vec<Arc<Proxy>> = self.proxies.lock().values().cloned().collect();
             let mut homes: HashMap<String, bool> = HashMap::new();
             for p in proxies {
@@ -490,6 +494,30 @@ impl Edge {
                 if !alive {
                     self.rehome(p, Some(Instant::now()));
                 }
+            }
+        }
+    }
+
+    /// This gateway's lease ran out (NATS away for longer than the TTL): the
+    /// homes of its rooms now drop its peers as orphans, so every session in
+    /// a room homed elsewhere is told to join again (`reconnect`, as when
+    /// a home loses its own lease), and the proxies go.
+    fn let_go_all(&self) {
+        let proxies: Vec<Arc<Proxy>> = self.proxies.lock().drain().map(|(_, p)| p).collect();
+        if proxies.is_empty() {
+            return;
+        }
+        tracing::warn!(
+            rooms = proxies.len(),
+            "bus lease lost: sessions in rooms homed elsewhere are told to join again"
+        );
+        for p in proxies {
+            p.shared.mark_closed();
+            let local: Vec<Outbox> = p.local.lock().drain().map(|(_, (_, o))| o).collect();
+            for o in local {
+                let _ = o.send(Delivery::Closed {
+                    reason: super::home::MOVED.into(),
+                });
             }
         }
     }

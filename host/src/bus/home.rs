@@ -469,10 +469,16 @@ impl Home {
     /// releases the directory entries of rooms that closed.
     async fn sweep(self: Arc<Self>) {
         let mut tick = tokio::time::interval(Duration::from_millis(200));
+        let mut ticks = 0u64;
         loop {
             tick.tick().await;
             if self.draining.load(std::sync::atomic::Ordering::Relaxed) {
                 return;
+            }
+            ticks += 1;
+            // Once a second: a directory read per gateway each time.
+            if ticks.is_multiple_of(5) {
+                self.drop_orphans().await;
             }
             let epoch = self.bus.lease_epoch();
             let valid = self.bus.lease_valid();
@@ -508,6 +514,63 @@ impl Home {
                         Some(handle) => self.catch_up(&room, &handle, true).await,
                         None => self.forget_unreplicated(&room),
                     }
+                }
+            }
+        }
+    }
+
+    /// Peers whose gateway's lease is gone leave their rooms (reason
+    /// `timeout`). Nothing else would remove them: a gateway that crashed
+    /// sends no `leave`, and one that lost NATS for longer than the TTL has
+    /// told its sessions to join again ([`super::edge`]). Without this they
+    /// stayed members for the room's life, listed to everyone, filling
+    /// one-to-one rooms.
+    async fn drop_orphans(&self) {
+        if !self.bus.lease_valid() {
+            return; // this node is letting its rooms go anyway
+        }
+        let rooms: Vec<(RoomHandle, Locations)> = self
+            .held
+            .lock()
+            .values()
+            .map(|h| (h.handle.clone(), h.at.clone()))
+            .collect();
+        let mut alive: HashMap<String, bool> = HashMap::new();
+        for (handle, at) in rooms {
+            let remote: Vec<(String, String)> = at
+                .read()
+                .iter()
+                .filter(|(_, gw)| **gw != self.bus.node)
+                .map(|(p, gw)| (p.clone(), gw.clone()))
+                .collect();
+            for (peer, gw) in remote {
+                let up = match alive.get(&gw) {
+                    Some(up) => *up,
+                    None => match self.bus.directory.node(&gw).await {
+                        Ok(n) => {
+                            alive.insert(gw.clone(), n.is_some());
+                            n.is_some()
+                        }
+                        Err(_) => return, // the bus is down: nothing to learn now
+                    },
+                };
+                if up {
+                    continue;
+                }
+                // Unless it moved to a live gateway meanwhile.
+                let gone = {
+                    let mut at = at.write();
+                    let still = at.get(&peer) == Some(&gw);
+                    if still {
+                        at.remove(&peer);
+                    }
+                    still
+                };
+                if gone {
+                    tracing::info!(room = %handle.name(), %peer, gateway = %gw, "the peer's gateway is gone; it leaves the room");
+                    handle
+                        .leave(&peer, crate::rooms::LeaveReason::Timeout)
+                        .await;
                 }
             }
         }
