@@ -817,6 +817,61 @@ async fn the_peers_of_a_gateway_that_died_leave_their_rooms() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_restarted_under_its_old_name_is_not_taken_for_its_old_process() {
+    let Some(bin) = nats_server() else { return };
+    let nats = Nats::start(bin, None);
+    let url = nats.url();
+    let p = "reborn";
+    // Leases far longer than the test: no key expires, so only the new
+    // processes' hello can tell the others what their old ones held.
+    let long = Duration::from_secs(60);
+    let start = |name: &str, functions: &str| {
+        Node::try_start(&url, p, name, "a", functions, &[], long).expect("starts")
+    };
+    let rooms = start("rooms-1", "rooms");
+    let gw_a = start("gw-a", "auth,relay");
+    let gw_b = start("gw-b", "auth,relay");
+    let (mut a, _) = join(&gw_a, "r", "alice").await;
+    let (_b, jb) = join(&gw_b, "r", "bob").await;
+    let b_id = jb["peerId"].as_str().expect("peer id").to_owned();
+    next_of(&mut a, "peer-joined", DEADLINE)
+        .await
+        .expect("peer-joined");
+
+    // bob's gateway crashes and comes back as gw-b at once: bob is gone.
+    gw_b.signal("KILL");
+    drop(gw_b);
+    let _gw_b = start("gw-b", "auth,relay");
+    let left = next_of(&mut a, "peer-left", DEADLINE)
+        .await
+        .expect("bob leaves when his gateway's name comes back");
+    assert_eq!(left["peerId"], b_id.as_str(), "{left}");
+
+    // The room's home does the same: gw-a moves the room (back to it).
+    rooms.signal("KILL");
+    drop(rooms);
+    let _rooms = start("rooms-1", "rooms");
+    gw_a.until_metric(
+        "roomlet_rehomes_total",
+        &["side=\"gateway\"", "result=\"ok\""],
+        |v| v >= 1.0,
+    )
+    .await;
+    // Without that, a newcomer's join would have opened the room afresh
+    // on the new process, without alice.
+    let (mut c, jc) = join(&gw_a, "r", "carol").await;
+    let peers: Vec<&str> = jc["peers"]
+        .as_array()
+        .expect("peers")
+        .iter()
+        .filter_map(|p| p["identity"].as_str())
+        .collect();
+    assert_eq!(peers, ["alice"], "{jc}");
+    a.send(message(json!({"text": "still one room"}))).await;
+    assert_eq!(next_text(&mut c).await, "still one room");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_gateway_that_loses_its_lease_tells_its_sessions_to_join_again() {
     let Some(bin) = nats_server() else { return };
     let mut nats = Nats::start(bin, None);
@@ -1014,7 +1069,11 @@ async fn malformed_bus_messages_are_refused_counted_and_harm_no_one() {
             other => panic!("join answered {other:?}"),
         }
         // One-way messages are dropped.
-        for subject in [format!("{p}.home.rooms-1"), format!("{p}.gw.gw-1")] {
+        for subject in [
+            format!("{p}.home.rooms-1"),
+            format!("{p}.gw.gw-1"),
+            format!("{p}.hello"),
+        ] {
             bus.publish(subject, g.clone().into())
                 .await
                 .expect("publishes");
@@ -1025,6 +1084,8 @@ async fn malformed_bus_messages_are_refused_counted_and_harm_no_one() {
     until_malformed(&rooms, "join", n).await;
     until_malformed(&rooms, "home", n).await;
     until_malformed(&gw, "gw", n).await;
+    until_malformed(&rooms, "hello", n).await;
+    until_malformed(&gw, "hello", n).await;
 
     // The room and its sessions carry on, and a newcomer gets in.
     a.send(json!({"type": "signal", "to": b_id, "kind": "offer", "payload": {"sdp": "v=0"}}))

@@ -351,6 +351,8 @@ pub async fn start(config: Config, secrets: Secrets) -> Result<Running, ServerEr
             }
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
+        // Before serving: what this name held until now is gone.
+        bus.hello().await;
     }
     let modules = Arc::new(Modules::new(
         loader,

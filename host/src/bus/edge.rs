@@ -100,6 +100,13 @@ impl Edge {
                 }
             }
         });
+        let e = edge.clone();
+        edge.bus
+            .on_hello(move |node| {
+                let e = e.clone();
+                async move { e.restarted(&node) }
+            })
+            .await?;
         tokio::spawn(edge.clone().watch_homes());
         Ok(edge)
     }
@@ -495,6 +502,22 @@ impl Edge {
                     self.rehome(p, Some(Instant::now()));
                 }
             }
+        }
+    }
+
+    /// `node` restarted: the rooms it was home to are not there any more,
+    /// though its name's liveness key never lapsed. They move (most likely
+    /// back to it) as after a death.
+    fn restarted(self: &Arc<Self>, node: &str) {
+        let homed_there: Vec<Arc<Proxy>> = self
+            .proxies
+            .lock()
+            .values()
+            .filter(|p| p.route.borrow().as_ref().is_some_and(|r| r.node == node))
+            .cloned()
+            .collect();
+        for p in homed_there {
+            self.rehome(p, Some(Instant::now()));
         }
     }
 

@@ -156,6 +156,13 @@ impl Home {
                 }
             }
         });
+        let h = home.clone();
+        bus.on_hello(move |node| {
+            let h = h.clone();
+            // The peers a restarted gateway held went with its old process.
+            async move { h.drop_peers_of(&node).await }
+        })
+        .await?;
         tokio::spawn(home.clone().sweep());
         Ok(home)
     }
@@ -524,56 +531,57 @@ impl Home {
     /// sends no `leave`, and one that lost NATS for longer than the TTL has
     /// told its sessions to join again ([`super::edge`]). Without this they
     /// stayed members for the room's life, listed to everyone, filling
-    /// one-to-one rooms.
+    /// one-to-one rooms. (A gateway restarted under its old name says
+    /// `hello` instead: its key never lapses.)
     async fn drop_orphans(&self) {
         if !self.bus.lease_valid() {
             return; // this node is letting its rooms go anyway
         }
-        let rooms: Vec<(RoomHandle, Locations)> = self
-            .held
+        let gateways: std::collections::HashSet<String> = self
+            .rooms_and_locations()
+            .iter()
+            .flat_map(|(_, at)| at.read().values().cloned().collect::<Vec<_>>())
+            .filter(|gw| *gw != self.bus.node)
+            .collect();
+        for gw in gateways {
+            match self.bus.directory.node(&gw).await {
+                Ok(Some(_)) => {}
+                Ok(None) => self.drop_peers_of(&gw).await,
+                Err(_) => return, // the bus is down: nothing to learn now
+            }
+        }
+    }
+
+    /// The peers held by gateway `gw` leave their rooms here.
+    async fn drop_peers_of(&self, gw: &str) {
+        for (handle, at) in self.rooms_and_locations() {
+            let gone: Vec<String> = {
+                let mut at = at.write();
+                let gone: Vec<String> = at
+                    .iter()
+                    .filter(|(_, g)| *g == gw)
+                    .map(|(p, _)| p.clone())
+                    .collect();
+                for p in &gone {
+                    at.remove(p);
+                }
+                gone
+            };
+            for peer in gone {
+                tracing::info!(room = %handle.name(), %peer, gateway = %gw, "the peer's gateway is gone; it leaves the room");
+                handle
+                    .leave(&peer, crate::rooms::LeaveReason::Timeout)
+                    .await;
+            }
+        }
+    }
+
+    fn rooms_and_locations(&self) -> Vec<(RoomHandle, Locations)> {
+        self.held
             .lock()
             .values()
             .map(|h| (h.handle.clone(), h.at.clone()))
-            .collect();
-        let mut alive: HashMap<String, bool> = HashMap::new();
-        for (handle, at) in rooms {
-            let remote: Vec<(String, String)> = at
-                .read()
-                .iter()
-                .filter(|(_, gw)| **gw != self.bus.node)
-                .map(|(p, gw)| (p.clone(), gw.clone()))
-                .collect();
-            for (peer, gw) in remote {
-                let up = match alive.get(&gw) {
-                    Some(up) => *up,
-                    None => match self.bus.directory.node(&gw).await {
-                        Ok(n) => {
-                            alive.insert(gw.clone(), n.is_some());
-                            n.is_some()
-                        }
-                        Err(_) => return, // the bus is down: nothing to learn now
-                    },
-                };
-                if up {
-                    continue;
-                }
-                // Unless it moved to a live gateway meanwhile.
-                let gone = {
-                    let mut at = at.write();
-                    let still = at.get(&peer) == Some(&gw);
-                    if still {
-                        at.remove(&peer);
-                    }
-                    still
-                };
-                if gone {
-                    tracing::info!(room = %handle.name(), %peer, gateway = %gw, "the peer's gateway is gone; it leaves the room");
-                    handle
-                        .leave(&peer, crate::rooms::LeaveReason::Timeout)
-                        .await;
-                }
-            }
-        }
+            .collect()
     }
 
     /// Sends JetStream the room's kv writes it missed while NATS was away:

@@ -24,6 +24,7 @@ use crate::config::NatsSection;
 use crate::secrets::{Secret, SecretError};
 use async_nats::jetstream;
 use directory::Directory;
+use futures_util::StreamExt;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -254,6 +255,53 @@ impl Bus {
     /// The NATS client.
     pub fn client(&self) -> &async_nats::Client {
         &self.client
+    }
+
+    /// Tells every node that this process is new ([`wire::Hello`]); called
+    /// once its own subscriptions are up and before it serves anything.
+    pub async fn hello(&self) {
+        let hello = wire::encode(&wire::Hello {
+            node: self.node.clone(),
+        });
+        let sent = match self
+            .client
+            .publish(self.subject("hello", None), hello)
+            .await
+        {
+            Ok(()) => self.client.flush().await.map_err(|e| e.to_string()),
+            Err(e) => Err(e.to_string()),
+        };
+        if let Err(e) = sent {
+            tracing::warn!(error = %e, "announcing this process on the bus failed");
+        }
+    }
+
+    /// Runs `on` for every other node's [`wire::Hello`].
+    pub async fn on_hello<F, Fut>(&self, on: F) -> Result<(), BusError>
+    where
+        F: Fn(String) -> Fut + Send + 'static,
+        Fut: std::future::Future<Output = ()> + Send,
+    {
+        let subject = self.subject("hello", None);
+        let mut sub =
+            self.client
+                .subscribe(subject.clone())
+                .await
+                .map_err(|e| BusError::Subscribe {
+                    subject,
+                    message: e.to_string(),
+                })?;
+        let me = self.node.clone();
+        tokio::spawn(async move {
+            while let Some(msg) = sub.next().await {
+                if let Some(h) = wire::decode::<wire::Hello>("hello", &msg.payload)
+                    && h.node != me
+                {
+                    on(h.node).await;
+                }
+            }
+        });
+        Ok(())
     }
 
     /// `P.kind.node` (or `P.kind` without a node).

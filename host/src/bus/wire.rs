@@ -232,6 +232,15 @@ pub enum JoinReply {
     },
 }
 
+/// A process's first word on the bus (`P.hello`), before it serves: what
+/// its node name held until now belonged to a process that is gone (one
+/// restarted under the same name renews the old liveness key at once, so
+/// the key's expiry would never tell).
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Hello {
+    pub node: String,
+}
+
 /// A home (or peer gateway) → gateway message for one local peer.
 #[derive(Debug, Serialize, Deserialize)]
 pub struct ToGateway {
