@@ -802,8 +802,8 @@ async fn the_peers_of_a_gateway_that_died_leave_their_rooms() {
     assert_eq!(left["reason"], "timeout", "{left}");
     let took = killed.elapsed();
     assert!(
-        took <= TTL + Duration::from_secs(2),
-        "bob left {took:?} after the kill, more than the TTL + 2 s"
+        took <= TTL * 2,
+        "bob left {took:?} after the kill, more than twice the TTL"
     );
     // A newcomer is not told of him.
     let (_c, jc) = join(&gw_a, "r", "carol").await;
@@ -892,8 +892,8 @@ async fn a_gateway_that_loses_its_lease_tells_its_sessions_to_join_again() {
     assert_eq!(a.closed().await, 4006);
     let took = down.elapsed();
     assert!(
-        took <= TTL + Duration::from_secs(2),
-        "told {took:?} after NATS went away, more than the TTL + 2 s"
+        took <= TTL * 2,
+        "told {took:?} after NATS went away, more than twice the TTL"
     );
     // Joining again meanwhile is "try again later" (1013), which the JS
     // client retries, not a final refusal.
