@@ -739,6 +739,29 @@ async fn a_join_with_no_rooms_node_alive_is_unavailable_for_now() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_join_with_no_auth_node_alive_is_unavailable_for_now() {
+    let Some(bin) = nats_server() else { return };
+    let nats = Nats::start(bin, None);
+    let gw = Node::start(&nats.url(), "authless", "gw-1", "a", "rooms,relay");
+    assert_eq!(gw.ready().await, 200);
+    let mut c = Client::connect(&gw.ws(), Wire::Json).await;
+    c.send(json!({"type": "join", "room": "r", "token": token("r", "alice", false)}))
+        .await;
+    let e = next_of(&mut c, "error", DEADLINE)
+        .await
+        .expect("an error frame");
+    // An outage, not a bug (`internal`, 1011): try again later.
+    assert_eq!(e["code"], "unavailable", "{e}");
+    assert!(
+        e["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("no auth node answered")),
+        "{e}"
+    );
+    assert_eq!(c.closed().await, 1013);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_join_whose_home_does_not_answer_is_unavailable_for_now() {
     let Some(bin) = nats_server() else { return };
     let nats = Nats::start(bin, None);

@@ -139,6 +139,11 @@ impl Admin {
                 "unauthenticated",
                 "the token was refused",
             )),
+            Err(e @ crate::gateway::AuthUnavailable::NoAnswer(_)) => Err(error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "unavailable",
+                format!("{e}; try again shortly"),
+            )),
             Err(e) => Err(error(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "internal",

@@ -6,7 +6,7 @@ use super::Bus;
 use super::wire::{self, WireAuthReply, WireAuthRequest};
 use crate::components::bindings::authenticator::{AuthError, AuthRequest};
 use crate::components::bindings::types::Identity;
-use crate::gateway::Gateway;
+use crate::gateway::{AuthUnavailable, Gateway};
 use futures_util::StreamExt;
 use std::sync::Arc;
 
@@ -54,16 +54,16 @@ pub async fn serve(bus: Arc<Bus>, gateway: Arc<Gateway>) -> Result<(), super::Bu
 pub async fn authenticate(
     bus: &Bus,
     request: &AuthRequest,
-) -> Result<Result<Identity, AuthError>, String> {
+) -> Result<Result<Identity, AuthError>, AuthUnavailable> {
     let body = wire::encode(&WireAuthRequest::from(request));
     let started = std::time::Instant::now();
     let msg = bus
         .client()
         .request(bus.subject("auth", None), body)
         .await
-        .map_err(|e| format!("auth request over the bus: {e}"))?;
+        .map_err(|e| AuthUnavailable::NoAnswer(e.to_string()))?;
     crate::metrics::BUS_SECONDS.observe(&[], started.elapsed().as_secs_f64());
     wire::decode::<WireAuthReply>("auth-reply", &msg.payload)
         .and_then(WireAuthReply::into_result)
-        .ok_or_else(|| "the auth node failed".to_string())
+        .ok_or_else(|| AuthUnavailable::Failed("the auth node failed".into()))
 }

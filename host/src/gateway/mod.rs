@@ -25,6 +25,18 @@ use crate::secrets::Secret;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
+/// Why a token could not be checked at all.
+#[derive(Debug, thiserror::Error)]
+pub enum AuthUnavailable {
+    /// No auth node answered over the bus (none alive, or none in time):
+    /// nothing is wrong with the token or the code, so: try again later.
+    #[error("no auth node answered: {0}")]
+    NoAnswer(String),
+    /// The auth function failed on this request, or answered garbage.
+    #[error("{0}")]
+    Failed(String),
+}
+
 /// What sessions share.
 pub struct Gateway {
     /// The node's rooms.
@@ -103,14 +115,14 @@ impl Gateway {
     pub async fn authenticate(
         &self,
         request: &AuthRequest,
-    ) -> Result<Result<Identity, AuthError>, String> {
+    ) -> Result<Result<Identity, AuthError>, AuthUnavailable> {
         match &self.bus {
             Some(bus) if !self.local_auth => crate::bus::auth::authenticate(bus, request).await,
             _ => self
                 .auth()
                 .authenticate(request)
                 .await
-                .map_err(|e| e.to_string()),
+                .map_err(|e| AuthUnavailable::Failed(e.to_string())),
         }
     }
 

@@ -1,11 +1,11 @@
 //! One WebSocket connection: before `join` it only authenticates; after,
 //! it pumps frames between the socket and the peer's [`PeerState`].
 
-use super::Gateway;
 use super::codec::{self, DecodeError, Encoding, kind_name};
 use super::frames::{Inbound, ServerFrame, WirePeer};
 use super::guard::{MAX_BAD_STREAK, Rate, RateLimit, check_stats};
 use super::resume::PeerState;
+use super::{AuthUnavailable, Gateway};
 use crate::components::bindings::authenticator::{AuthError, AuthRequest};
 use crate::components::bindings::relay_policy::{Frame, FrameKind, Verdict};
 use crate::components::bindings::types::{Grants, Peer, RoomMessage, Signal, SignalKind, Target};
@@ -463,7 +463,15 @@ async fn join_inner(
             metrics::AUTH_FAILURES.inc(&[&refusal.code]);
             return Err(refusal);
         }
-        Err(e) => {
+        Err(AuthUnavailable::NoAnswer(e)) => {
+            tracing::warn!(error = %e, "no auth node answered");
+            return Err(Refusal::new(
+                "unavailable",
+                "no auth node answered; try again shortly",
+                Some(close::TRY_LATER),
+            ));
+        }
+        Err(AuthUnavailable::Failed(e)) => {
             tracing::warn!(error = %e, "auth component failed");
             return Err(Refusal::new(
                 "internal",
