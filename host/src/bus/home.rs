@@ -537,12 +537,15 @@ impl Home {
         if !self.bus.lease_valid() {
             return; // this node is letting its rooms go anyway
         }
-        let gateways: std::collections::HashSet<String> = self
-            .rooms_and_locations()
-            .iter()
-            .flat_map(|(_, at)| at.read().values().cloned().collect::<Vec<_>>())
-            .filter(|gw| *gw != self.bus.node)
-            .collect();
+        // Each gateway's name once, not once per peer.
+        let mut gateways = std::collections::HashSet::new();
+        for (_, at) in self.rooms_and_locations() {
+            for gw in at.read().values() {
+                if *gw != self.bus.node && !gateways.contains(gw) {
+                    gateways.insert(gw.clone());
+                }
+            }
+        }
         for gw in gateways {
             match self.bus.directory.node(&gw).await {
                 Ok(Some(_)) => {}
