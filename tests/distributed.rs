@@ -713,6 +713,23 @@ async fn wrong_credentials_are_refused_and_prefixes_isolate() {
     );
 }
 
+/// alice's join to `room` at `gw` is refused as `unavailable`, saying
+/// `says`, with close 1013: try again later.
+async fn join_is_unavailable(gw: &Node, room: &str, says: &str) {
+    let mut c = Client::connect(&gw.ws(), Wire::Json).await;
+    c.send(json!({"type": "join", "room": room, "token": token(room, "alice", false)}))
+        .await;
+    let e = next_of(&mut c, "error", DEADLINE)
+        .await
+        .expect("an error frame");
+    assert_eq!(e["code"], "unavailable", "{e}");
+    assert!(
+        e["message"].as_str().is_some_and(|m| m.contains(says)),
+        "{e}"
+    );
+    assert_eq!(c.closed().await, 1013);
+}
+
 /// A join that no room could refuse, because no rooms node is alive to
 /// home it, is `unavailable` with close 1013 (try again later), not the
 /// room's refusal (4009) or an internal error.
@@ -722,20 +739,7 @@ async fn a_join_with_no_rooms_node_alive_is_unavailable_for_now() {
     let nats = Nats::start(bin, None);
     let gw = Node::start(&nats.url(), "lonely", "gw-1", "a", "auth,relay");
     assert_eq!(gw.ready().await, 200);
-    let mut c = Client::connect(&gw.ws(), Wire::Json).await;
-    c.send(json!({"type": "join", "room": "nowhere", "token": token("nowhere", "alice", false)}))
-        .await;
-    let e = next_of(&mut c, "error", DEADLINE)
-        .await
-        .expect("an error frame");
-    assert_eq!(e["code"], "unavailable", "{e}");
-    assert!(
-        e["message"]
-            .as_str()
-            .is_some_and(|m| m.contains("no rooms node is alive")),
-        "{e}"
-    );
-    assert_eq!(c.closed().await, 1013);
+    join_is_unavailable(&gw, "nowhere", "no rooms node is alive").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -744,21 +748,8 @@ async fn a_join_with_no_auth_node_alive_is_unavailable_for_now() {
     let nats = Nats::start(bin, None);
     let gw = Node::start(&nats.url(), "authless", "gw-1", "a", "rooms,relay");
     assert_eq!(gw.ready().await, 200);
-    let mut c = Client::connect(&gw.ws(), Wire::Json).await;
-    c.send(json!({"type": "join", "room": "r", "token": token("r", "alice", false)}))
-        .await;
-    let e = next_of(&mut c, "error", DEADLINE)
-        .await
-        .expect("an error frame");
     // An outage, not a bug (`internal`, 1011): try again later.
-    assert_eq!(e["code"], "unavailable", "{e}");
-    assert!(
-        e["message"]
-            .as_str()
-            .is_some_and(|m| m.contains("no auth node answered")),
-        "{e}"
-    );
-    assert_eq!(c.closed().await, 1013);
+    join_is_unavailable(&gw, "r", "no auth node answered").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -781,21 +772,8 @@ async fn a_join_whose_home_does_not_answer_is_unavailable_for_now() {
     assert_eq!(rooms.ready().await, 200);
     assert_eq!(gw.ready().await, 200);
     rooms.signal("STOP");
-    let mut c = Client::connect(&gw.ws(), Wire::Json).await;
-    c.send(json!({"type": "join", "room": "r", "token": token("r", "alice", false)}))
-        .await;
-    let e = next_of(&mut c, "error", DEADLINE)
-        .await
-        .expect("an error frame");
-    assert_eq!(e["code"], "unavailable", "{e}");
-    assert!(
-        e["message"]
-            .as_str()
-            .is_some_and(|m| m.contains("did not answer")),
-        "{e}"
-    );
     // Try again later (1013), not a room's refusal (4009), which is final.
-    assert_eq!(c.closed().await, 1013);
+    join_is_unavailable(&gw, "r", "did not answer").await;
     rooms.signal("CONT");
 }
 
