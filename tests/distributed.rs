@@ -873,6 +873,27 @@ async fn a_node_restarted_under_its_old_name_is_not_taken_for_its_old_process() 
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_live_process_under_one_node_name_is_refused() {
+    let Some(bin) = nats_server() else { return };
+    let nats = Nats::start(bin, None);
+    let url = nats.url();
+    let first = Node::start(&url, "twins", "gw-a", "a", "auth,rooms,relay");
+    let (mut a, _) = join(&first, "r", "alice").await;
+    let log = match Node::try_start(&url, "twins", "gw-a", "a", "auth,rooms,relay", &[], TTL) {
+        Ok(_) => panic!("a second process started under a live node's name"),
+        Err(log) => log,
+    };
+    assert!(log.contains("node name gw-a is taken"), "{log}");
+    // The first one never noticed: no hello reached anyone.
+    assert_eq!(first.ready().await, 200);
+    let (_b, jb) = join(&first, "r", "bob").await;
+    assert_eq!(jb["peers"][0]["identity"], "alice", "{jb}");
+    next_of(&mut a, "peer-joined", DEADLINE)
+        .await
+        .expect("peer-joined");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_gateway_that_loses_its_lease_tells_its_sessions_to_join_again() {
     let Some(bin) = nats_server() else { return };
     let mut nats = Nats::start(bin, None);

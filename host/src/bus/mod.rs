@@ -61,10 +61,19 @@ pub enum BusError {
     /// A credential secret could not be read.
     #[error(transparent)]
     Secret(#[from] SecretError),
+    /// A live process on this bus already goes by this node's name.
+    #[error(
+        "node name {0} is taken: another live process on this bus runs under it; give each process its own (--node, ROOMLET_NODE; the default is the host name, which containers on the host network share)"
+    )]
+    NameTaken(String),
 }
 
 /// How long a starting node waits for JetStream to accept its buckets.
 const BUCKET_RETRY: Duration = Duration::from_secs(30);
+
+/// How long a starting node waits for a process already under its name to
+/// answer: a live one answers in a round trip.
+const NAME_CHECK: Duration = Duration::from_secs(1);
 
 /// An error with its causes, for messages that must say why.
 pub(crate) fn chain(e: &dyn std::error::Error) -> String {
@@ -237,7 +246,7 @@ impl Bus {
             .map(|(p, r)| (p.clone(), r.clone()))
             .collect();
         room_regions.sort_by_key(|(p, _)| std::cmp::Reverse(p.len()));
-        Ok(Arc::new(Self {
+        let bus = Arc::new(Self {
             room_regions,
             client,
             prefix,
@@ -249,7 +258,50 @@ impl Bus {
             lease_until_ms: AtomicU64::new(0),
             lease_epoch: AtomicU64::new(0),
             draining: std::sync::atomic::AtomicBool::new(false),
-        }))
+        });
+        bus.claim_name().await?;
+        Ok(bus)
+    }
+
+    /// Makes sure no live process goes by this node's name, then answers
+    /// for it (`P.name.NODE`). Two processes under one name would share
+    /// one liveness key and each other's deliveries (`P.gw.NODE`), and
+    /// each one's `hello` would make the homes drop the other's peers.
+    async fn claim_name(&self) -> Result<(), BusError> {
+        let subject = self.subject("name", Some(&self.node));
+        let asked = tokio::time::timeout(
+            NAME_CHECK,
+            self.client.request(subject.clone(), bytes::Bytes::new()),
+        )
+        .await;
+        match asked {
+            Ok(Ok(_)) => return Err(BusError::NameTaken(self.node.clone())),
+            // Nobody subscribed: the name is free (or its process is gone).
+            Ok(Err(e)) if e.kind() == async_nats::client::RequestErrorKind::NoResponders => {}
+            // Subscribed but silent: a process stopped or cut off, whose
+            // lease runs out; this one takes over as if it had restarted.
+            Ok(Err(e)) => tracing::warn!(error = %e, "checking this node's name on the bus"),
+            Err(_) => tracing::warn!(
+                "a process under this node's name did not answer within {NAME_CHECK:?}; taking the name over"
+            ),
+        }
+        let mut sub =
+            self.client
+                .subscribe(subject.clone())
+                .await
+                .map_err(|e| BusError::Subscribe {
+                    subject,
+                    message: e.to_string(),
+                })?;
+        let client = self.client.clone();
+        tokio::spawn(async move {
+            while let Some(m) = sub.next().await {
+                if let Some(reply) = m.reply {
+                    let _ = client.publish(reply, bytes::Bytes::new()).await;
+                }
+            }
+        });
+        Ok(())
     }
 
     /// The NATS client.
