@@ -891,6 +891,13 @@ async fn a_second_live_process_under_one_node_name_is_refused() {
     next_of(&mut a, "peer-joined", DEADLINE)
         .await
         .expect("peer-joined");
+    // A holder that is alive but silent (stopped) is taken over, as a
+    // restart would be: its lease runs out meanwhile.
+    first.signal("STOP");
+    let second = Node::try_start(&url, "twins", "gw-a", "a", "auth,rooms,relay", &[], TTL)
+        .expect("a silent holder's name is taken over");
+    assert!(second.log().contains("did not answer"), "{}", second.log());
+    assert_eq!(second.ready().await, 200);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
