@@ -555,27 +555,25 @@ impl Home {
         }
     }
 
-    /// The peers held by gateway `gw` leave their rooms here.
+    /// The peers held by gateway `gw` leave their rooms here. All of them
+    /// are taken off the location tables first, in one pass without a
+    /// wait: a restarted gateway's first joins, arriving meanwhile, are
+    /// not caught up in it.
     async fn drop_peers_of(&self, gw: &str) {
+        let mut gone: Vec<(RoomHandle, String)> = Vec::new();
         for (handle, at) in self.rooms_and_locations() {
-            let gone: Vec<String> = {
-                let mut at = at.write();
-                let gone: Vec<String> = at
-                    .iter()
-                    .filter(|(_, g)| *g == gw)
-                    .map(|(p, _)| p.clone())
-                    .collect();
-                for p in &gone {
-                    at.remove(p);
+            at.write().retain(|peer, g| {
+                if g == gw {
+                    gone.push((handle.clone(), peer.clone()));
                 }
-                gone
-            };
-            for peer in gone {
-                tracing::info!(room = %handle.name(), %peer, gateway = %gw, "the peer's gateway is gone; it leaves the room");
-                handle
-                    .leave(&peer, crate::rooms::LeaveReason::Timeout)
-                    .await;
-            }
+                g != gw
+            });
+        }
+        for (handle, peer) in gone {
+            tracing::info!(room = %handle.name(), %peer, gateway = %gw, "the peer's gateway is gone; it leaves the room");
+            handle
+                .leave(&peer, crate::rooms::LeaveReason::Timeout)
+                .await;
         }
     }
 
