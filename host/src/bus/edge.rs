@@ -79,13 +79,7 @@ impl Edge {
         home: Option<Arc<Home>>,
         local_rooms: Option<crate::rooms::Rooms>,
     ) -> Result<Arc<Self>, super::BusError> {
-        let subject = bus.subject("gw", Some(&bus.node));
-        let mut sub = bus.client().subscribe(subject.clone()).await.map_err(|e| {
-            super::BusError::Subscribe {
-                subject,
-                message: e.to_string(),
-            }
-        })?;
+        let mut sub = bus.subscribe(bus.subject("gw", Some(&bus.node))).await?;
         let edge = Arc::new(Self {
             bus,
             home,

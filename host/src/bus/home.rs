@@ -114,20 +114,8 @@ impl Home {
             claims: tokio::sync::Mutex::new(()),
             draining: std::sync::atomic::AtomicBool::new(false),
         });
-        let sub = |kind: &'static str| {
-            let bus = bus.clone();
-            async move {
-                let subject = bus.subject(kind, Some(&bus.node));
-                bus.client().subscribe(subject.clone()).await.map_err(|e| {
-                    super::BusError::Subscribe {
-                        subject,
-                        message: e.to_string(),
-                    }
-                })
-            }
-        };
-        let mut joins = sub("join").await?;
-        let mut frames = sub("home").await?;
+        let mut joins = bus.subscribe(bus.subject("join", Some(&bus.node))).await?;
+        let mut frames = bus.subscribe(bus.subject("home", Some(&bus.node))).await?;
         let h = home.clone();
         tokio::spawn(async move {
             while let Some(msg) = joins.next().await {

@@ -285,14 +285,7 @@ impl Bus {
                 "a process under this node's name did not answer within {NAME_CHECK:?}; taking the name over"
             ),
         }
-        let mut sub =
-            self.client
-                .subscribe(subject.clone())
-                .await
-                .map_err(|e| BusError::Subscribe {
-                    subject,
-                    message: e.to_string(),
-                })?;
+        let mut sub = self.subscribe(subject).await?;
         let client = self.client.clone();
         tokio::spawn(async move {
             while let Some(m) = sub.next().await {
@@ -307,6 +300,17 @@ impl Bus {
     /// The NATS client.
     pub fn client(&self) -> &async_nats::Client {
         &self.client
+    }
+
+    /// Subscribes to `subject`; the error names it.
+    pub async fn subscribe(&self, subject: String) -> Result<async_nats::Subscriber, BusError> {
+        self.client
+            .subscribe(subject.clone())
+            .await
+            .map_err(|e| BusError::Subscribe {
+                subject,
+                message: e.to_string(),
+            })
     }
 
     /// Tells every node that this process is new ([`wire::Hello`]); called
@@ -334,15 +338,7 @@ impl Bus {
         F: Fn(String) -> Fut + Send + 'static,
         Fut: std::future::Future<Output = ()> + Send,
     {
-        let subject = self.subject("hello", None);
-        let mut sub =
-            self.client
-                .subscribe(subject.clone())
-                .await
-                .map_err(|e| BusError::Subscribe {
-                    subject,
-                    message: e.to_string(),
-                })?;
+        let mut sub = self.subscribe(self.subject("hello", None)).await?;
         let me = self.node.clone();
         tokio::spawn(async move {
             while let Some(msg) = sub.next().await {
