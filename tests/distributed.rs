@@ -387,6 +387,16 @@ async fn next_text(c: &mut Client) -> String {
     }
 }
 
+/// The identities of the peers a `joined` frame lists.
+fn identities(joined: &Value) -> Vec<&str> {
+    joined["peers"]
+        .as_array()
+        .expect("peers")
+        .iter()
+        .filter_map(|p| p["identity"].as_str())
+        .collect()
+}
+
 fn history(f: &Value) -> Vec<String> {
     f["data"]["history"]
         .as_array()
@@ -808,13 +818,7 @@ async fn the_peers_of_a_gateway_that_died_leave_their_rooms() {
     );
     // A newcomer is not told of him.
     let (_c, jc) = join(&gw_a, "r", "carol").await;
-    let peers: Vec<&str> = jc["peers"]
-        .as_array()
-        .expect("peers")
-        .iter()
-        .filter_map(|p| p["identity"].as_str())
-        .collect();
-    assert_eq!(peers, ["alice"], "{jc}");
+    assert_eq!(identities(&jc), ["alice"], "{jc}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -861,13 +865,7 @@ async fn a_node_restarted_under_its_old_name_is_not_taken_for_its_old_process() 
     // Without that, a newcomer's join would have opened the room afresh
     // on the new process, without alice.
     let (mut c, jc) = join(&gw_a, "r", "carol").await;
-    let peers: Vec<&str> = jc["peers"]
-        .as_array()
-        .expect("peers")
-        .iter()
-        .filter_map(|p| p["identity"].as_str())
-        .collect();
-    assert_eq!(peers, ["alice"], "{jc}");
+    assert_eq!(identities(&jc), ["alice"], "{jc}");
     a.send(message(json!({"text": "still one room"}))).await;
     assert_eq!(next_text(&mut c).await, "still one room");
 }
