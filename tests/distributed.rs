@@ -793,15 +793,29 @@ async fn the_peers_of_a_gateway_that_died_leave_their_rooms() {
     let nats = Nats::start(bin, None);
     let url = nats.url();
     let p = "orphans";
-    let _rooms = Node::start(&url, p, "rooms-1", "a", "rooms");
+    let rooms = Node::start(&url, p, "rooms-1", "a", "rooms");
     let gw_a = Node::start(&url, p, "gw-a", "a", "auth,relay");
     let gw_b = Node::start(&url, p, "gw-b", "a", "auth,relay");
-    let (mut a, _) = join(&gw_a, "r", "alice").await;
+    // alice may kick.
+    let mut a = Client::connect(&gw_a.ws(), Wire::Json).await;
+    a.join("r", &token("r", "alice", true)).await;
     let (_b, jb) = join(&gw_b, "r", "bob").await;
     let b_id = jb["peerId"].as_str().expect("peer id").to_owned();
     next_of(&mut a, "peer-joined", DEADLINE)
         .await
         .expect("peer-joined");
+    // dave, on the same gateway, is kicked before it dies: no longer a
+    // member, so not one of the peers it orphans.
+    let (_d, jd) = join(&gw_b, "r", "dave").await;
+    next_of(&mut a, "peer-joined", DEADLINE)
+        .await
+        .expect("peer-joined");
+    a.send(json!({"type": "kick", "peer": jd["peerId"], "reason": "x"}))
+        .await;
+    let kicked = next_of(&mut a, "peer-left", DEADLINE)
+        .await
+        .expect("dave leaves");
+    assert_eq!(kicked["reason"], "kicked", "{kicked}");
 
     // A crash: no leave is ever sent for bob.
     gw_b.signal("KILL");
@@ -819,6 +833,11 @@ async fn the_peers_of_a_gateway_that_died_leave_their_rooms() {
     // A newcomer is not told of him.
     let (_c, jc) = join(&gw_a, "r", "carol").await;
     assert_eq!(identities(&jc), ["alice"], "{jc}");
+    // The home counts him, so an alert can tell a lost gateway from
+    // ordinary timeouts.
+    let orphaned = "roomlet_orphaned_peers_total";
+    assert_eq!(rooms.metric(orphaned, &["cause=\"expired\""]).await, 1.0);
+    assert_eq!(rooms.metric(orphaned, &["cause=\"restarted\""]).await, 0.0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -851,6 +870,10 @@ async fn a_node_restarted_under_its_old_name_is_not_taken_for_its_old_process() 
         .await
         .expect("bob leaves when his gateway's name comes back");
     assert_eq!(left["peerId"], b_id.as_str(), "{left}");
+    let orphaned = rooms
+        .metric("roomlet_orphaned_peers_total", &["cause=\"restarted\""])
+        .await;
+    assert_eq!(orphaned, 1.0);
 
     // The room's home does the same: gw-a moves the room (back to it).
     rooms.signal("KILL");

@@ -232,6 +232,15 @@ pub static REHOMES: Counter = Counter::new(
     "Rooms moved to a new home after theirs was lost or drained, by side (gateway, home) and result.",
     &["side", "result"],
 );
+/// Peers made to leave their rooms because their gateway is gone: its
+/// lease ran out (`expired`: it crashed or lost NATS) or it started again
+/// under its old name (`restarted`). Their leaves look like ordinary
+/// timeouts in the event log; this tells a lost gateway from them.
+pub static ORPHANED: Counter = Counter::new(
+    "roomlet_orphaned_peers_total",
+    "Peers this home made leave their rooms because their gateway was lost, by cause (expired, restarted).",
+    &["cause"],
+);
 /// Frames a room's old home refused after the room moved (fencing).
 pub static FENCED: Counter = Counter::new(
     "roomlet_fenced_frames_total",
@@ -518,6 +527,7 @@ pub fn render(sampled: &Sampled) -> String {
         &WEBHOOK_RETRIES,
         &REHOMES,
         &FENCED,
+        &ORPHANED,
         &BUS_MALFORMED,
         &KV_UNREPLICATED,
     ] {

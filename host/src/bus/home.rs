@@ -148,7 +148,7 @@ impl Home {
         bus.on_hello(move |node| {
             let h = h.clone();
             // The peers a restarted gateway held went with its old process.
-            async move { h.drop_peers_of(&node).await }
+            async move { h.drop_peers_of(&node, Orphaned::Restarted).await }
         })
         .await?;
         tokio::spawn(home.clone().sweep());
@@ -179,6 +179,7 @@ impl Home {
                     handle
                         .leave(&peer_id, crate::rooms::LeaveReason::Left)
                         .await;
+                    at.write().remove(&peer_id);
                     return refused(
                         "unavailable",
                         "the room's event log is unavailable; try again",
@@ -202,10 +203,13 @@ impl Home {
                     observe_signals: handle.shared().observe_signals(),
                 }
             }
-            Err(e) => JoinReply::Refused {
-                code: e.code().to_owned(),
-                message: e.to_string(),
-            },
+            Err(e) => {
+                at.write().remove(&peer_id);
+                JoinReply::Refused {
+                    code: e.code().to_owned(),
+                    message: e.to_string(),
+                }
+            }
         }
     }
 
@@ -219,14 +223,18 @@ impl Home {
         let (_, at) = self.claim(&req).await?;
         at.write()
             .insert(req.peer.id.clone(), self.bus.node.clone());
+        let peer_id = req.peer.id.clone();
         let peer: Peer = req.peer.into();
-        self.join(&req.room, peer, outbox, req.rejoin)
-            .await
-            .map(|(rev, h, j)| (rev, h, j, at))
-            .map_err(|e| JoinReply::Refused {
-                code: e.code().to_owned(),
-                message: e.to_string(),
-            })
+        match self.join(&req.room, peer, outbox, req.rejoin).await {
+            Ok((rev, h, j)) => Ok((rev, h, j, at)),
+            Err(e) => {
+                at.write().remove(&peer_id);
+                Err(JoinReply::Refused {
+                    code: e.code().to_owned(),
+                    message: e.to_string(),
+                })
+            }
+        }
     }
 
     async fn join(
@@ -537,7 +545,7 @@ impl Home {
         for gw in gateways {
             match self.bus.directory.node(&gw).await {
                 Ok(Some(_)) => {}
-                Ok(None) => self.drop_peers_of(&gw).await,
+                Ok(None) => self.drop_peers_of(&gw, Orphaned::Expired).await,
                 Err(_) => return, // the bus is down: nothing to learn now
             }
         }
@@ -546,19 +554,22 @@ impl Home {
     /// The peers held by gateway `gw` leave their rooms here. All of them
     /// are taken off the location tables first, in one pass without a
     /// wait: a restarted gateway's first joins, arriving meanwhile, are
-    /// not caught up in it.
-    async fn drop_peers_of(&self, gw: &str) {
+    /// not caught up in it. Only members are made to leave and counted: a
+    /// kicked peer's entry stays in the table (a kick sends no `leave`).
+    async fn drop_peers_of(&self, gw: &str, cause: Orphaned) {
         let mut gone: Vec<(RoomHandle, String)> = Vec::new();
         for (handle, at) in self.rooms_and_locations() {
+            let members = handle.shared();
             at.write().retain(|peer, g| {
-                if g == gw {
+                if g == gw && members.peer(peer).is_some() {
                     gone.push((handle.clone(), peer.clone()));
                 }
                 g != gw
             });
         }
+        crate::metrics::ORPHANED.add(&[cause.label()], gone.len() as u64);
         for (handle, peer) in gone {
-            tracing::info!(room = %handle.name(), %peer, gateway = %gw, "the peer's gateway is gone; it leaves the room");
+            tracing::info!(room = %handle.name(), %peer, gateway = %gw, cause = cause.label(), "the peer's gateway is gone; it leaves the room");
             handle
                 .leave(&peer, crate::rooms::LeaveReason::Timeout)
                 .await;
@@ -637,6 +648,24 @@ impl Home {
                 tracing::debug!(%room, error = %e, "releasing the directory entry failed");
             }
             h.handle.close(MOVED).await;
+        }
+    }
+}
+
+/// How a home learned that a gateway's peers are gone.
+#[derive(Clone, Copy)]
+enum Orphaned {
+    /// The gateway's liveness key expired.
+    Expired,
+    /// The gateway said `hello` from a new process.
+    Restarted,
+}
+
+impl Orphaned {
+    fn label(self) -> &'static str {
+        match self {
+            Self::Expired => "expired",
+            Self::Restarted => "restarted",
         }
     }
 }
