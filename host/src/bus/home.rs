@@ -60,21 +60,30 @@ pub fn forwarder(
     let subject = bus.subject("gw", Some(&gateway));
     tokio::spawn(async move {
         while let Some(d) = rx.recv().await {
-            let delivery = match &d {
+            let (peer, delivery) = match &d {
                 // A room moving away is not a room closing for its peers.
-                Delivery::Closed { reason } if reason == MOVED => WireDelivery::Moved {
-                    from: bus.node.clone(),
-                },
-                d => WireDelivery::from_delivery(d, |id| {
-                    at.read()
-                        .get(id)
-                        .cloned()
-                        .unwrap_or_else(|| bus.node.clone())
-                }),
+                // The notice is the room's, addressed to no peer: `Moved`
+                // for a peer says its frame was refused, which would tell
+                // every member that something they sent was lost.
+                Delivery::Closed { reason } if reason == MOVED => (
+                    String::new(),
+                    WireDelivery::Moved {
+                        from: bus.node.clone(),
+                    },
+                ),
+                d => (
+                    peer.clone(),
+                    WireDelivery::from_delivery(d, |id| {
+                        at.read()
+                            .get(id)
+                            .cloned()
+                            .unwrap_or_else(|| bus.node.clone())
+                    }),
+                ),
             };
             let msg = ToGateway {
                 room: room.clone(),
-                peer: peer.clone(),
+                peer,
                 delivery,
             };
             if let Err(e) = bus

@@ -444,6 +444,11 @@ impl Bus {
         if let Err(e) = self.directory.withdraw(&self.node).await {
             tracing::warn!(error = %e, "withdrawing the liveness key failed");
         }
+        // The process may exit next: what its rooms' last notices
+        // (`Moved`) queued must reach the server first.
+        if let Err(e) = self.client.flush().await {
+            tracing::warn!(error = %e, "flushing the bus failed");
+        }
     }
 }
 

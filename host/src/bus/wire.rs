@@ -282,7 +282,9 @@ pub enum WireDelivery {
         reason: String,
     },
     /// The room's home changed or refused a frame: look it up again.
-    /// `from` is the node that sent the notice.
+    /// `from` is the node that sent the notice. [`ToGateway::peer`] is
+    /// the sender of the refused frame, or empty when the room itself
+    /// moved.
     Moved {
         from: String,
     },
