@@ -1,7 +1,9 @@
 //! End to end in a real browser: headless Chromium opens the demo page
 //! twice, both pages join one room on a real dev-mode server, and the test
 //! asserts that their RTCPeerConnections reach `connected` and that a chat
-//! line makes the round trip over the WebRTC data channel. No mocks.
+//! line makes the round trip over the WebRTC data channel. A second test
+//! kills and restarts the server under a joined page: the page's client
+//! must join again by itself. No mocks.
 //!
 //! Chromium is driven over the DevTools protocol (`--remote-debugging-port`)
 //! with `Runtime.evaluate`. Without a `chromium` binary the test is skipped,
@@ -9,7 +11,7 @@
 
 use futures_util::{SinkExt, StreamExt};
 use roomlet::config::IceServer;
-use roomlet_tests::server::{self, TestServer};
+use roomlet_tests::server;
 use serde_json::{Value, json};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -404,15 +406,15 @@ fn got_chat(s: &Value, from: &str, text: &str) -> bool {
 
 // --------------------------------------------------------------------- test
 
-fn demo_url(server: &TestServer, room: &str, name: &str) -> String {
-    format!("http://{}/demo?room={room}&name={name}", server.addr())
+fn demo_url(server: std::net::SocketAddr, room: &str, name: &str) -> String {
+    format!("http://{server}/demo?room={room}&name={name}")
 }
 
 /// Opens a page and waits until it has joined the room.
 async fn join_page(
     browser: &Browser,
     browser_cdp: &mut Cdp,
-    server: &TestServer,
+    server: std::net::SocketAddr,
     room: &str,
     name: &str,
 ) -> (Page, String) {
@@ -471,9 +473,9 @@ async fn run(binary: &Path) {
         .unwrap_or_else(|e| panic!("browser target: {e}\n{}", browser.stderr_tail()));
 
     let room = "browser-e2e";
-    let (mut a, a_id) = join_page(&browser, &mut browser_cdp, &server, room, "alice").await;
+    let (mut a, a_id) = join_page(&browser, &mut browser_cdp, server.addr(), room, "alice").await;
     lap(&format!("alice joined as {a_id}"));
-    let (mut b, b_id) = join_page(&browser, &mut browser_cdp, &server, room, "bob").await;
+    let (mut b, b_id) = join_page(&browser, &mut browser_cdp, server.addr(), room, "bob").await;
     lap(&format!("bob joined as {b_id}"));
     assert_ne!(a_id, b_id, "the two pages got the same peer id");
 
@@ -549,9 +551,10 @@ async fn run(binary: &Path) {
     drop(server);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn two_chromium_pages_connect_and_chat_over_a_data_channel() {
-    let Some(binary) = find_browser() else {
+/// Chromium, or `None` (the test skips) outside CI.
+fn browser_or_skip() -> Option<PathBuf> {
+    let binary = find_browser();
+    if binary.is_none() {
         if std::env::var("CI").as_deref() == Ok("true") {
             panic!(
                 "no chromium or chromium-browser on PATH (nor a file at $ROOMLET_CHROMIUM): \
@@ -559,6 +562,13 @@ async fn two_chromium_pages_connect_and_chat_over_a_data_channel() {
             );
         }
         println!("skipping: install Debian package chromium");
+    }
+    binary
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_chromium_pages_connect_and_chat_over_a_data_channel() {
+    let Some(binary) = browser_or_skip() else {
         return;
     };
     let start = std::time::Instant::now();
@@ -570,4 +580,97 @@ async fn two_chromium_pages_connect_and_chat_over_a_data_channel() {
         binary.display(),
         start.elapsed().as_secs_f64()
     );
+}
+
+// ------------------------------------------------- a server that restarts
+
+/// `roomlet serve --dev` as a process of its own, so the test can kill it
+/// the way a crash would (every socket gone at once) and start it again.
+struct ServerProcess {
+    child: Child,
+    addr: std::net::SocketAddr,
+}
+
+impl ServerProcess {
+    /// Starts on `listen` (port 0: any) with `data` as its data directory.
+    fn start(listen: &str, data: &Path) -> ServerProcess {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_roomlet-node"))
+            .args(["serve", "--dev", "--listen", listen])
+            .args(["--internal-listen", "127.0.0.1:0", "--data-dir"])
+            .arg(data)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("roomlet-node starts");
+        let stdout = child.stdout.take().expect("stdout");
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            use std::io::BufRead;
+            for line in std::io::BufReader::new(stdout)
+                .lines()
+                .map_while(Result::ok)
+            {
+                if let Some(addr) = line.strip_prefix("roomlet is listening on http://") {
+                    let _ = tx.send(addr.to_owned());
+                }
+            }
+        });
+        let addr = rx
+            .recv_timeout(BROWSER_START)
+            .expect("the server says where it listens")
+            .parse()
+            .expect("an address");
+        ServerProcess { child, addr }
+    }
+
+    fn kill(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for ServerProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A crash and restart loses every session: the page's client tries to
+/// resume, is told the server does not know the session (4007), and joins
+/// afresh with its token (a new peer id) instead of giving up.
+async fn rejoin_after_restart(binary: &Path) {
+    let data = tempfile::tempdir().expect("data dir");
+    let first = ServerProcess::start("127.0.0.1:0", data.path());
+    let addr = first.addr;
+    let browser = Browser::launch(binary).await;
+    let mut browser_cdp = Cdp::connect(&browser.ws_url(&browser.browser_ws_path))
+        .await
+        .unwrap_or_else(|e| panic!("browser target: {e}\n{}", browser.stderr_tail()));
+    let (mut page, before) = join_page(&browser, &mut browser_cdp, addr, "restart", "alice").await;
+
+    first.kill();
+    let _second = ServerProcess::start(&addr.to_string(), data.path());
+    wait_until(
+        "the page to join again under a new peer id",
+        PAGE_JOIN,
+        &browser,
+        &mut [&mut page],
+        |s| match hopeless(&s[0]) {
+            Some(why) => Err(why),
+            None => Ok(s[0]["state"] == "joined" && peer_id(&s[0]).is_some_and(|id| id != before)),
+        },
+    )
+    .await;
+    browser.close(&mut browser_cdp).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_page_joins_again_after_the_server_restarted() {
+    let Some(binary) = browser_or_skip() else {
+        return;
+    };
+    tokio::time::timeout(WHOLE_TEST, rejoin_after_restart(&binary))
+        .await
+        .unwrap_or_else(|_| panic!("the restart test took longer than {WHOLE_TEST:?}"));
 }

@@ -9,6 +9,8 @@
 
 /** Close codes after which the client never reconnects by itself. */
 const FINAL_CLOSE_CODES = new Set([1000, 4001, 4004, 4007, 4008, 4009]);
+/** `resume-failed`: final for a session the server no longer has, not for the client. */
+const RESUME_FAILED = 4007;
 
 const BACKOFF_START_MS = 250;
 const BACKOFF_FACTOR = 2;
@@ -61,7 +63,8 @@ export class RoomletError extends Error {
  * Client for the roomlet signaling server.
  *
  * Events (all `CustomEvent`s; `detail` is the server frame unless said otherwise):
- * - `joined`        the `joined` frame of a fresh join
+ * - `joined`        the `joined` frame of a fresh join (again, with a new peer id, after a
+ *                   drain or when a resume failed: the server had lost the session)
  * - `resumed`       the `joined` frame (with `resumed: true`) after an automatic resume
  * - `peer-joined`, `peer-left`, `signal`, `message`, `error`, `kicked`, `room-metadata`, `reconnect`
  * - `closed`        the client is closed for good: `{type: 'closed', code, reason}`
@@ -123,7 +126,8 @@ export class RoomletClient extends EventTarget {
    * @param {string} options.room room to join.
    * @param {string} [options.protocol='roomlet.v1.json'] WebSocket subprotocol:
    *   `roomlet.v1.json` or `roomlet.v1.msgpack`.
-   * @param {boolean} [options.reconnect=true] reconnect and resume automatically when the socket drops.
+   * @param {boolean} [options.reconnect=true] reconnect and resume automatically when the socket drops
+   *   (or join afresh when the server no longer has the session).
    * @param {number} [options.statsIntervalMs=5000] period of the stats reporter (attachPeerConnection).
    */
   constructor(url, { token, room, protocol = 'roomlet.v1.json', reconnect = true, statsIntervalMs = 5000 } = {}) {
@@ -531,7 +535,11 @@ export class RoomletClient extends EventTarget {
       this.#finish(code, reason);
       return;
     }
-    if (this.#left || !this.#reconnectEnabled || FINAL_CLOSE_CODES.has(code) || !this.#resumeToken) {
+    // The server no longer has the session (it restarted, or the socket
+    // reached a node that never held it): join afresh with the token, as
+    // after a drain, instead of giving up.
+    const sessionGone = code === RESUME_FAILED && this.#state === 'reconnecting' && !this.#rejoining;
+    if (this.#left || !this.#reconnectEnabled || (FINAL_CLOSE_CODES.has(code) && !sessionGone) || !this.#resumeToken) {
       this.#finish(code, reason);
       return;
     }
@@ -547,6 +555,9 @@ export class RoomletClient extends EventTarget {
       // The node is draining and told us where to go: go there now.
       this.#url = this.#redirectUrl;
       this.#redirectUrl = null;
+      this.#rejoining = true;
+      delayMs = 0;
+    } else if (sessionGone) {
       this.#rejoining = true;
       delayMs = 0;
     } else {
