@@ -901,6 +901,49 @@ async fn a_node_restarted_under_its_old_name_is_not_taken_for_its_old_process() 
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_resume_at_another_gateway_ends_the_session_left_behind() {
+    let Some(bin) = nats_server() else { return };
+    let nats = Nats::start(bin, None);
+    let url = nats.url();
+    let p = "elsewhere";
+    let gw_a = Node::start(&url, p, "gw-a", "a", "auth,rooms,relay");
+    let gw_b = Node::start(&url, p, "gw-b", "a", "auth,relay");
+    let (a, ja) = join(&gw_a, "r", "alice").await;
+    let (mut b, _) = join(&gw_b, "r", "bob").await;
+    let a_id = ja["peerId"].as_str().expect("peer id").to_owned();
+    let token = ja["resumeToken"].as_str().expect("resume token").to_owned();
+
+    // alice's socket drops; her client comes back through gw-b, which
+    // never held her session: the resume fails there...
+    a.drop_connection();
+    let mut again = Client::connect(&gw_b.ws(), Wire::Json).await;
+    again
+        .send(json!({"type": "resume", "resumeToken": token, "lastSeq": 1}))
+        .await;
+    let e = next_of(&mut again, "error", DEADLINE)
+        .await
+        .expect("an error frame");
+    assert_eq!(e["code"], "resume-failed", "{e}");
+    assert_eq!(again.closed().await, 4007);
+    // ...and the session she left on gw-a ends at once, not after the
+    // 30 s grace period: she will join again, and must not be in the
+    // room twice meanwhile.
+    let left = next_of(&mut b, "peer-left", DEADLINE)
+        .await
+        .expect("alice's old session leaves");
+    assert_eq!(left["peerId"], a_id.as_str(), "{left}");
+    // A token from a stranger names no gateway that holds it: refused
+    // the same way, and harms no one.
+    let mut stranger = Client::connect(&gw_b.ws(), Wire::Json).await;
+    stranger
+        .send(json!({"type": "resume", "resumeToken": "r-00.gw-a.*>", "lastSeq": 0}))
+        .await;
+    assert_eq!(stranger.closed().await, 4007);
+    let (_c, jc) = join(&gw_a, "r", "carol").await;
+    assert_eq!(identities(&jc), ["bob"], "{jc}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_second_live_process_under_one_node_name_is_refused() {
     let Some(bin) = nats_server() else { return };
     let nats = Nats::start(bin, None);
@@ -1130,6 +1173,7 @@ async fn malformed_bus_messages_are_refused_counted_and_harm_no_one() {
             format!("{p}.home.rooms-1"),
             format!("{p}.gw.gw-1"),
             format!("{p}.hello"),
+            format!("{p}.resumed.gw-1"),
         ] {
             bus.publish(subject, g.clone().into())
                 .await
@@ -1143,6 +1187,9 @@ async fn malformed_bus_messages_are_refused_counted_and_harm_no_one() {
     until_malformed(&gw, "gw", n).await;
     until_malformed(&rooms, "hello", n).await;
     until_malformed(&gw, "hello", n).await;
+    // The auth near-miss has a string `token`: a well-formed notice that
+    // names no session here.
+    until_malformed(&gw, "resumed", n - 1.0).await;
 
     // The room and its sessions carry on, and a newcomer gets in.
     a.send(json!({"type": "signal", "to": b_id, "kind": "offer", "payload": {"sdp": "v=0"}}))

@@ -251,7 +251,7 @@ pub static FENCED: Counter = Counter::new(
 /// count here means a version skew or something else on the prefix.
 pub static BUS_MALFORMED: Counter = Counter::new(
     "roomlet_bus_malformed_total",
-    "Bus messages that did not decode and were dropped or refused, by subject kind (auth, auth-reply, join, join-reply, home, gw, snapshot).",
+    "Bus messages that did not decode and were dropped or refused, by subject kind (auth, auth-reply, join, join-reply, home, gw, hello, resumed, snapshot).",
     &["subject"],
 );
 /// Room kv keys whose commit did not reach JetStream, and what became

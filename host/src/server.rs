@@ -342,6 +342,14 @@ pub async fn start(config: Config, secrets: Secrets) -> Result<Running, ServerEr
         if runs(Function::Auth) {
             crate::bus::auth::serve(bus.clone(), gateway.clone()).await?;
         }
+        if runs(Function::Relay) {
+            let g = gateway.clone();
+            bus.on_session_gone(move |token| {
+                let g = g.clone();
+                async move { g.end_resumed_elsewhere(&token).await }
+            })
+            .await?;
+        }
         tasks.push(tokio::spawn(bus.clone().keep_alive(node_info.clone())));
         let within = Duration::from_secs(5);
         let deadline = tokio::time::Instant::now() + within;

@@ -338,14 +338,56 @@ impl Bus {
         F: Fn(String) -> Fut + Send + 'static,
         Fut: std::future::Future<Output = ()> + Send,
     {
-        let mut sub = self.subscribe(self.subject("hello", None)).await?;
         let me = self.node.clone();
+        self.listen(None, "hello", move |h: wire::Hello| {
+            (h.node != me).then(|| on(h.node))
+        })
+        .await
+    }
+
+    /// Tells gateway `node` that a client resumed here with a token it
+    /// issued ([`wire::SessionGone`]). Best effort: the session ends after
+    /// its grace period anyway.
+    pub async fn session_gone(&self, node: &str, token: &str) {
+        let msg = wire::encode(&wire::SessionGone {
+            token: token.to_owned(),
+        });
+        let subject = self.subject("resumed", Some(&subject_token(node)));
+        if let Err(e) = self.client.publish(subject, msg).await {
+            tracing::debug!(error = %e, "telling a gateway its session resumed elsewhere failed");
+        }
+    }
+
+    /// Runs `on` with each resume token other gateways report for this one.
+    pub async fn on_session_gone<F, Fut>(&self, on: F) -> Result<(), BusError>
+    where
+        F: Fn(String) -> Fut + Send + 'static,
+        Fut: std::future::Future<Output = ()> + Send,
+    {
+        self.listen(Some(&self.node), "resumed", move |m: wire::SessionGone| {
+            Some(on(m.token))
+        })
+        .await
+    }
+
+    /// Subscribes to `P.kind[.node]` and runs what `on` returns for each
+    /// message that decodes, one at a time.
+    async fn listen<T, F, Fut>(
+        &self,
+        node: Option<&str>,
+        kind: &'static str,
+        on: F,
+    ) -> Result<(), BusError>
+    where
+        T: serde::de::DeserializeOwned,
+        F: Fn(T) -> Option<Fut> + Send + 'static,
+        Fut: std::future::Future<Output = ()> + Send,
+    {
+        let mut sub = self.subscribe(self.subject(kind, node)).await?;
         tokio::spawn(async move {
             while let Some(msg) = sub.next().await {
-                if let Some(h) = wire::decode::<wire::Hello>("hello", &msg.payload)
-                    && h.node != me
-                {
-                    on(h.node).await;
+                if let Some(fut) = wire::decode::<T>(kind, &msg.payload).and_then(&on) {
+                    fut.await;
                 }
             }
         });

@@ -232,6 +232,16 @@ pub enum JoinReply {
     },
 }
 
+/// A client resumed at another gateway with a token this gateway issued
+/// (`P.resumed.NODE`): the session it left here ends now, not after its
+/// grace period, in which it would stay in its room as a second copy of
+/// the peer (and fill a one-to-one room against the client's new join).
+#[derive(Debug, Serialize, Deserialize)]
+pub struct SessionGone {
+    /// The resume token the client presented elsewhere.
+    pub token: String,
+}
+
 /// A process's first word on the bus (`P.hello`), before it serves: what
 /// its node name held until now belonged to a process that is gone (one
 /// restarted under the same name renews the old liveness key at once, so

@@ -101,6 +101,19 @@ impl Gateway {
         }
     }
 
+    /// Ends the session a client left here to resume at another gateway
+    /// (whose resume failed: the session state is here). Its peer leaves
+    /// now, as when a resume fails here, not after the grace period.
+    pub async fn end_resumed_elsewhere(&self, token: &str) {
+        if let Some(state) = self.resumable.take(token).await {
+            tracing::info!(room = %state.room.name(), peer = %state.peer.id, "the client resumed at another gateway; the session it left ends");
+            state
+                .room
+                .leave(&state.peer.id, crate::rooms::LeaveReason::Timeout)
+                .await;
+        }
+    }
+
     /// Puts the gateway on the bus: rooms through `edge`, tokens checked
     /// locally or, without `local_auth`, by an auth node.
     pub fn with_bus(mut self, bus: Arc<Bus>, edge: Option<Arc<Edge>>, local_auth: bool) -> Self {

@@ -401,6 +401,15 @@ fn auth_error(e: &AuthError) -> Refusal {
     Refusal::new(code, message, Some(close::AUTH))
 }
 
+/// With a bus, the token names the gateway that holds the session, so a
+/// client resuming at another one can have it ended there.
+fn resume_token(gw: &Gateway) -> String {
+    match &gw.bus {
+        Some(bus) => format!("{}.{}", random_id("r-"), bus.node),
+        None => random_id("r-"),
+    }
+}
+
 fn random_id(prefix: &str) -> String {
     let mut b = [0u8; 12];
     rand::rng().fill_bytes(&mut b);
@@ -525,7 +534,7 @@ async fn join_inner(
         peer: Arc::new(peer),
         room: handle,
         inbox,
-        resume_token: random_id("r-"),
+        resume_token: resume_token(gw),
         encoding,
         next_seq: 1,
         unacked: VecDeque::new(),
@@ -564,11 +573,17 @@ async fn resume_inner(
     encoding: Encoding,
 ) -> Result<PeerState, Refusal> {
     let failed = |m: &str| Refusal::new("resume-failed", m, Some(close::RESUME_FAILED));
-    let mut state = gw
-        .resumable
-        .take(token)
-        .await
-        .ok_or_else(|| failed("unknown or expired resume token"))?;
+    let Some(mut state) = gw.resumable.take(token).await else {
+        // Issued by another gateway (the load balancer sent the client
+        // elsewhere): that one ends the session it holds.
+        if let Some(bus) = &gw.bus
+            && let Some((_, node)) = token.rsplit_once('.')
+            && node != bus.node
+        {
+            bus.session_gone(node, token).await;
+        }
+        return Err(failed("unknown or expired resume token"));
+    };
     if state.room.shared().is_closed() {
         return Err(failed("the room has closed"));
     }
