@@ -667,3 +667,56 @@ async fn a_garbage_client_does_not_disturb_its_neighbours() {
     a.send(json!({"type": "ping"})).await;
     assert_eq!(ty(&a.frame_of("pong").await), "pong");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn joining_again_replaces_the_same_users_dropped_session_not_a_live_one() {
+    let s = start(|_| {}).await;
+    let room = "again";
+    let (mut a, ja) = joined(&s, Wire::Json, room, "a").await;
+    let (b, jb) = joined(&s, Wire::Json, room, "b").await;
+    let a_id = ja["peerId"].as_str().expect("peer id").to_owned();
+    let old_b = jb["peerId"].as_str().expect("peer id").to_owned();
+    a.frame_of("peer-joined").await;
+
+    // b's page reloads: its socket drops (the session is parked for
+    // resume) and it joins afresh under the same identity.
+    b.drop_connection();
+    roomlet_tests::wait_for("b's dropped session to be parked", || {
+        s.running.gateway.connections() == 1
+    })
+    .await;
+    let (_b, jb) = joined(&s, Wire::Json, room, "b").await;
+    let new_b = jb["peerId"].as_str().expect("peer id").to_owned();
+    assert_eq!(
+        peer_ids(&jb),
+        [a_id.as_str()],
+        "only a, not b's old self: {jb}"
+    );
+    let left = a.frame_of("peer-left").await;
+    assert_eq!(
+        (&left["peerId"], &left["reason"]),
+        (&json!(old_b), &json!("timeout")),
+        "{left}"
+    );
+    let came = a.frame_of("peer-joined").await;
+    assert_eq!(came["peer"]["id"], new_b.as_str(), "{came}");
+
+    // A second live session under a's identity (another device) leaves
+    // the first one alone.
+    let (_a2, ja2) = joined(&s, Wire::Json, room, "a").await;
+    let mut want = [a_id.as_str(), new_b.as_str()];
+    want.sort_unstable();
+    assert_eq!(peer_ids(&ja2), want, "{ja2}");
+}
+
+/// The ids of the peers a `joined` frame lists, sorted.
+fn peer_ids(joined: &Value) -> Vec<&str> {
+    let mut ids: Vec<&str> = joined["peers"]
+        .as_array()
+        .expect("peers")
+        .iter()
+        .filter_map(|p| p["id"].as_str())
+        .collect();
+    ids.sort_unstable();
+    ids
+}

@@ -106,8 +106,42 @@ enum Slot {
 /// Resume token → session.
 #[derive(Default)]
 pub(crate) struct Resumable {
-    slots: Mutex<HashMap<String, Slot>>,
+    slots: Mutex<Slots>,
     generation: std::sync::atomic::AtomicU64,
+}
+
+#[derive(Default)]
+struct Slots {
+    by_token: HashMap<String, Slot>,
+    /// The parked sessions' tokens by room and identity, so a join can
+    /// find its own user's dropped session without a scan.
+    parked: HashMap<(Arc<str>, String), Vec<String>>,
+}
+
+impl Slots {
+    /// Removes `token`'s slot (and its index entry when parked).
+    fn remove(&mut self, token: &str) -> Option<Slot> {
+        let slot = self.by_token.remove(token)?;
+        if let Slot::Parked { state, .. } = &slot {
+            let key = (state.room.name().clone(), state.peer.identity.clone());
+            if let Some(tokens) = self.parked.get_mut(&key) {
+                tokens.retain(|t| t != token);
+                if tokens.is_empty() {
+                    self.parked.remove(&key);
+                }
+            }
+        }
+        Some(slot)
+    }
+
+    fn insert(&mut self, token: String, slot: Slot) {
+        self.remove(&token);
+        if let Slot::Parked { state, .. } = &slot {
+            let key = (state.room.name().clone(), state.peer.identity.clone());
+            self.parked.entry(key).or_default().push(token.clone());
+        }
+        self.by_token.insert(token, slot);
+    }
 }
 
 impl Resumable {
@@ -142,7 +176,7 @@ impl Resumable {
             tokio::time::sleep(grace).await;
             let expired = {
                 let mut slots = this.slots.lock();
-                match slots.get(&token) {
+                match slots.by_token.get(&token) {
                     Some(Slot::Parked { generation: g, .. }) if *g == generation => {
                         slots.remove(&token)
                     }
@@ -154,6 +188,28 @@ impl Resumable {
                 state.room.leave(&state.peer.id, LeaveReason::Timeout).await;
             }
         });
+    }
+
+    /// Takes the sessions of `identity` in `room` whose socket dropped: the
+    /// same user joining again without a resume (a reload, or a resume
+    /// refused at another gateway) replaces them.
+    pub fn take_parked_of(&self, room: &str, identity: &str) -> Vec<PeerState> {
+        let mut slots = self.slots.lock();
+        let key = (Arc::<str>::from(room), identity.to_owned());
+        let Some(tokens) = slots.parked.remove(&key) else {
+            return Vec::new();
+        };
+        tokens
+            .iter()
+            .filter_map(|t| match slots.by_token.remove(t) {
+                Some(Slot::Parked { state, .. }) => Some(*state),
+                Some(other) => {
+                    slots.by_token.insert(t.clone(), other);
+                    None
+                }
+                None => None,
+            })
+            .collect()
     }
 
     /// Takes the session for `token`, asking a live one to hand it over.

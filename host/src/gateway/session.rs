@@ -499,6 +499,17 @@ async fn join_inner(
         metadata: identity.metadata,
         grants: identity.grants,
     };
+    // The same user back without a resume (a page reload, or a resume
+    // refused at another gateway): its dropped session makes way now
+    // rather than after the grace period, in which it would be listed as
+    // a second copy of the peer and fill a one-to-one room against this
+    // join. Its leave is sent first: a room on this node handles it before
+    // the join; one homed elsewhere gets it on another subject, most
+    // likely first.
+    for old in gw.resumable.take_parked_of(&room, &peer.identity) {
+        tracing::info!(room = %room, peer = %old.peer.id, "the same identity joined again; its dropped session leaves");
+        old.room.leave(&old.peer.id, LeaveReason::Timeout).await;
+    }
     let (tx, inbox) = crate::rooms::outbox();
     let may_create = peer.grants.contains(Grants::ROOM_CREATE);
     let (handle, joined) = gw
