@@ -592,14 +592,16 @@ struct ServerProcess {
 }
 
 impl ServerProcess {
-    /// Starts on `listen` (port 0: any) with `data` as its data directory.
+    /// Starts on `listen` (port 0: any) with `data` as its data directory
+    /// (its log goes there too).
     fn start(listen: &str, data: &Path) -> ServerProcess {
+        let log = data.join("server.log");
         let mut child = Command::new(env!("CARGO_BIN_EXE_roomlet-node"))
             .args(["serve", "--dev", "--listen", listen])
             .args(["--internal-listen", "127.0.0.1:0", "--data-dir"])
             .arg(data)
             .stdout(Stdio::piped())
-            .stderr(Stdio::null())
+            .stderr(std::fs::File::create(&log).expect("log file"))
             .spawn()
             .expect("roomlet-node starts");
         let stdout = child.stdout.take().expect("stdout");
@@ -617,18 +619,17 @@ impl ServerProcess {
         });
         let addr = rx
             .recv_timeout(BROWSER_START)
-            .expect("the server says where it listens")
+            .unwrap_or_else(|_| {
+                let log = std::fs::read_to_string(&log).unwrap_or_default();
+                panic!("the server did not say where it listens:\n{log}")
+            })
             .parse()
             .expect("an address");
         ServerProcess { child, addr }
     }
-
-    fn kill(mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
+/// SIGKILL: every socket goes at once, nothing is drained.
 impl Drop for ServerProcess {
     fn drop(&mut self) {
         let _ = self.child.kill();
@@ -649,7 +650,7 @@ async fn rejoin_after_restart(binary: &Path) {
         .unwrap_or_else(|e| panic!("browser target: {e}\n{}", browser.stderr_tail()));
     let (mut page, before) = join_page(&browser, &mut browser_cdp, addr, "restart", "alice").await;
 
-    first.kill();
+    drop(first); // killed, as a crash would
     let _second = ServerProcess::start(&addr.to_string(), data.path());
     wait_until(
         "the page to join again under a new peer id",

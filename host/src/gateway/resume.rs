@@ -123,7 +123,7 @@ impl Slots {
     fn remove(&mut self, token: &str) -> Option<Slot> {
         let slot = self.by_token.remove(token)?;
         if let Slot::Parked { state, .. } = &slot {
-            let key = (state.room.name().clone(), state.peer.identity.clone());
+            let key = parked_key(state);
             if let Some(tokens) = self.parked.get_mut(&key) {
                 tokens.retain(|t| t != token);
                 if tokens.is_empty() {
@@ -137,11 +137,17 @@ impl Slots {
     fn insert(&mut self, token: String, slot: Slot) {
         self.remove(&token);
         if let Slot::Parked { state, .. } = &slot {
-            let key = (state.room.name().clone(), state.peer.identity.clone());
-            self.parked.entry(key).or_default().push(token.clone());
+            self.parked
+                .entry(parked_key(state))
+                .or_default()
+                .push(token.clone());
         }
         self.by_token.insert(token, slot);
     }
+}
+
+fn parked_key(state: &PeerState) -> (Arc<str>, String) {
+    (state.room.name().clone(), state.peer.identity.clone())
 }
 
 impl Resumable {
@@ -201,13 +207,9 @@ impl Resumable {
         };
         tokens
             .iter()
-            .filter_map(|t| match slots.by_token.remove(t) {
+            .filter_map(|t| match slots.remove(t) {
                 Some(Slot::Parked { state, .. }) => Some(*state),
-                Some(other) => {
-                    slots.by_token.insert(t.clone(), other);
-                    None
-                }
-                None => None,
+                _ => None, // the index holds parked tokens only
             })
             .collect()
     }
