@@ -604,27 +604,10 @@ impl ServerProcess {
             .stderr(std::fs::File::create(&log).expect("log file"))
             .spawn()
             .expect("roomlet-node starts");
-        let stdout = child.stdout.take().expect("stdout");
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            use std::io::BufRead;
-            for line in std::io::BufReader::new(stdout)
-                .lines()
-                .map_while(Result::ok)
-            {
-                if let Some(addr) = line.strip_prefix("roomlet is listening on http://") {
-                    let _ = tx.send(addr.to_owned());
-                }
-            }
-        });
-        let addr = rx
-            .recv_timeout(BROWSER_START)
-            .unwrap_or_else(|_| {
-                let log = std::fs::read_to_string(&log).unwrap_or_default();
-                panic!("the server did not say where it listens:\n{log}")
-            })
-            .parse()
-            .expect("an address");
+        let Some((addr, _)) = roomlet_tests::listening(&mut child, BROWSER_START) else {
+            let log = std::fs::read_to_string(&log).unwrap_or_default();
+            panic!("the server did not say where it listens:\n{log}")
+        };
         ServerProcess { child, addr }
     }
 }

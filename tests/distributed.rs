@@ -9,7 +9,6 @@
 use roomlet_tests::server::{Client, Wire, token};
 use roomlet_tests::{DEADLINE, http};
 use serde_json::{Value, json};
-use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -232,30 +231,15 @@ impl Node {
             .stderr(std::fs::File::create(&log).expect("log file"))
             .spawn()
             .expect("roomlet-node starts");
-        let stdout = child.stdout.take().expect("stdout");
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            let mut public = None;
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if let Some(addr) = line.strip_prefix("roomlet is listening on http://") {
-                    public = Some(addr.to_owned());
-                }
-                if let Some(addr) = line.strip_prefix("internal listener on http://")
-                    && let Some(p) = public.take()
-                {
-                    let _ = tx.send((p, addr.to_owned()));
-                }
-            }
-        });
-        match rx.recv_timeout(Duration::from_secs(30)) {
-            Ok((public, internal)) => Ok(Node {
+        match roomlet_tests::listening(&mut child, Duration::from_secs(30)) {
+            Some((public, internal)) => Ok(Node {
                 child,
-                public: public.parse().expect("address"),
-                internal: internal.parse().expect("address"),
+                public,
+                internal,
                 log,
                 _dir: dir,
             }),
-            Err(_) => {
+            None => {
                 let _ = child.kill();
                 let _ = child.wait();
                 Err(std::fs::read_to_string(&log).unwrap_or_default())

@@ -187,6 +187,35 @@ pub fn now_secs() -> u64 {
         .unwrap_or(0)
 }
 
+/// Where a `roomlet serve` child process listens, public then internal,
+/// as it prints them on stdout (which this takes); `None` if it exits or
+/// says nothing for `within`.
+pub fn listening(
+    child: &mut std::process::Child,
+    within: Duration,
+) -> Option<(std::net::SocketAddr, std::net::SocketAddr)> {
+    use std::io::BufRead;
+    let stdout = child.stdout.take()?;
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut public = None;
+        for line in std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+        {
+            if let Some(addr) = line.strip_prefix("roomlet is listening on http://") {
+                public = addr.parse().ok();
+            }
+            if let Some(addr) = line.strip_prefix("internal listener on http://")
+                && let (Some(p), Ok(i)) = (public.take(), addr.parse())
+            {
+                let _ = tx.send((p, i));
+            }
+        }
+    });
+    rx.recv_timeout(within).ok()
+}
+
 pub mod server {
     //! A real server in-process on loopback port 0, and a real WebSocket
     //! client speaking either encoding.
