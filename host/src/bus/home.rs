@@ -212,13 +212,7 @@ impl Home {
                     observe_signals: handle.shared().observe_signals(),
                 }
             }
-            Err(e) => {
-                at.write().remove(&peer_id);
-                JoinReply::Refused {
-                    code: e.code().to_owned(),
-                    message: e.to_string(),
-                }
-            }
+            Err(e) => refused_join(&at, &peer_id, &e),
         }
     }
 
@@ -236,13 +230,7 @@ impl Home {
         let peer: Peer = req.peer.into();
         match self.join(&req.room, peer, outbox, req.rejoin).await {
             Ok((rev, h, j)) => Ok((rev, h, j, at)),
-            Err(e) => {
-                at.write().remove(&peer_id);
-                Err(JoinReply::Refused {
-                    code: e.code().to_owned(),
-                    message: e.to_string(),
-                })
-            }
+            Err(e) => Err(refused_join(&at, &peer_id, &e)),
         }
     }
 
@@ -677,6 +665,13 @@ impl Orphaned {
             Self::Restarted => "restarted",
         }
     }
+}
+
+/// A join the room refused. The peer's location entry, made before the
+/// join, goes too: nothing else would remove it before the room closes.
+fn refused_join(at: &Locations, peer: &str, e: &JoinError) -> JoinReply {
+    at.write().remove(peer);
+    refused(e.code(), &e.to_string())
 }
 
 fn refused(code: &str, message: &str) -> JoinReply {
