@@ -698,9 +698,25 @@ fn refused_code(code: &str, message: &str) -> JoinError {
     }
 }
 
+/// A rendezvous score every node computes alike, whatever toolchain built
+/// it: std's `DefaultHasher` promises no output across Rust releases, so
+/// gateways built apart would pick different homes for a new room and pay
+/// the directory's `NotHome` hop on its first joins. One SHA-256 per node
+/// per new room is nothing on the join path.
 fn hash(s: &str) -> u64 {
-    use std::hash::{Hash, Hasher};
-    let mut h = std::collections::hash_map::DefaultHasher::new();
-    s.hash(&mut h);
-    h.finish()
+    use sha2::{Digest, Sha256};
+    let digest = Sha256::digest(s.as_bytes());
+    let mut head = [0u8; 8];
+    head.copy_from_slice(&digest[..8]);
+    u64::from_be_bytes(head)
+}
+
+#[cfg(test)]
+mod tests {
+    /// Pinned to `printf 'n1/room' | sha256sum` (f865d0dbf550853d…): a
+    /// change of hash would split new rooms between nodes of two builds.
+    #[test]
+    fn the_rendezvous_score_is_the_sha256_head_of_node_and_room() {
+        assert_eq!(super::hash("n1/room"), 0xf865_d0db_f550_853d);
+    }
 }
