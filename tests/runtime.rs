@@ -127,14 +127,6 @@ async fn relay_component_forwards_and_rejects() {
         "{v:?}"
     );
     let v = relay
-        .check(&frame(offer, Some("b"), "{not json"))
-        .await
-        .expect("no trap");
-    assert!(
-        matches!(&v, Verdict::Reject(r) if r.code == "payload-invalid"),
-        "{v:?}"
-    );
-    let v = relay
         .check(&frame(offer, None, "{}"))
         .await
         .expect("no trap");

@@ -5,9 +5,8 @@
 //!
 //! 1. the payload is at most `max-payload-bytes` (config, default 65536)
 //!    bytes, else `payload-too-large`;
-//! 2. the payload is valid JSON, else `payload-invalid`;
-//! 3. a signal names a non-empty addressee, else `signal-needs-target`;
-//! 4. a signal is not addressed to its own sender, else `signal-to-self`.
+//! 2. a signal names a non-empty addressee, else `signal-needs-target`;
+//! 3. a signal is not addressed to its own sender, else `signal-to-self`.
 //!
 //! Everything else is forwarded unchanged. The checks live in [`policy`] as
 //! plain Rust and are tested natively; a private module binds them to the
