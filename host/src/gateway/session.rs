@@ -171,9 +171,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
             };
             self.last_heard = Instant::now();
             // Borrowed: the frame is decoded straight from tungstenite's buffer.
-            let (text, bytes): (bool, &[u8]) = match &msg {
-                Message::Text(t) => (true, t.as_bytes()),
-                Message::Binary(b) => (false, b),
+            let (text, bytes): (Option<&str>, &[u8]) = match &msg {
+                Message::Text(t) => (Some(t.as_str()), t.as_bytes()),
+                Message::Binary(b) => (None, b),
                 Message::Close(_) => return Incoming::Gone,
                 Message::Ping(_) | Message::Pong(_) | Message::Frame(_) => continue,
             };
@@ -200,7 +200,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
                     };
                 }
             }
-            return match codec::decode(self.encoding, text, bytes) {
+            let decoded = match text {
+                Some(text) => codec::decode_text(self.encoding, text),
+                None => codec::decode(self.encoding, false, bytes),
+            };
+            return match decoded {
                 Ok(f) => {
                     metrics::FRAMES_IN.inc(&[f.type_name()]);
                     self.bad_streak = 0;
