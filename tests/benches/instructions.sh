@@ -41,7 +41,7 @@ load=${LOAD:-$(ls -t "$here"/target/release/deps/load-* 2>/dev/null | grep -v '\
 [ -x "$load" ] || { echo "no load generator: cargo bench -p roomlet-tests --bench load --no-run" >&2; exit 1; }
 out=${OUT:-$(mktemp -d)}
 
-# One server under callgrind, fed for $1 seconds; prints "INSTRUCTIONS FRAMES".
+# One server under callgrind, fed for $1 seconds; prints "INSTRUCTIONS FRAMES DUMP".
 measure() {
   local secs=$1 port addr vpid dump result dps
   port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
