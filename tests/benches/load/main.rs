@@ -18,6 +18,7 @@ mod noise;
 mod proto;
 mod relay;
 mod scenarios;
+mod sweep;
 mod target;
 
 use anyhow::{Context, Result, bail};
@@ -41,6 +42,9 @@ commands:
             --servers wasm=target/release/roomlet,native=PATH,matchbox=/tmp/matchbox/bin/matchbox_server
             (a name starting with `matchbox` is spoken to in matchbox's protocol;
             `floor=self` adds the floor: the least a relay on tokio + tungstenite can do)
+  sweep     `run` at rising fixed rates against each server: the highest rate each sustains
+            with p99 under a bound (throughput at equal p99; src: benches/load/sweep.rs)
+            --servers as compare --rates 5000,10000,20000 --p99-us 1000,2000,5000 --repeat 1
   floor     HOST:PORT: serve as the floor (src: benches/load/floor.rs)
   idle      N idle joined connections: server memory per connection
             --conns 10000 --per-room 50 --sources 8 --hibernate-ms 5000 --parallel 64
@@ -133,6 +137,29 @@ fn main() -> Result<()> {
     };
 
     match args.command.as_str() {
+        "sweep" => {
+            let w = workload(&args)?;
+            let list = args.get("servers", format!("roomlet={}", server_bin.display()))?;
+            let rates = args
+                .get("rates", "5000,10000,15000,20000,25000,30000".to_string())?
+                .split(',')
+                .map(str::parse)
+                .collect::<Result<Vec<f64>, _>>()
+                .context("--rates R1,R2,...")?;
+            let bound = sweep::Bound {
+                p99_us: args
+                    .get("p99-us", "1000,2000,5000".to_string())?
+                    .split(',')
+                    .map(str::parse)
+                    .collect::<Result<_, _>>()
+                    .context("--p99-us B1,B2,...")?,
+                repeat: args.get("repeat", 1usize)?.max(1),
+            };
+            args.finish()?;
+            sweep::sweep(&w, &rates, &server_list(&list)?, &bound, |name, bin, at| {
+                run_server(&rt, at, name, bin, &spawn)
+            })?;
+        }
         "run" | "compare" => {
             let w = workload(&args)?;
             let limits = |s: &mut Spawn| traffic_limits(s, &w);
@@ -276,6 +303,53 @@ fn traffic_limits(s: &mut Spawn, w: &Workload) {
 /// Builds a server's start-up settings: kind, binary, config tweaks.
 type SpawnFn<'a> = dyn Fn(Kind, PathBuf, &dyn Fn(&mut Spawn)) -> Result<Spawn> + 'a;
 
+/// `--servers NAME=PATH,NAME=PATH` as pairs.
+fn server_list(list: &str) -> Result<Vec<(&str, &str)>> {
+    list.split(',')
+        .map(|item| {
+            item.split_once('=')
+                .context("--servers NAME=PATH,NAME=PATH")
+        })
+        .collect()
+}
+
+/// Starts the server `name` names (a name starting with `matchbox` speaks
+/// matchbox's protocol; `floor…` is this generator's floor), runs `w`
+/// against it, and stops it. Every run gets a fresh server and data dir:
+/// no run inherits another's rooms, peers or cache.
+fn run_server(
+    rt: &tokio::runtime::Runtime,
+    w: &Workload,
+    name: &str,
+    bin: &str,
+    spawn: &SpawnFn<'_>,
+) -> Result<relay::Report> {
+    let floor = name.starts_with("floor");
+    let kind = if name.starts_with("matchbox") || floor {
+        Kind::Matchbox
+    } else {
+        Kind::Roomlet
+    };
+    let bin = if floor {
+        std::env::current_exe().context("this generator's path, for the floor")?
+    } else {
+        PathBuf::from(bin)
+    };
+    let spec = spawn(kind, bin, &|s| {
+        traffic_limits(s, w);
+        if floor {
+            s.args = vec!["floor".into()];
+        }
+    })?;
+    let (srv, took) = Server::start(&spec)?;
+    eprintln!("{name}: pid {:?} ready in {took:?}", srv.pid);
+    let srv = Arc::new(srv);
+    let report = rt.block_on(relay::run(srv.clone(), w));
+    drop(srv);
+    let _ = std::fs::remove_dir_all(&spec.data_dir);
+    report
+}
+
 fn compare(
     rt: &tokio::runtime::Runtime,
     w: &Workload,
@@ -283,35 +357,9 @@ fn compare(
     spawn: &SpawnFn<'_>,
 ) -> Result<()> {
     let mut rows = Vec::new();
-    for item in list.split(',') {
-        let (name, bin) = item
-            .split_once('=')
-            .context("--servers NAME=PATH,NAME=PATH")?;
-        let floor = name.starts_with("floor");
-        let kind = if name.starts_with("matchbox") || floor {
-            Kind::Matchbox
-        } else {
-            Kind::Roomlet
-        };
-        let bin = if floor {
-            std::env::current_exe().context("this generator's path, for the floor")?
-        } else {
-            PathBuf::from(bin)
-        };
-        let spec = spawn(kind, bin, &|s| {
-            traffic_limits(s, w);
-            if floor {
-                s.args = vec!["floor".into()];
-            }
-        })?;
-        let (srv, took) = Server::start(&spec)?;
-        eprintln!("{name}: pid {:?} ready in {took:?}", srv.pid);
-        let srv = Arc::new(srv);
-        let report = rt.block_on(relay::run(srv.clone(), w))?;
+    for (name, bin) in server_list(list)? {
+        let report = run_server(rt, w, name, bin, spawn)?;
         relay::print(name, w, &report);
-        drop(srv);
-        // A fresh data dir per server: one's cache is not the other's.
-        let _ = std::fs::remove_dir_all(&spec.data_dir);
         rows.push((name.to_string(), report));
     }
     let Some((base_name, base)) = rows.first() else {
