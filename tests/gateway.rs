@@ -3,7 +3,9 @@
 //! signals, every limit, error code and close code, resume, and a
 //! misbehaving client that harms no neighbour.
 
-use roomlet_tests::server::{Client, Got, TestServer, Wire, dev_token, joined, start, token};
+use roomlet_tests::server::{
+    Client, Got, TestServer, Wire, dev_token, joined, peer_ids, start, token,
+};
 use serde_json::{Value, json};
 use std::time::Duration;
 
@@ -707,16 +709,4 @@ async fn joining_again_replaces_the_same_users_dropped_session_not_a_live_one() 
     let mut want = [a_id.as_str(), new_b.as_str()];
     want.sort_unstable();
     assert_eq!(peer_ids(&ja2), want, "{ja2}");
-}
-
-/// The ids of the peers a `joined` frame lists, sorted.
-fn peer_ids(joined: &Value) -> Vec<&str> {
-    let mut ids: Vec<&str> = joined["peers"]
-        .as_array()
-        .expect("peers")
-        .iter()
-        .filter_map(|p| p["id"].as_str())
-        .collect();
-    ids.sort_unstable();
-    ids
 }

@@ -228,6 +228,18 @@ pub mod server {
     use std::net::SocketAddr;
     use tokio::net::TcpStream;
     use tokio_tungstenite::tungstenite::Message;
+
+    /// The ids of the peers a `joined` frame lists, sorted.
+    pub fn peer_ids(joined: &Value) -> Vec<&str> {
+        let mut ids: Vec<&str> = joined["peers"]
+            .as_array()
+            .expect("peers")
+            .iter()
+            .filter_map(|p| p["id"].as_str())
+            .collect();
+        ids.sort_unstable();
+        ids
+    }
     use tokio_tungstenite::tungstenite::client::IntoClientRequest;
     use tokio_tungstenite::tungstenite::http::HeaderValue;
     use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};

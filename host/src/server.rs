@@ -349,6 +349,12 @@ pub async fn start(config: Config, secrets: Secrets) -> Result<Running, ServerEr
                 async move { g.end_resumed_elsewhere(&token).await }
             })
             .await?;
+            let g = gateway.clone();
+            bus.on_reap(move |r| {
+                let g = g.clone();
+                async move { g.reap_parked(&r.room, &r.identity, &r.peer).await }
+            })
+            .await?;
         }
         tasks.push(tokio::spawn(bus.clone().keep_alive(node_info.clone())));
         let within = Duration::from_secs(5);

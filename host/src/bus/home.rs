@@ -13,7 +13,7 @@ use super::Bus;
 use super::directory::{DirectoryError, RoomEntry};
 use super::store::JetStreamKv;
 use super::wire::{
-    self, HomeOp, JoinReply, JoinRequest, ToGateway, ToHome, WireDelivery, WirePeer,
+    self, HomeOp, JoinReply, JoinRequest, Reap, ToGateway, ToHome, WireDelivery, WirePeer,
 };
 use crate::components::bindings::types::{Peer, RoomMessage, Signal, Target};
 use crate::kv::KvStore;
@@ -170,6 +170,7 @@ impl Home {
             Ok((_, at)) => at,
             Err(reply) => return reply,
         };
+        self.reap_dropped(&req, &at).await;
         at.write().insert(req.peer.id.clone(), req.gateway.clone());
         let outbox = forwarder(
             self.bus.clone(),
@@ -224,6 +225,7 @@ impl Home {
         outbox: Outbox,
     ) -> Result<(u64, RoomHandle, Joined, Locations), JoinReply> {
         let (_, at) = self.claim(&req).await?;
+        self.reap_dropped(&req, &at).await;
         at.write()
             .insert(req.peer.id.clone(), self.bus.node.clone());
         let peer_id = req.peer.id.clone();
@@ -231,6 +233,51 @@ impl Home {
         match self.join(&req.room, peer, outbox, req.rejoin).await {
             Ok((rev, h, j)) => Ok((rev, h, j, at)),
             Err(e) => Err(refused_join(&at, &peer_id, &e)),
+        }
+    }
+
+    /// The joining identity's sessions at other gateways whose sockets
+    /// dropped leave the room before it joins: a reload through another
+    /// gateway, which would otherwise find its own ghost listed (and, in a
+    /// one-to-one room, be refused `room-full` by it) for the grace period.
+    /// The joining gateway has made its own dropped sessions leave; each
+    /// other gateway is asked ([`super::wire::Reap`]) because only it
+    /// knows whether a socket is gone (an open one is another device).
+    async fn reap_dropped(&self, req: &JoinRequest, at: &Locations) {
+        if req.rejoin {
+            return; // the same session, following its room to a new home
+        }
+        let elsewhere: HashMap<String, String> = at
+            .read()
+            .iter()
+            .filter(|(_, gw)| **gw != req.gateway)
+            .map(|(p, gw)| (p.clone(), gw.clone()))
+            .collect();
+        if elsewhere.is_empty() {
+            return;
+        }
+        let Some(handle) = self.held_now(&req.room) else {
+            return;
+        };
+        let Some(members) = handle.peers().await else {
+            return;
+        };
+        for p in members.iter().filter(|p| p.identity == req.peer.identity) {
+            let Some(gw) = elsewhere.get(&p.id) else {
+                continue;
+            };
+            let reap = Reap {
+                room: req.room.clone(),
+                identity: p.identity.clone(),
+                peer: p.id.clone(),
+            };
+            if self.bus.reap(gw, &reap).await {
+                tracing::info!(room = %req.room, peer = %p.id, gateway = %gw, "the same identity joined at another gateway; its dropped session leaves");
+                handle
+                    .leave(&p.id, crate::rooms::LeaveReason::Timeout)
+                    .await;
+                at.write().remove(&p.id);
+            }
         }
     }
 

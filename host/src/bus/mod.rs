@@ -74,6 +74,9 @@ const BUCKET_RETRY: Duration = Duration::from_secs(30);
 /// How long a starting node waits for a process already under its name to
 /// answer: a live one answers in a round trip.
 const NAME_CHECK: Duration = Duration::from_secs(1);
+/// How long a join waits for a gateway to say whether it ended the joining
+/// identity's dropped session: the join goes on either way.
+const REAP_WAIT: Duration = Duration::from_secs(1);
 
 /// An error with its causes, for messages that must say why.
 pub(crate) fn chain(e: &dyn std::error::Error) -> String {
@@ -368,6 +371,57 @@ impl Bus {
             Some(on(m.token))
         })
         .await
+    }
+
+    /// Asks gateway `node` to end a dropped session ([`wire::Reap`]).
+    /// False when it did not (the session is live, or gone already) or did
+    /// not answer in time: the session then ends after its grace period,
+    /// as it would have without the question.
+    pub async fn reap(&self, node: &str, reap: &wire::Reap) -> bool {
+        let subject = self.subject("reap", Some(&subject_token(node)));
+        let asked =
+            tokio::time::timeout(REAP_WAIT, self.client.request(subject, wire::encode(reap))).await;
+        match asked {
+            Ok(Ok(m)) => {
+                wire::decode::<wire::Reaped>("reaped", &m.payload).is_some_and(|r| r.ended)
+            }
+            Ok(Err(e)) => {
+                tracing::debug!(error = %e, gateway = %node, "asking a gateway to end a dropped session failed");
+                false
+            }
+            Err(_) => {
+                tracing::debug!(gateway = %node, "a gateway did not answer whether it ended a dropped session");
+                false
+            }
+        }
+    }
+
+    /// Answers [`wire::Reap`] requests for this gateway with what `on`
+    /// returns (whether it ended the session); a malformed one with no.
+    pub async fn on_reap<F, Fut>(&self, on: F) -> Result<(), BusError>
+    where
+        F: Fn(wire::Reap) -> Fut + Send + 'static,
+        Fut: std::future::Future<Output = bool> + Send,
+    {
+        let mut sub = self
+            .subscribe(self.subject("reap", Some(&self.node)))
+            .await?;
+        let client = self.client.clone();
+        tokio::spawn(async move {
+            while let Some(msg) = sub.next().await {
+                let Some(reply) = msg.reply else {
+                    continue;
+                };
+                let ended = match wire::decode::<wire::Reap>("reap", &msg.payload) {
+                    Some(reap) => on(reap).await,
+                    None => false,
+                };
+                let _ = client
+                    .publish(reply, wire::encode(&wire::Reaped { ended }))
+                    .await;
+            }
+        });
+        Ok(())
     }
 
     /// Subscribes to `P.kind[.node]` and runs what `on` returns for each

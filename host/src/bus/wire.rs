@@ -242,6 +242,25 @@ pub struct SessionGone {
     pub token: String,
 }
 
+/// A home asks the gateway holding one of a room's peers (`P.reap.NODE`,
+/// request/reply) to end that peer's session if its socket is gone: the
+/// same identity is joining through another gateway (a reload), and the
+/// dropped session would otherwise stay in the room for its grace period
+/// as a second copy of the user (and fill a one-to-one room against the
+/// join). A session whose socket is open is another device and stays.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Reap {
+    pub room: String,
+    pub identity: String,
+    pub peer: String,
+}
+
+/// The gateway's answer to [`Reap`]: whether it ended a dropped session.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Reaped {
+    pub ended: bool,
+}
+
 /// A process's first word on the bus (`P.hello`), before it serves: what
 /// its node name held until now belonged to a process that is gone (one
 /// restarted under the same name renews the old liveness key at once, so

@@ -114,6 +114,23 @@ impl Gateway {
         }
     }
 
+    /// Ends peer `peer`'s session in `room` if its socket is gone, for the
+    /// room's home, which is joining the same identity from another
+    /// gateway ([`crate::bus::wire::Reap`]). Its leave goes to the home
+    /// too; the home leaves the peer itself on a yes, before the join, and
+    /// this leave then finds it gone.
+    pub async fn reap_parked(&self, room: &str, identity: &str, peer: &str) -> bool {
+        let Some(state) = self.resumable.take_parked_peer(room, identity, peer) else {
+            return false;
+        };
+        tracing::info!(room = %room, peer = %peer, "the same identity joined at another gateway; its dropped session leaves");
+        state
+            .room
+            .leave(&state.peer.id, crate::rooms::LeaveReason::Timeout)
+            .await;
+        true
+    }
+
     /// Puts the gateway on the bus: rooms through `edge`, tokens checked
     /// locally or, without `local_auth`, by an auth node.
     pub fn with_bus(mut self, bus: Arc<Bus>, edge: Option<Arc<Edge>>, local_auth: bool) -> Self {

@@ -214,6 +214,23 @@ impl Resumable {
             .collect()
     }
 
+    /// Takes the parked session of peer `peer` (of `identity`) in `room`,
+    /// if its socket is gone: the same identity joined through another
+    /// gateway. A live session is another device and stays.
+    pub fn take_parked_peer(&self, room: &str, identity: &str, peer: &str) -> Option<PeerState> {
+        let mut slots = self.slots.lock();
+        let slots = &mut *slots;
+        let key = (Arc::<str>::from(room), identity.to_owned());
+        let token = slots.parked.get(&key)?.iter().find(|t| {
+            matches!(slots.by_token.get(*t), Some(Slot::Parked { state, .. }) if state.peer.id == peer)
+        })?;
+        let token = token.clone();
+        match slots.remove(&token) {
+            Some(Slot::Parked { state, .. }) => Some(*state),
+            _ => None, // the index holds parked tokens only
+        }
+    }
+
     /// Takes the session for `token`, asking a live one to hand it over.
     pub async fn take(&self, token: &str) -> Option<PeerState> {
         let slot = self.slots.lock().remove(token)?;
