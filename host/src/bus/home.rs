@@ -60,6 +60,10 @@ pub fn forwarder(
     let subject = bus.subject("gw", Some(&gateway));
     tokio::spawn(async move {
         while let Some(d) = rx.recv().await {
+            // A kicked peer is no member any more, and its id is never
+            // used again (a kick ends the session; no resume, no rejoin):
+            // its location goes with this, its last delivery.
+            let kicked = matches!(d, Delivery::Kicked { .. });
             let (peer, delivery) = match &d {
                 // A room moving away is not a room closing for its peers.
                 // The notice is the room's, addressed to no peer: `Moved`
@@ -92,6 +96,12 @@ pub fn forwarder(
                 .await
             {
                 tracing::debug!(error = %e, "forwarding a delivery failed");
+            }
+            if kicked {
+                let mut at = at.write();
+                if at.get(&msg.peer) == Some(&gateway) {
+                    at.remove(&msg.peer);
+                }
             }
         }
     });
@@ -598,8 +608,9 @@ impl Home {
     /// The peers held by gateway `gw` leave their rooms here. All of them
     /// are taken off the location tables first, in one pass without a
     /// wait: a restarted gateway's first joins, arriving meanwhile, are
-    /// not caught up in it. Only members are made to leave and counted: a
-    /// kicked peer's entry stays in the table (a kick sends no `leave`).
+    /// not caught up in it. Only members are made to leave and counted: an
+    /// entry may outlive its peer's membership for a moment (a kicked
+    /// peer's, until its forwarder has sent the kick).
     async fn drop_peers_of(&self, gw: &str, cause: Orphaned) {
         let mut gone: Vec<(RoomHandle, String)> = Vec::new();
         for (handle, at) in self.rooms_and_locations() {
