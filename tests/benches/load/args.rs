@@ -64,6 +64,20 @@ impl Args {
         }
     }
 
+    /// The comma-separated values of `--key`, parsed, or `default`'s.
+    pub fn list<T: FromStr>(&self, key: &str, default: &str) -> Result<Vec<T>>
+    where
+        T::Err: std::fmt::Display,
+    {
+        let text = self.get(key, default.to_string())?;
+        text.split(',')
+            .map(|v| {
+                v.parse()
+                    .map_err(|e| anyhow::anyhow!("--{key} {text:?}: {v:?}: {e}"))
+            })
+            .collect()
+    }
+
     /// The value of `--key`, if given.
     pub fn opt(&self, key: &str) -> Option<String> {
         self.used.borrow_mut().push(key.to_string());

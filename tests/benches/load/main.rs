@@ -140,19 +140,9 @@ fn main() -> Result<()> {
         "sweep" => {
             let w = workload(&args)?;
             let list = args.get("servers", format!("roomlet={}", server_bin.display()))?;
-            let rates = args
-                .get("rates", "5000,10000,15000,20000,25000,30000".to_string())?
-                .split(',')
-                .map(str::parse)
-                .collect::<Result<Vec<f64>, _>>()
-                .context("--rates R1,R2,...")?;
+            let rates = args.list("rates", "5000,10000,15000,20000,25000,30000")?;
             let bound = sweep::Bound {
-                p99_us: args
-                    .get("p99-us", "1000,2000,5000".to_string())?
-                    .split(',')
-                    .map(str::parse)
-                    .collect::<Result<_, _>>()
-                    .context("--p99-us B1,B2,...")?,
+                p99_us: args.list("p99-us", "1000,2000,5000")?,
                 repeat: args.get("repeat", 1usize)?.max(1),
             };
             args.finish()?;
