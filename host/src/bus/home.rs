@@ -257,13 +257,9 @@ impl Home {
         if req.rejoin {
             return; // the same session, following its room to a new home
         }
-        let elsewhere: HashMap<String, String> = at
-            .read()
-            .iter()
-            .filter(|(_, gw)| **gw != req.gateway)
-            .map(|(p, gw)| (p.clone(), gw.clone()))
-            .collect();
-        if elsewhere.is_empty() {
+        // A fresh room, or one whose peers are all at the joining gateway,
+        // stops here, without copying the table or asking the room.
+        if !at.read().values().any(|gw| *gw != req.gateway) {
             return;
         }
         let Some(handle) = self.held_now(&req.room) else {
@@ -273,7 +269,12 @@ impl Home {
             return;
         };
         for p in members.iter().filter(|p| p.identity == req.peer.identity) {
-            let Some(gw) = elsewhere.get(&p.id) else {
+            let gw = at
+                .read()
+                .get(&p.id)
+                .filter(|gw| **gw != req.gateway)
+                .cloned();
+            let Some(gw) = gw else {
                 continue;
             };
             let reap = Reap {
@@ -281,7 +282,7 @@ impl Home {
                 identity: p.identity.clone(),
                 peer: p.id.clone(),
             };
-            if self.bus.reap(gw, &reap).await {
+            if self.bus.reap(&gw, &reap).await {
                 tracing::info!(room = %req.room, peer = %p.id, gateway = %gw, "the same identity joined at another gateway; its dropped session leaves");
                 handle
                     .leave(&p.id, crate::rooms::LeaveReason::Timeout)
