@@ -1245,6 +1245,9 @@ async fn malformed_bus_messages_are_refused_counted_and_harm_no_one() {
     let forged = Node::start(&url, "forged", "gw-2", "a", "rooms,relay");
     assert_eq!(forged.ready().await, 200);
     let mut answers = bus.subscribe("forged.auth").await.expect("subscribes");
+    // The server knows the subscription once it answers a ping: without
+    // this the join can find no responder ("unavailable"), not the liar.
+    bus.flush().await.expect("flushes");
     let liar = bus.clone();
     tokio::spawn(async move {
         use futures_util::StreamExt;

@@ -114,6 +114,40 @@ async fn leave(mut c: Client) {
     assert_eq!(c.closed().await, 1000);
 }
 
+/// `observe-messages` decides whether a message reaches the module at
+/// all: the hostile fixture answers its commands itself where it observes
+/// them, and leaves them to the host in rooms named `direct-…`, where even
+/// `"trap"` is only text passed from peer to peer.
+#[tokio::test]
+async fn a_module_sees_messages_only_when_it_observes_them() {
+    let s = start_with_rooms(env!("ROOMLET_FIXTURE_HOSTILE")).await;
+    let url = s.ws_url();
+
+    let (mut alice, _) = join(&url, "observed", "alice", None).await;
+    let (_bob, bob_id) = join(&url, "observed", "bob", None).await;
+    say(&mut alice, None, json!("count")).await;
+    let (from, n) = heard(&mut alice).await;
+    assert_eq!(from, "", "the module answers, not a peer");
+    assert!(n.as_str().is_some_and(|n| n.parse::<u64>().is_ok()), "{n}");
+    say(&mut alice, Some(&bob_id), json!("count")).await;
+    assert_eq!(heard(&mut alice).await.0, "");
+
+    let (mut alice, alice_id) = join(&url, "direct-1", "alice", None).await;
+    let (mut bob, bob_id) = join(&url, "direct-1", "bob", None).await;
+    let (mut carol, _) = join(&url, "direct-1", "carol", None).await;
+    say(&mut alice, None, json!("trap")).await;
+    assert_eq!(heard(&mut bob).await, (alice_id.clone(), json!("trap")));
+    assert_eq!(heard(&mut carol).await, (alice_id.clone(), json!("trap")));
+    say(&mut alice, Some(&bob_id), json!("count")).await;
+    assert_eq!(heard(&mut bob).await, (alice_id.clone(), json!("count")));
+    // Alice heard neither her own broadcast nor a module's answer: the
+    // first message she hears is Carol's.
+    say(&mut carol, Some(&alice_id), json!("hi")).await;
+    assert_eq!(heard(&mut alice).await.1, json!("hi"));
+    say(&mut alice, Some("nobody"), json!("count")).await;
+    assert_eq!(refused(&mut alice).await, "unknown-peer");
+}
+
 #[tokio::test]
 async fn one_to_one_admits_two_and_refuses_a_third() {
     let s = start_with_rooms(ONE_TO_ONE).await;

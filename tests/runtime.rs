@@ -163,6 +163,7 @@ async fn rooms_component_every_export_through_the_host() {
         .expect("instance");
     let settings = room.on_create(CreateCause::Fresh).await.expect("on-create");
     assert!(!settings.observe_signals);
+    assert!(!settings.observe_messages);
     let a = peer("a");
     assert!(room.on_join(&a).await.expect("on-join").is_ok());
     room.set_peers(Arc::new(vec![a.clone()]));

@@ -169,6 +169,9 @@ impl Guest for Room {
     fn on_create(_cause: CreateCause) -> RoomSettings {
         RoomSettings {
             observe_signals: false,
+            // Off, the host routes messages as `on_message` below does,
+            // without calling it: turn it off if you keep that routing.
+            observe_messages: true,
         }
     }
 

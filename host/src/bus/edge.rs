@@ -179,9 +179,10 @@ impl Edge {
                     peers,
                     metadata,
                     observe_signals,
+                    observe_messages,
                 } => {
                     crate::metrics::BUS_SECONDS.observe(&[], started.elapsed().as_secs_f64());
-                    p.shared.set_observe_signals(observe_signals);
+                    p.shared.set_observe(observe_signals, observe_messages);
                     let route = Route { node: target, rev };
                     if p.route.borrow().as_ref() != Some(&route) {
                         let _ = p.route.send(Some(route));
@@ -628,7 +629,9 @@ impl Edge {
                         rev: r,
                         peers: Vec::new(),
                         metadata: String::new(),
-                        observe_signals: false,
+                        // Not asked here: through the home is always right.
+                        observe_signals: true,
+                        observe_messages: true,
                     },
                     Err(e) => e,
                 }
@@ -638,7 +641,14 @@ impl Edge {
                     .map_err(|e| e.to_string())?
             };
             match reply {
-                JoinReply::Joined { rev: r, peers, .. } => {
+                JoinReply::Joined {
+                    rev: r,
+                    peers,
+                    observe_signals,
+                    observe_messages,
+                    ..
+                } => {
+                    proxy.shared.set_observe(observe_signals, observe_messages);
                     rev = Some(r);
                     self.mirror(proxy, peers);
                 }

@@ -221,6 +221,7 @@ impl Home {
                         .collect(),
                     metadata: joined.metadata,
                     observe_signals: handle.shared().observe_signals(),
+                    observe_messages: handle.shared().observe_messages(),
                 }
             }
             Err(e) => refused_join(&at, &peer_id, &e),

@@ -220,6 +220,9 @@ pub enum JoinReply {
         peers: Vec<(WirePeer, String)>,
         metadata: String,
         observe_signals: bool,
+        /// Missing from an older home: through the home, which is always right.
+        #[serde(default = "observe_by_default")]
+        observe_messages: bool,
     },
     /// This node is not (and cannot become) the room's home.
     NotHome {
@@ -503,4 +506,8 @@ impl WireAuthReply {
             WireAuthReply::Failed => None,
         }
     }
+}
+
+fn observe_by_default() -> bool {
+    true
 }

@@ -97,6 +97,7 @@ impl NativeRoom {
     ) -> RoomSettings {
         RoomSettings {
             observe_signals: self.0.on_create(&Imports(RefCell::new(host))),
+            observe_messages: false,
         }
     }
 

@@ -1045,23 +1045,38 @@ async fn handle(gw: &Gateway, state: &mut PeerState, frame: Inbound) -> Handled 
                     "sending messages needs the canPublishData grant",
                 );
             }
-            if let Some(to) = &to
-                && state.room.shared().peer(to).is_none()
-            {
-                return refuse("unknown-peer", "no such peer in this room");
-            }
+            let addressee = match &to {
+                Some(to) => match state.room.shared().peer(to) {
+                    Some((outbox, _)) => Some(outbox),
+                    None => return refuse("unknown-peer", "no such peer in this room"),
+                },
+                None => None,
+            };
             let data = match relay(gw, state, FrameKind::Message, to.as_deref(), data).await {
                 Ok(d) => d,
                 Err(h) => return h,
             };
-            state
-                .room
-                .message(RoomMessage {
-                    sender: state.peer.id.clone(),
-                    target: to.map(Target::Peer).unwrap_or(Target::Room),
-                    data,
-                })
-                .await;
+            if state.room.shared().observe_messages() {
+                state
+                    .room
+                    .message(RoomMessage {
+                        sender: state.peer.id.clone(),
+                        target: to.map(Target::Peer).unwrap_or(Target::Room),
+                        data,
+                    })
+                    .await;
+                return Handled::Done;
+            }
+            let delivery = Delivery::Message {
+                from: state.peer.id.as_str().into(),
+                data: data.into(),
+            };
+            match addressee {
+                Some(outbox) => {
+                    let _ = outbox.send(delivery);
+                }
+                None => state.room.shared().broadcast(&delivery, &state.peer.id),
+            }
             Handled::Done
         }
         Inbound::Leave => {

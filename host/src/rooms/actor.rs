@@ -635,8 +635,7 @@ impl RoomActor {
             match instance.on_create(cause).await {
                 Ok(settings) => self
                     .shared
-                    .observe_signals
-                    .store(settings.observe_signals, Ordering::Relaxed),
+                    .set_observe(settings.observe_signals, settings.observe_messages),
                 Err(e) => {
                     self.trapped(&e).await;
                     return Err(e);
@@ -752,8 +751,7 @@ impl RoomActor {
         };
         if let Some(settings) = settings {
             self.shared
-                .observe_signals
-                .store(settings.observe_signals, Ordering::Relaxed);
+                .set_observe(settings.observe_signals, settings.observe_messages);
         }
         self.created = true;
         self.take_snapshot();

@@ -2,7 +2,7 @@
 //! into one room's mailbox.
 
 use super::actor::{Command, RoomActor};
-use super::delivery::LeaveReason;
+use super::delivery::{Delivery, LeaveReason};
 use super::inbox::Outbox;
 use crate::components::RoomsFunction;
 use crate::components::bindings::types::{Grants, Peer, Rejection, RoomMessage, Signal};
@@ -108,12 +108,29 @@ pub struct RoomStatus {
 }
 
 /// What gateways need without a trip through the mailbox: the outboxes
-/// of the room's peers, for peer-to-peer signals.
-#[derive(Debug, Default)]
+/// of the room's peers, for the signals and messages the module does not
+/// observe.
+#[derive(Debug)]
 pub struct RoomShared {
     pub(super) members: RwLock<HashMap<Arc<str>, (Outbox, Grants)>>,
     pub(super) observe_signals: AtomicBool,
+    pub(super) observe_messages: AtomicBool,
     pub(super) closed: AtomicBool,
+}
+
+/// Until a module says otherwise (`on-create`), frames go through it: a
+/// room restored from a snapshot taken on another node runs no
+/// `on-create` here, and routing through a module that did not ask is
+/// only slower, while skipping one that did ask is wrong.
+impl Default for RoomShared {
+    fn default() -> Self {
+        Self {
+            members: RwLock::default(),
+            observe_signals: AtomicBool::new(true),
+            observe_messages: AtomicBool::new(true),
+            closed: AtomicBool::new(false),
+        }
+    }
 }
 
 impl RoomShared {
@@ -133,6 +150,16 @@ impl RoomShared {
         self.members.write().remove(id)
     }
 
+    /// Sends `delivery` to every member but `except`, as a room message
+    /// the module does not observe.
+    pub fn broadcast(&self, delivery: &Delivery, except: &str) {
+        for (id, (outbox, _)) in self.members.read().iter() {
+            if **id != *except {
+                let _ = outbox.send(delivery.clone());
+            }
+        }
+    }
+
     /// Every member id.
     pub fn member_ids(&self) -> Vec<Arc<str>> {
         self.members.read().keys().cloned().collect()
@@ -143,9 +170,11 @@ impl RoomShared {
         self.closed.store(true, Ordering::Relaxed);
     }
 
-    /// Sets whether signals go through the room (a proxy learns it from the home).
-    pub fn set_observe_signals(&self, on: bool) {
-        self.observe_signals.store(on, Ordering::Relaxed);
+    /// Sets which frames go through the room's module, as its `on-create`
+    /// asked (a proxy learns it from the home).
+    pub fn set_observe(&self, signals: bool, messages: bool) {
+        self.observe_signals.store(signals, Ordering::Relaxed);
+        self.observe_messages.store(messages, Ordering::Relaxed);
     }
 
     /// Whether the room has closed.
@@ -156,6 +185,11 @@ impl RoomShared {
     /// Whether the module wants to see signals.
     pub fn observe_signals(&self) -> bool {
         self.observe_signals.load(Ordering::Relaxed)
+    }
+
+    /// Whether the module wants to see messages.
+    pub fn observe_messages(&self) -> bool {
+        self.observe_messages.load(Ordering::Relaxed)
     }
 }
 

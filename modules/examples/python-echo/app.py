@@ -26,7 +26,7 @@ STATE_VERSION = "python-echo/1"
 class Room(exports.Room):
     def on_create(self, cause: room.CreateCause) -> room.RoomSettings:
         log.log(log.Level.DEBUG, f"python-echo room starts ({cause.name.lower()})")
-        return room.RoomSettings(observe_signals=False)
+        return room.RoomSettings(observe_signals=False, observe_messages=True)
 
     def on_join(self, peer: types.Peer) -> list[room.Action]:
         # To refuse the join:

@@ -96,6 +96,8 @@ impl Guest for Component {
     fn on_create(_cause: CreateCause) -> RoomSettings {
         RoomSettings {
             observe_signals: room().on_create(&Imports),
+            // `on-message` routes as the host does without it.
+            observe_messages: false,
         }
     }
 

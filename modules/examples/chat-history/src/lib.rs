@@ -141,6 +141,7 @@ impl Guest for ChatHistory {
     fn on_create(_cause: CreateCause) -> RoomSettings {
         RoomSettings {
             observe_signals: false,
+            observe_messages: true,
         }
     }
 

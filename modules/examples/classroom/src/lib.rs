@@ -345,6 +345,7 @@ impl Guest for Classroom {
         }
         RoomSettings {
             observe_signals: false,
+            observe_messages: true,
         }
     }
 

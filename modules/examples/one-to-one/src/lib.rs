@@ -80,6 +80,7 @@ impl Guest for OneToOne {
     fn on_create(_cause: CreateCause) -> RoomSettings {
         RoomSettings {
             observe_signals: false,
+            observe_messages: true,
         }
     }
 
