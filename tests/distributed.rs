@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 const NODE_BIN: &str = env!("CARGO_BIN_EXE_roomlet-node");
 const CHAT_HISTORY: &str = env!("ROOMLET_EXAMPLE_CHAT_HISTORY");
 const CLASSROOM: &str = env!("ROOMLET_EXAMPLE_CLASSROOM");
+const HOSTILE: &str = env!("ROOMLET_FIXTURE_HOSTILE");
 /// The liveness TTL the tests run with.
 const TTL: Duration = Duration::from_secs(3);
 
@@ -652,6 +653,49 @@ async fn a_draining_rooms_node_hands_its_rooms_off_with_their_memory() {
             .all(|f| f["type"] != "message" && f["type"] != "error"),
         "{heard:?}"
     );
+}
+
+/// A room whose module leaves `observe-messages` off (the hostile fixture,
+/// in a room named `direct-…`): its messages go gateway to gateway, and
+/// still do after its home drains and hands it to a node that restores it
+/// without an `on-create` to ask. Were `"trap"` to reach the module, it
+/// would trap instead of arriving.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unobserved_messages_skip_the_home_before_and_after_a_handoff() {
+    let Some(bin) = nats_server() else { return };
+    let nats = Nats::start(bin, None);
+    let url = nats.url();
+    let node = |name: &str, functions: &str| {
+        Node::start_with_module(&url, "unobserved", name, "a", functions, HOSTILE)
+    };
+    let _auth = node("auth-1", "auth");
+    let mut rooms1 = node("rooms-1", "rooms");
+    let gws = [node("gw-1", "relay"), node("gw-2", "relay")];
+    let (mut ann, joined) = join(&gws[0], "direct-1", "ann").await;
+    let ann_id = joined["peerId"].as_str().expect("peer id").to_owned();
+    let (mut ben, _) = join(&gws[1], "direct-1", "ben").await;
+    let trap_reaches_ben = async |ann: &mut Client, ben: &mut Client| {
+        ann.send(message(json!("trap"))).await;
+        let m = next_of(ben, "message", DEADLINE).await.expect("a message");
+        assert_eq!(m["from"], ann_id.as_str(), "{m}");
+        assert_eq!(m["data"], "trap", "{m}");
+    };
+    trap_reaches_ben(&mut ann, &mut ben).await;
+
+    let _rooms2 = node("rooms-2", "rooms");
+    rooms1.signal("TERM");
+    assert_eq!(rooms1.child_exit(DEADLINE), Some(0), "rooms-1 drains");
+    let deadline = Instant::now() + DEADLINE;
+    while !gws
+        .iter()
+        .all(|g| g.log().contains("room re-homed room=direct-1 home=rooms-2"))
+    {
+        assert!(Instant::now() < deadline, "both gateways re-home the room");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    trap_reaches_ben(&mut ann, &mut ben).await;
+    let e = tokio::time::timeout(Duration::from_millis(300), ann.frame_of("error")).await;
+    assert!(e.is_err(), "the module saw a message: {e:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -418,7 +418,12 @@ impl Home {
             .map_err(|e| refused(e.code(), &e.to_string()))?;
         // The previous home's memory, when it handed the room off (drain).
         match self.replica.take_snapshot(&req.room).await {
-            Ok(Some((version, state))) => handle.put_snapshot(version, state).await,
+            Ok(Some(h)) => {
+                if let Some((signals, messages)) = h.observe {
+                    handle.shared().set_observe(signals, messages);
+                }
+                handle.put_snapshot(h.version, h.state).await
+            }
             Ok(None) => {}
             Err(e) => {
                 tracing::warn!(room = %req.room, error = %e, "reading the room's snapshot failed")
@@ -696,8 +701,20 @@ impl Home {
         let held: Vec<(String, Held)> = self.held.lock().drain().collect();
         for (room, h) in held {
             self.catch_up(&room, &h.handle, false).await;
+            let shared = h.handle.shared();
+            let observe = Some((shared.observe_signals(), shared.observe_messages()));
             if let Some((version, state)) = h.handle.take_snapshot().await
-                && let Err(e) = self.replica.put_snapshot(&room, &version, &state).await
+                && let Err(e) = self
+                    .replica
+                    .put_snapshot(
+                        &room,
+                        &wire::HandOff {
+                            version,
+                            state,
+                            observe,
+                        },
+                    )
+                    .await
             {
                 tracing::warn!(%room, error = %e, "handing off the room's memory failed");
             }

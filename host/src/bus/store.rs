@@ -5,6 +5,7 @@
 //! with one ordered consumer filtered to the room.
 
 use super::BusError;
+use super::wire::HandOff;
 use crate::kv::KvReplica;
 use async_nats::jetstream;
 use async_nats::jetstream::consumer::{DeliverPolicy, push};
@@ -93,13 +94,8 @@ fn snapshot_key(room: &str) -> String {
 
 impl JetStreamKv {
     /// Leaves the room's in-memory state for its next home (drain).
-    pub async fn put_snapshot(
-        &self,
-        room: &str,
-        version: &str,
-        state: &[u8],
-    ) -> Result<(), String> {
-        let body = rmp_serde::to_vec(&(version, state)).map_err(|e| e.to_string())?;
+    pub async fn put_snapshot(&self, room: &str, handoff: &HandOff) -> Result<(), String> {
+        let body = rmp_serde::to_vec(handoff).map_err(|e| e.to_string())?;
         self.store
             .put(snapshot_key(room), body.into())
             .await
@@ -108,7 +104,7 @@ impl JetStreamKv {
     }
 
     /// Takes (and removes) the state a previous home left, so it is used once.
-    pub async fn take_snapshot(&self, room: &str) -> Result<Option<(String, Vec<u8>)>, String> {
+    pub async fn take_snapshot(&self, room: &str) -> Result<Option<HandOff>, String> {
         let key = snapshot_key(room);
         let Some(body) = self.store.get(&key).await.map_err(|e| e.to_string())? else {
             return Ok(None);

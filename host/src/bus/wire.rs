@@ -511,3 +511,15 @@ impl WireAuthReply {
 fn observe_by_default() -> bool {
     true
 }
+
+/// A room's memory as its last home left it when draining, for the next.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct HandOff {
+    pub version: String,
+    pub state: Vec<u8>,
+    /// What the module's `on-create` asked (signals, messages): the next
+    /// home restores instead of creating, so no `on-create` tells it.
+    /// Absent from an older node's hand-off.
+    #[serde(default)]
+    pub observe: Option<(bool, bool)>,
+}
