@@ -523,3 +523,28 @@ pub struct HandOff {
     #[serde(default)]
     pub observe: Option<(bool, bool)>,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A hand-off written before it carried the settings still restores
+    /// the room's memory; the settings are then unknown, not `false`.
+    #[test]
+    fn an_older_hand_off_decodes_without_settings() {
+        let old = rmp_serde::to_vec(&("v1", &[1u8, 2, 3][..])).expect("encodes");
+        let h: HandOff = decode("snapshot", &old).expect("decodes");
+        assert_eq!(
+            (h.version.as_str(), h.state.as_slice()),
+            ("v1", &[1, 2, 3][..])
+        );
+        assert_eq!(h.observe, None);
+        let new = rmp_serde::to_vec(&HandOff {
+            observe: Some((false, true)),
+            ..h
+        })
+        .expect("encodes");
+        let h: HandOff = decode("snapshot", &new).expect("decodes");
+        assert_eq!(h.observe, Some((false, true)));
+    }
+}
