@@ -625,13 +625,12 @@ impl Edge {
                 && let Some(home) = &self.home
             {
                 match home.join_local(req, outbox).await {
-                    Ok((r, ..)) => JoinReply::Joined {
+                    Ok((r, handle, ..)) => JoinReply::Joined {
                         rev: r,
                         peers: Vec::new(),
                         metadata: String::new(),
-                        // Not asked here: through the home is always right.
-                        observe_signals: true,
-                        observe_messages: true,
+                        observe_signals: handle.shared().observe_signals(),
+                        observe_messages: handle.shared().observe_messages(),
                     },
                     Err(e) => e,
                 }
