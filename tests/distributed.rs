@@ -658,8 +658,10 @@ async fn a_draining_rooms_node_hands_its_rooms_off_with_their_memory() {
 /// A room whose module leaves `observe-messages` off (the hostile fixture,
 /// in a room named `direct-…`): its messages go gateway to gateway, and
 /// still do after its home drains and hands it to a node that restores it
-/// without an `on-create` to ask. Were `"trap"` to reach the module, it
-/// would trap instead of arriving.
+/// without an `on-create` to ask. The new home is gw-2 itself, so gw-2
+/// learns the settings from the room in its own process and gw-1 from the
+/// bus. Were `"trap"` to reach the module, it would trap instead of
+/// arriving.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unobserved_messages_skip_the_home_before_and_after_a_handoff() {
     let Some(bin) = nats_server() else { return };
@@ -670,32 +672,39 @@ async fn unobserved_messages_skip_the_home_before_and_after_a_handoff() {
     };
     let _auth = node("auth-1", "auth");
     let mut rooms1 = node("rooms-1", "rooms");
-    let gws = [node("gw-1", "relay"), node("gw-2", "relay")];
-    let (mut ann, joined) = join(&gws[0], "direct-1", "ann").await;
+    let gw1 = node("gw-1", "relay");
+    let (mut ann, joined) = join(&gw1, "direct-1", "ann").await;
     let ann_id = joined["peerId"].as_str().expect("peer id").to_owned();
-    let (mut ben, _) = join(&gws[1], "direct-1", "ben").await;
-    let trap_reaches_ben = async |ann: &mut Client, ben: &mut Client| {
-        ann.send(message(json!("trap"))).await;
-        let m = next_of(ben, "message", DEADLINE).await.expect("a message");
-        assert_eq!(m["from"], ann_id.as_str(), "{m}");
+    // gw-2 runs rooms too, but the room is homed on rooms-1 already.
+    let gw2 = node("gw-2", "rooms,relay");
+    let (mut ben, joined) = join(&gw2, "direct-1", "ben").await;
+    let ben_id = joined["peerId"].as_str().expect("peer id").to_owned();
+    let trap_arrives = async |from: &mut Client, from_id: &str, to: &mut Client| {
+        from.send(message(json!("trap"))).await;
+        let m = next_of(to, "message", DEADLINE).await.expect("a message");
+        assert_eq!(m["from"], from_id, "{m}");
         assert_eq!(m["data"], "trap", "{m}");
     };
-    trap_reaches_ben(&mut ann, &mut ben).await;
+    trap_arrives(&mut ann, &ann_id, &mut ben).await;
+    trap_arrives(&mut ben, &ben_id, &mut ann).await;
+    assert!(!gw2.log().contains("room homed here"), "{}", gw2.log());
 
-    let _rooms2 = node("rooms-2", "rooms");
     rooms1.signal("TERM");
     assert_eq!(rooms1.child_exit(DEADLINE), Some(0), "rooms-1 drains");
     let deadline = Instant::now() + DEADLINE;
-    while !gws
+    while ![&gw1, &gw2]
         .iter()
-        .all(|g| g.log().contains("room re-homed room=direct-1 home=rooms-2"))
+        .all(|g| g.log().contains("room re-homed room=direct-1 home=gw-2"))
     {
         assert!(Instant::now() < deadline, "both gateways re-home the room");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    trap_reaches_ben(&mut ann, &mut ben).await;
-    let e = tokio::time::timeout(Duration::from_millis(300), ann.frame_of("error")).await;
-    assert!(e.is_err(), "the module saw a message: {e:?}");
+    trap_arrives(&mut ann, &ann_id, &mut ben).await;
+    trap_arrives(&mut ben, &ben_id, &mut ann).await;
+    for c in [&mut ann, &mut ben] {
+        let e = tokio::time::timeout(Duration::from_millis(300), c.frame_of("error")).await;
+        assert!(e.is_err(), "the module saw a message: {e:?}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
