@@ -38,6 +38,8 @@ commands:
             --pad 64 --warmup 3 --duration 10 --window 16 (max rate: deliveries in flight per room)
             --ack-every 100 --sources 4 --label NAME
             --tick-us 50 (fixed rate: the sender sleeps this long between batches)
+            --spin false (true: the generator's clients never sleep in epoll_wait, so the
+            server does not pay for waking them, as it would not for clients on other hosts)
   compare   the same `run` workload against several servers, one after the other, with ratios
             --servers wasm=target/release/roomlet,native=PATH,matchbox=/tmp/matchbox/bin/matchbox_server
             (a name starting with `matchbox` is spoken to in matchbox's protocol;
@@ -270,6 +272,7 @@ fn workload(args: &Args) -> Result<Workload> {
         tick: Duration::from_micros(args.get("tick-us", 50)?),
         sources: args.get("sources", 4)?,
         setup_parallel: args.get("setup-parallel", 32)?,
+        spin: args.get("spin", false)?,
     })
 }
 

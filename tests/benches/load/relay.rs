@@ -45,6 +45,12 @@ pub struct Workload {
     pub sources: u8,
     /// Rooms joining at once during setup.
     pub setup_parallel: usize,
+    /// Keeps the generator's runtime thread busy instead of asleep in
+    /// `epoll_wait`. On loopback the server's `send` runs the receiving
+    /// socket's wake-up in its own context: a sleeping generator has the
+    /// server send it an interrupt per delivery (a VM exit here), which
+    /// clients on other hosts would not cost it.
+    pub spin: bool,
 }
 
 /// What one run measured (within the measured window only).
@@ -265,6 +271,15 @@ pub async fn run(server: Arc<Server>, w: &Workload) -> Result<Report> {
         }
     }
 
+    if w.spin {
+        // Yielding keeps the thread runnable: the driver is then polled
+        // with a zero timeout between the other tasks.
+        tasks.push(tokio::spawn(async {
+            loop {
+                tokio::task::yield_now().await;
+            }
+        }));
+    }
     tokio::time::sleep(w.warmup).await;
     let s0 = server.sample();
     let g0 = ProcSample::read("self");
@@ -505,8 +520,14 @@ pub fn print(label: &str, w: &Workload, r: &Report) {
         None => format!("max rate, window {} deliveries/room", w.window),
     };
     println!(
-        "== {label}: {} rooms x {} peers, {mode}, mix signal:message:broadcast = {}:{}:{}, payload pad {} B",
-        w.rooms, w.peers, w.mix[0], w.mix[1], w.mix[2], w.pad
+        "== {label}: {} rooms x {} peers, {mode}, mix signal:message:broadcast = {}:{}:{}, payload pad {} B{}",
+        w.rooms,
+        w.peers,
+        w.mix[0],
+        w.mix[1],
+        w.mix[2],
+        w.pad,
+        if w.spin { ", spinning generator" } else { "" }
     );
     println!(
         "   setup {:.2} s; measured {:.1} s after {:.1} s warm-up",
