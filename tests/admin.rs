@@ -302,8 +302,32 @@ async fn broken_upgrades_are_refused_and_rollback_works() {
     )
     .await;
     assert_eq!(status, 422, "{body}");
-    // A valid rooms component that refuses the live room's snapshot.
+    // The default rooms component, as if built against an older contract:
+    // refused, naming both versions.
     let default_rooms = roomlet::components::embedded::bytes(roomlet::components::Function::Rooms);
+    let old = with_contract_version(default_rooms, "0.1.0");
+    let (status, body) = http(
+        internal,
+        "PUT",
+        "/v1/admin/modules/rooms",
+        Some(OPERATOR),
+        &old,
+    )
+    .await;
+    assert_eq!(status, 422, "{body}");
+    let message = parse(&body)["message"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    assert!(
+        message.contains("built against roomlet:signal@0.1.0")
+            && message.contains(&format!(
+                "this host implements {}",
+                roomlet::components::error::CONTRACT
+            )),
+        "{body}"
+    );
+    // A valid rooms component that refuses the live room's snapshot.
     let (status, body) = http(
         internal,
         "PUT",
@@ -483,4 +507,38 @@ async fn dev_mode_reloads_a_component_file_when_it_changes() {
         2,
         "the room moved with its state, socket open"
     );
+}
+
+/// `component` with every `roomlet:signal/…@` name moved to `version`, as a
+/// build against that version of the contract would name them. The
+/// version strings are the same length, so the binary stays valid.
+fn with_contract_version(component: &[u8], version: &str) -> Vec<u8> {
+    let ours = roomlet::components::error::CONTRACT
+        .rsplit_once('@')
+        .expect("CONTRACT is name@version")
+        .1;
+    assert_eq!(
+        ours.len(),
+        version.len(),
+        "same length keeps the binary valid"
+    );
+    let prefix = b"roomlet:signal/";
+    let mut out = component.to_vec();
+    let mut i = 0;
+    let mut moved = 0;
+    while let Some(at) = out[i..].windows(prefix.len()).position(|w| w == prefix) {
+        let start = i + at + prefix.len();
+        let name_len = out[start..]
+            .iter()
+            .take_while(|b| b.is_ascii_lowercase() || **b == b'-')
+            .count();
+        let v = start + name_len;
+        if out.get(v) == Some(&b'@') && out[v + 1..].starts_with(ours.as_bytes()) {
+            out[v + 1..v + 1 + ours.len()].copy_from_slice(version.as_bytes());
+            moved += 1;
+        }
+        i = start;
+    }
+    assert!(moved > 0, "the component names no roomlet:signal interface");
+    out
 }

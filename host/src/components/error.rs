@@ -55,9 +55,69 @@ pub enum LoadError {
     },
 }
 
+/// The WIT package this host implements. Every world's imports and exports
+/// are named under it (`roomlet:signal/room@…`), so a component built
+/// against another version of the contract names another version.
+pub const CONTRACT: &str = "roomlet:signal@0.2.0";
+
+impl LoadError {
+    /// `component` does not link against `function`'s world. When it was
+    /// built against another version of the contract, that is the reason
+    /// given: wasmtime would name only the first interface that failed to
+    /// match, which says nothing of what to do about it.
+    pub(crate) fn world(
+        function: &'static str,
+        engine: &wasmtime::Engine,
+        component: &wasmtime::component::Component,
+        e: &wasmtime::Error,
+    ) -> Self {
+        let reason = match contract_of(engine, component) {
+            Some(theirs) if theirs != CONTRACT => format!(
+                "built against {theirs}, this host implements {CONTRACT}: \
+                 rebuild it against this host's wit/ (`roomlet new plugin` writes a copy)"
+            ),
+            _ => brief(e),
+        };
+        LoadError::World { function, reason }
+    }
+}
+
+/// The `roomlet:signal@VERSION` a component's imports or exports name, if
+/// any does.
+fn contract_of(
+    engine: &wasmtime::Engine,
+    component: &wasmtime::component::Component,
+) -> Option<String> {
+    let ty = component.component_type();
+    let mut names = ty
+        .imports(engine)
+        .chain(ty.exports(engine))
+        .map(|(name, _)| name);
+    names.find_map(|name| {
+        let (package, rest) = name.split_once('/')?;
+        let (_, version) = rest.split_once('@')?;
+        (package == "roomlet:signal").then(|| format!("{package}@{version}"))
+    })
+}
+
 /// The first line of a wasmtime error chain: enough to say what happened
 /// without dumping a backtrace into a log line or a client frame.
 pub(crate) fn brief(e: &wasmtime::Error) -> String {
     let s = format!("{e:#}");
     s.lines().next().unwrap_or("").chars().take(300).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::CONTRACT;
+
+    /// The constant names the package the WIT files (and so the bindings
+    /// and the embedded components) were built from.
+    #[test]
+    fn contract_is_the_wit_package() {
+        for (file, text) in crate::scaffold::WIT_FILES {
+            let first = text.lines().next().unwrap_or_default();
+            assert_eq!(first, format!("package {CONTRACT};"), "{file}");
+        }
+    }
 }

@@ -33,10 +33,7 @@ impl RoomsFunction {
         limits: Limits,
         kv: Arc<KvStore>,
     ) -> Result<Self, LoadError> {
-        let world = |e: wasmtime::Error| LoadError::World {
-            function: "rooms",
-            reason: brief(&e),
-        };
+        let world = |e: wasmtime::Error| LoadError::world("rooms", engine, component, &e);
         let mut linker = Linker::new(engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(world)?;
         Rooms::add_to_linker::<_, HasSelf<HostState>>(&mut linker, |s| s).map_err(world)?;

@@ -47,10 +47,8 @@ impl<W: World> Stateless<W> {
         env: Arc<ModuleEnv>,
         limits: Limits,
     ) -> Result<Self, LoadError> {
-        let world = |e: wasmtime::Error| LoadError::World {
-            function: W::FUNCTION.name(),
-            reason: brief(&e),
-        };
+        let world =
+            |e: wasmtime::Error| LoadError::world(W::FUNCTION.name(), engine, component, &e);
         let mut linker = Linker::new(engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(world)?;
         W::link(&mut linker).map_err(world)?;
