@@ -105,21 +105,23 @@ async fn relay_component_forwards_and_rejects() {
         ..FunctionSpec::default()
     };
     let relay = node.loader.relay(&spec).expect("relay loads");
-    let frame = |kind, to: Option<&str>, payload: &str| Frame {
-        kind,
-        room: "r".into(),
-        sender: "a".into(),
-        to: to.map(Into::into),
-        payload: payload.into(),
-    };
+    fn frame<'a>(kind: FrameKind, to: Option<&'a str>, payload: &'a str) -> Frame<'a> {
+        Frame {
+            kind,
+            room: "r",
+            sender: "a",
+            to,
+            payload,
+        }
+    }
     let offer = FrameKind::Signal(SignalKind::Offer);
     let v = relay
-        .check(&frame(offer, Some("b"), r#"{"sdp":"v=0"}"#))
+        .check(frame(offer, Some("b"), r#"{"sdp":"v=0"}"#))
         .await
         .expect("no trap");
     assert!(matches!(v, Verdict::Forward), "{v:?}");
     let v = relay
-        .check(&frame(offer, Some("b"), &"x".repeat(200)))
+        .check(frame(offer, Some("b"), &"x".repeat(200)))
         .await
         .expect("no trap");
     assert!(
@@ -127,7 +129,7 @@ async fn relay_component_forwards_and_rejects() {
         "{v:?}"
     );
     let v = relay
-        .check(&frame(offer, None, "{}"))
+        .check(frame(offer, None, "{}"))
         .await
         .expect("no trap");
     assert!(
@@ -135,7 +137,7 @@ async fn relay_component_forwards_and_rejects() {
         "{v:?}"
     );
     let v = relay
-        .check(&frame(offer, Some("a"), "{}"))
+        .check(frame(offer, Some("a"), "{}"))
         .await
         .expect("no trap");
     assert!(
@@ -143,7 +145,7 @@ async fn relay_component_forwards_and_rejects() {
         "{v:?}"
     );
     let v = relay
-        .check(&frame(FrameKind::Message, None, "[1,2]"))
+        .check(frame(FrameKind::Message, None, "[1,2]"))
         .await
         .expect("no trap");
     assert!(matches!(v, Verdict::Forward), "{v:?}");

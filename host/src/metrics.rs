@@ -136,6 +136,7 @@ impl Gauge {
 }
 
 struct HistData {
+    /// Observations per bucket: above the previous bound, at most this one.
     buckets: Box<[AtomicU64]>,
     /// The sum, as f64 bits.
     sum: AtomicU64,
@@ -190,10 +191,12 @@ impl Histogram {
             labels,
             || HistData::new(self.bounds.len()),
             |h| {
-                for (i, b) in self.bounds.iter().enumerate() {
-                    if v <= *b {
-                        h.buckets[i].fetch_add(1, Ordering::Relaxed);
-                    }
+                // One bucket per observation, made cumulative when rendered:
+                // a component call's few microseconds fall under every bound,
+                // and one atomic add each was 17 per relayed frame.
+                let i = self.bounds.partition_point(|b| *b < v);
+                if let Some(bucket) = h.buckets.get(i) {
+                    bucket.fetch_add(1, Ordering::Relaxed);
                 }
                 let _ = h
                     .sum
@@ -554,48 +557,56 @@ pub fn render(sampled: &Sampled) -> String {
         &CALL_FREEZES,
         &CALL_CONCEALED,
     ] {
-        let _ = writeln!(
-            out,
-            "# HELP {} {}\n# TYPE {} histogram",
-            h.name, h.help, h.name
-        );
-        for (k, d) in h.values.snapshot() {
-            let k = &k;
-            let count = d.count.load(Ordering::Relaxed);
-            for (b, n) in h.bounds.iter().zip(d.buckets.iter()) {
-                let n = n.load(Ordering::Relaxed);
-                let _ = writeln!(
-                    out,
-                    "{}_bucket{} {n}",
-                    h.name,
-                    labels(&base, h.labels, k, Some(("le", fmt_f64(*b))))
-                );
-            }
-            let _ = writeln!(
-                out,
-                "{}_bucket{} {}",
-                h.name,
-                labels(&base, h.labels, k, Some(("le", "+Inf".into()))),
-                count
-            );
-            let _ = writeln!(
-                out,
-                "{}_sum{} {}",
-                h.name,
-                labels(&base, h.labels, k, None),
-                fmt_f64(d.sum())
-            );
-            let _ = writeln!(
-                out,
-                "{}_count{} {}",
-                h.name,
-                labels(&base, h.labels, k, None),
-                count
-            );
-        }
+        render_histogram(&mut out, &base, h);
     }
     process(&mut out, &base);
     out
+}
+
+/// One histogram family in the text format, buckets cumulative.
+fn render_histogram(out: &mut String, base: &str, h: &Histogram) {
+    let _ = writeln!(
+        out,
+        "# HELP {} {}\n# TYPE {} histogram",
+        h.name, h.help, h.name
+    );
+    for (k, d) in h.values.snapshot() {
+        let k = &k;
+        let mut below = 0;
+        for (b, n) in h.bounds.iter().zip(d.buckets.iter()) {
+            below += n.load(Ordering::Relaxed);
+            let _ = writeln!(
+                out,
+                "{}_bucket{} {below}",
+                h.name,
+                labels(base, h.labels, k, Some(("le", fmt_f64(*b))))
+            );
+        }
+        // Read after the buckets: an observation racing this render may
+        // have reached its bucket and not yet the count.
+        let count = d.count.load(Ordering::Relaxed).max(below);
+        let _ = writeln!(
+            out,
+            "{}_bucket{} {}",
+            h.name,
+            labels(base, h.labels, k, Some(("le", "+Inf".into()))),
+            count
+        );
+        let _ = writeln!(
+            out,
+            "{}_sum{} {}",
+            h.name,
+            labels(base, h.labels, k, None),
+            fmt_f64(d.sum())
+        );
+        let _ = writeln!(
+            out,
+            "{}_count{} {}",
+            h.name,
+            labels(base, h.labels, k, None),
+            count
+        );
+    }
 }
 
 /// Process figures from /proc (Linux).
@@ -647,6 +658,34 @@ fn process(out: &mut String, base: &str) {
             out,
             "# HELP process_open_fds Number of open file descriptors.\n# TYPE process_open_fds gauge\nprocess_open_fds{{{base}}} {}",
             fds.count()
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{Histogram, render_histogram};
+
+    /// Buckets are kept apart and rendered cumulative, as Prometheus reads
+    /// them: each `le` line counts every observation at or below it.
+    #[test]
+    fn histogram_buckets_render_cumulative() {
+        static H: Histogram = Histogram::new("t_seconds", "test", &["f"], &[1.0, 2.0, 5.0]);
+        for v in [0.5, 1.0, 1.5, 1.5, 4.0, 9.0, f64::NAN] {
+            H.observe(&["x"], v);
+        }
+        let mut out = String::new();
+        render_histogram(&mut out, "node=\"n\"", &H);
+        let counts: Vec<&str> = out
+            .lines()
+            .filter(|l| l.starts_with("t_seconds_bucket") || l.starts_with("t_seconds_count"))
+            .map(|l| l.rsplit(' ').next().unwrap_or_default())
+            .collect();
+        assert_eq!(counts, ["2", "4", "5", "6", "6"], "{out}");
+        assert!(out.contains("le=\"+Inf\"} 6"), "{out}");
+        assert!(
+            out.contains("t_seconds_sum{node=\"n\",f=\"x\"} 17.5"),
+            "{out}"
         );
     }
 }

@@ -36,6 +36,9 @@ pub mod relay {
         world: "relay",
         path: "../wit",
         exports: { default: async },
+        // `frame` borrows the session's strings: no copies on the host's
+        // side before they are lowered into the guest, on every frame.
+        ownership: Borrowing { duplicate_if_necessary: false },
         with: {
             "roomlet:signal/types": super::rooms::roomlet::signal::types,
             "roomlet:signal/log": super::rooms::roomlet::signal::log,

@@ -160,7 +160,7 @@ impl NativeRoom {
 }
 
 /// The relay policy, as `modules/relay/src/component.rs` binds it.
-pub(crate) fn relay_check(env: &ModuleEnv, frame: &Frame) -> Verdict {
+pub(crate) fn relay_check(env: &ModuleEnv, frame: &Frame<'_>) -> Verdict {
     use roomlet_relay::policy;
     let max = env
         .config

@@ -30,9 +30,9 @@ pub type RelayFunction = Stateless<Relay>;
 
 impl Stateless<Relay> {
     /// Decides the fate of one client frame.
-    pub async fn check(&self, frame: &Frame) -> Result<Verdict, CallError> {
+    pub async fn check(&self, frame: Frame<'_>) -> Result<Verdict, CallError> {
         #[cfg(feature = "native-modules")]
-        return Ok(self.native(|env| super::native::relay_check(env, frame)));
+        return Ok(self.native(|env| super::native::relay_check(env, &frame)));
         #[cfg(not(feature = "native-modules"))]
         self.call(async |b: &Relay, store| {
             b.roomlet_signal_relay_policy()

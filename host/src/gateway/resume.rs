@@ -21,6 +21,9 @@ use tokio_tungstenite::tungstenite::Message;
 /// A joined peer's session state.
 pub(crate) struct PeerState {
     pub peer: Arc<Peer>,
+    /// `peer.id`, shared: every signal and message this peer sends names
+    /// it, and a reference count costs less than a copy per frame.
+    pub sender: Arc<str>,
     pub room: RoomHandle,
     pub inbox: Inbox,
     pub resume_token: String,

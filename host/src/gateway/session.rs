@@ -169,7 +169,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
                 Some(Ok(m)) => m,
                 Some(Err(_)) | None => return Incoming::Gone,
             };
-            self.last_heard = Instant::now();
+            let now = Instant::now();
+            self.last_heard = now;
             // Borrowed: the frame is decoded straight from tungstenite's buffer.
             let (text, bytes): (Option<&str>, &[u8]) = match &msg {
                 Message::Text(t) => (Some(t.as_str()), t.as_bytes()),
@@ -184,7 +185,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
                     message: format!("frames are limited to {} bytes", self.max_frame),
                 };
             }
-            match self.rate.check() {
+            match self.rate.check(now.into_std()) {
                 Rate::Ok => {}
                 Rate::Refuse => {
                     return Incoming::Refused(DecodeError {
@@ -546,6 +547,7 @@ async fn join_inner(
         ));
     }
     let mut state = PeerState {
+        sender: peer.id.as_str().into(),
         peer: Arc::new(peer),
         room: handle,
         inbox,
@@ -876,6 +878,7 @@ async fn on_incoming<S: AsyncRead + AsyncWrite + Unpin>(
 fn placeholder(state: &PeerState) -> PeerState {
     PeerState {
         peer: state.peer.clone(),
+        sender: state.sender.clone(),
         room: state.room.clone(),
         inbox: crate::rooms::outbox().1,
         resume_token: state.resume_token.clone(),
@@ -976,13 +979,13 @@ async fn relay(
 ) -> Result<String, Handled> {
     let frame = Frame {
         kind,
-        room: String::from(&**state.room.name()),
-        sender: state.peer.id.clone(),
-        to: to.map(str::to_owned),
-        payload,
+        room: state.room.name(),
+        sender: &state.peer.id,
+        to,
+        payload: &payload,
     };
-    match gw.relay().check(&frame).await {
-        Ok(Verdict::Forward) => Ok(frame.payload),
+    match gw.relay().check(frame).await {
+        Ok(Verdict::Forward) => Ok(payload),
         Ok(Verdict::Rewrite(p)) => Ok(p),
         Ok(Verdict::Reject(r)) => Err(refuse(&r.code, r.reason)),
         Err(e) => {
@@ -1031,7 +1034,7 @@ async fn handle(gw: &Gateway, state: &mut PeerState, frame: Inbound) -> Handled 
                     .await;
             } else {
                 let _ = outbox.send(Delivery::Signal {
-                    from: state.peer.id.as_str().into(),
+                    from: state.sender.clone(),
                     kind,
                     payload: payload.into(),
                 });
@@ -1068,7 +1071,7 @@ async fn handle(gw: &Gateway, state: &mut PeerState, frame: Inbound) -> Handled 
                 return Handled::Done;
             }
             let delivery = Delivery::Message {
-                from: state.peer.id.as_str().into(),
+                from: state.sender.clone(),
                 data: data.into(),
             };
             match addressee {

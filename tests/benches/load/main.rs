@@ -14,6 +14,7 @@
 
 mod args;
 mod floor;
+mod netns;
 mod noise;
 mod proto;
 mod relay;
@@ -65,6 +66,9 @@ server (all commands):
   --server-bin PATH   default: the workspace's target/release/roomlet
   --server-cpu 0      core for the server (`none`: unpinned); --gen-cpu 1 for this generator
   --data-dir DIR      the server's data dir (default: a fresh temp dir)
+  --netns false       true: run generator and servers in a fresh network namespace (needs
+                      root and `ip`): no host firewall rules, so no connection tracking on
+                      loopback (the Docker engine's nat rule loads it for the host's)
   --url HOST:PORT     load a running server instead (then --pid PID for /proc figures,
                       --internal HOST:PORT for /metrics); --target roomlet|matchbox
 ";
@@ -84,6 +88,11 @@ fn main() -> Result<()> {
     if args.command == "help" {
         print!("{HELP}");
         return Ok(());
+    }
+    if args.get("netns", false)?
+        && let Some(code) = netns::reexec()?
+    {
+        std::process::exit(code);
     }
     let gen_cpu = args.get("gen-cpu", "1".to_string())?;
     target::prepare_self((gen_cpu != "none").then_some(gen_cpu.as_str()));
