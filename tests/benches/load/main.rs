@@ -69,6 +69,11 @@ server (all commands):
   --netns false       true: run generator and servers in a fresh network namespace (needs
                       root and `ip`): no host firewall rules, so no connection tracking on
                       loopback (the Docker engine's nat rule loads it for the host's)
+  --fifo 0            1-99: run this generator and the servers it starts under SCHED_FIFO at
+                      that priority (`chrt`, needs root), so the guest's own background work
+                      (DAMON's kdamond, containerd, ksoftirqd) cannot hold a core for
+                      milliseconds ahead of them; not with --spin true (the kernel's RT
+                      throttling would stop a spinning generator 50 ms in every second)
   --url HOST:PORT     load a running server instead (then --pid PID for /proc figures,
                       --internal HOST:PORT for /metrics); --target roomlet|matchbox
 ";
@@ -96,6 +101,15 @@ fn main() -> Result<()> {
     }
     let gen_cpu = args.get("gen-cpu", "1".to_string())?;
     target::prepare_self((gen_cpu != "none").then_some(gen_cpu.as_str()));
+    let fifo: u8 = args.get("fifo", 0)?;
+    if fifo > 0 {
+        if args.get("spin", false)? {
+            bail!(
+                "--fifo with --spin true: a real-time thread that never sleeps is throttled by the kernel"
+            );
+        }
+        target::set_fifo(fifo)?;
+    }
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;

@@ -323,6 +323,29 @@ pub fn prepare_self(cpu: Option<&str>) {
     }
 }
 
+/// Puts every thread of this process under `SCHED_FIFO` at `priority`
+/// with util-linux's `chrt`; the servers it starts later, and their
+/// threads, inherit it.
+///
+/// Why: on the bench machines a normal-priority thread woken by a frame
+/// can wait 1-4 ms behind DAMON's `kdamond`, `containerd` or `ksoftirqd`
+/// on its core (`perf sched timehist`, nineteenth session), and that wait,
+/// not the relay, set the p99 of every fixed-rate run before.
+pub fn set_fifo(priority: u8) -> Result<()> {
+    if !(1..=99).contains(&priority) {
+        bail!("--fifo {priority}: a SCHED_FIFO priority is 1 to 99");
+    }
+    let pid = std::process::id().to_string();
+    let status = Command::new("chrt")
+        .args(["-a", "-f", "-p", &priority.to_string(), &pid])
+        .status()
+        .context("running `chrt` (util-linux) for --fifo")?;
+    if !status.success() {
+        bail!("--fifo {priority}: `chrt` failed ({status}); real-time scheduling needs root");
+    }
+    Ok(())
+}
+
 /// The open-files soft limit of this process.
 pub fn nofile_limit() -> Option<u64> {
     std::fs::read_to_string("/proc/self/limits")
