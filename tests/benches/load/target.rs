@@ -97,9 +97,13 @@ impl Server {
     /// matchbox: its port accepts), with the time that took.
     pub fn start(spec: &Spawn) -> Result<(Self, Duration)> {
         if !spec.bin.exists() {
+            // `cargo bench` runs this in `tests/`: say where a relative
+            // path was looked for.
             bail!(
                 "{} not found: {}",
-                spec.bin.display(),
+                std::path::absolute(&spec.bin)
+                    .unwrap_or_else(|_| spec.bin.clone())
+                    .display(),
                 match spec.kind {
                     Kind::Roomlet => "run `cargo build --release -p roomlet`",
                     Kind::Matchbox => "run `cargo install matchbox_server --root /tmp/matchbox`",
