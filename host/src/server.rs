@@ -7,11 +7,12 @@ use crate::bus::Bus;
 use crate::bus::directory::NodeInfo;
 use crate::bus::edge::Edge;
 use crate::bus::home::Home;
+use crate::bus::topology::Nats;
 use crate::components::engine::{self, EngineSettings};
 use crate::components::{Function, LoadError, Loader};
 use crate::config::{Config, ConfigError};
 use crate::gateway::session::ClientInfo;
-use crate::gateway::{Encoding, Gateway};
+use crate::gateway::{Encoding, Gateway, Local, Topology};
 use crate::kv::{KvLimits, KvStore, KvStoreError};
 use crate::reload::Modules;
 use crate::rooms::{Rooms, RoomsConfig};
@@ -153,7 +154,7 @@ impl Running {
     pub async fn stop(self) {
         self.shutdown();
         self.gateway.set_draining();
-        self.gateway.flush_bus().await;
+        self.gateway.flush().await;
         if let Some(home) = &self.home {
             // Rooms move (kv in JetStream, memory as a snapshot) instead
             // of closing; the gateways re-home them at once.
@@ -309,7 +310,23 @@ pub async fn start(config: Config, secrets: Secrets) -> Result<Running, ServerEr
     };
     let mut tasks = Vec::new();
     let mut home = None;
-    let mut gateway = Gateway::new(
+    let topology: Arc<dyn Topology> = match &bus {
+        Some(bus) => {
+            if runs(Function::Rooms) {
+                home = Some(Home::start(bus.clone(), rooms.clone(), kv.clone()).await?);
+            }
+            let edge = if runs(Function::Relay) {
+                let local = runs(Function::Rooms).then(|| rooms.clone());
+                Some(Edge::start(bus.clone(), home.clone(), local).await?)
+            } else {
+                None
+            };
+            Arc::new(Nats::new(bus.clone(), edge, runs(Function::Auth)))
+        }
+        None => Arc::new(Local::new(rooms.clone())),
+    };
+    let gateway = Arc::new(Gateway::new(
+        topology,
         rooms.clone(),
         Arc::new(auth),
         Arc::new(relay),
@@ -318,20 +335,7 @@ pub async fn start(config: Config, secrets: Secrets) -> Result<Running, ServerEr
         config.regions.clone(),
         config.ice_servers.clone(),
         turn,
-    );
-    if let Some(bus) = &bus {
-        if runs(Function::Rooms) {
-            home = Some(Home::start(bus.clone(), rooms.clone(), kv.clone()).await?);
-        }
-        let edge = if runs(Function::Relay) {
-            let local = runs(Function::Rooms).then(|| rooms.clone());
-            Some(Edge::start(bus.clone(), home.clone(), local).await?)
-        } else {
-            None
-        };
-        gateway = gateway.with_bus(bus.clone(), edge, runs(Function::Auth));
-    }
-    let gateway = Arc::new(gateway);
+    ));
     let node_info = NodeInfo {
         region: config.server.region.clone(),
         functions: functions.iter().map(|f| f.to_string()).collect(),
@@ -340,7 +344,8 @@ pub async fn start(config: Config, secrets: Secrets) -> Result<Running, ServerEr
     };
     if let Some(bus) = &bus {
         if runs(Function::Auth) {
-            crate::bus::auth::serve(bus.clone(), gateway.clone()).await?;
+            let g = gateway.clone();
+            crate::bus::auth::serve(bus.clone(), Arc::new(move || g.auth())).await?;
         }
         if runs(Function::Relay) {
             let g = gateway.clone();
@@ -543,7 +548,7 @@ fn metrics(http: &Http) -> Response<Full<Bytes>> {
         connections: g.connections(),
         rooms: g.rooms.len(),
         draining: g.is_draining(),
-        bus_ready: g.bus.as_ref().map(|b| b.is_ready()),
+        bus_ready: g.topology().bus_ready(),
     });
     with_type_owned(body, "text/plain; version=0.0.4; charset=utf-8")
 }

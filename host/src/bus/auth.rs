@@ -4,15 +4,19 @@
 
 use super::Bus;
 use super::wire::{self, WireAuthReply, WireAuthRequest};
+use crate::components::AuthFunction;
 use crate::components::bindings::authenticator::{AuthError, AuthRequest};
 use crate::components::bindings::types::Identity;
-use crate::gateway::{AuthUnavailable, Gateway};
+use crate::gateway::AuthUnavailable;
 use futures_util::StreamExt;
 use std::sync::Arc;
 
+/// The auth function current at each call: a reload replaces it.
+pub type CurrentAuth = Arc<dyn Fn() -> Arc<AuthFunction> + Send + Sync>;
+
 /// Answers auth requests with this node's auth function until the
 /// subscription ends.
-pub async fn serve(bus: Arc<Bus>, gateway: Arc<Gateway>) -> Result<(), super::BusError> {
+pub async fn serve(bus: Arc<Bus>, auth: CurrentAuth) -> Result<(), super::BusError> {
     let subject = bus.subject("auth", None);
     let mut sub = bus
         .client()
@@ -28,12 +32,12 @@ pub async fn serve(bus: Arc<Bus>, gateway: Arc<Gateway>) -> Result<(), super::Bu
                 continue;
             };
             let bus = bus.clone();
-            let gateway = gateway.clone();
+            let auth = auth();
             tokio::spawn(async move {
                 let answer = match wire::decode::<WireAuthRequest>("auth", &msg.payload) {
                     Some(req) => {
                         let req: AuthRequest = req.into();
-                        match gateway.auth().authenticate(&req).await {
+                        match auth.authenticate(&req).await {
                             Ok(r) => WireAuthReply::from_result(&r),
                             Err(e) => {
                                 tracing::warn!(error = %e, "auth component failed");

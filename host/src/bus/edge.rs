@@ -1,9 +1,10 @@
 //! The gateway side of the bus: sessions whose room is homed on another
 //! node talk to a local proxy of it.
 //!
-//! A proxy is a [`RoomHandle`] whose mailbox is a task forwarding frames
-//! to the room's home (one task per room per gateway, so one peer's
-//! frames keep their order), and whose member table mirrors the room:
+//! A proxy stands behind the gateway's [`RemoteRoom`]: a task forwards
+//! what the sessions queue to the room's home (one task per room per
+//! gateway, so one peer's frames keep their order), and the member table
+//! mirrors the room:
 //! local peers with their real outboxes, peers on other gateways with an
 //! outbox that sends straight to their gateway. That is how signals go
 //! gateway to gateway without a trip through the room's home.
@@ -21,7 +22,8 @@ use super::wire::{
 };
 use crate::components::bindings::types::Rejection;
 use crate::components::bindings::types::{Peer, Target};
-use crate::rooms::{Command, Delivery, JoinError, Joined, Outbox, RoomHandle, RoomShared};
+use crate::gateway::{RemoteRoom, RoomLink, RoomOp};
+use crate::rooms::{Delivery, JoinError, Joined, Outbox, RoomShared};
 use futures_util::StreamExt;
 use parking_lot::Mutex;
 use std::collections::HashMap;
@@ -47,7 +49,18 @@ struct Proxy {
     /// peers who sent since it could have happened are told.
     sent: Mutex<HashMap<String, Instant>>,
     at: Locations,
-    tx: mpsc::Sender<Box<Command>>,
+    tx: mpsc::Sender<Box<RoomOp>>,
+}
+
+impl Proxy {
+    /// The room as this gateway's sessions hold it.
+    fn remote(&self) -> RemoteRoom {
+        RemoteRoom::new(
+            self.room.as_str().into(),
+            self.shared.clone(),
+            self.tx.clone(),
+        )
+    }
 }
 
 /// The gateway's rooms homed elsewhere.
@@ -110,8 +123,7 @@ impl Edge {
     pub async fn flush(&self) {
         let proxies: Vec<Arc<Proxy>> = self.proxies.lock().values().cloned().collect();
         for p in proxies {
-            let handle = RoomHandle::proxy(p.room.as_str().into(), p.tx.clone(), p.shared.clone());
-            let _ = tokio::time::timeout(Duration::from_secs(2), handle.status()).await;
+            let _ = tokio::time::timeout(Duration::from_secs(2), p.remote().flushed()).await;
         }
         if let Err(e) = self.bus.client().flush().await {
             tracing::warn!(error = %e, "flushing the bus failed");
@@ -125,7 +137,7 @@ impl Edge {
         peer: Peer,
         outbox: Outbox,
         may_create: bool,
-    ) -> Result<(RoomHandle, Joined), JoinError> {
+    ) -> Result<(RoomLink, Joined), JoinError> {
         let started = std::time::Instant::now();
         let mut target = self.pick_home(room, None).await?;
         let request = |rejoin: bool, seen_rev: Option<u64>| JoinRequest {
@@ -149,7 +161,7 @@ impl Edge {
                 }
                 // Home here: the peer joins the real room, no proxy.
                 return match home.join_local(request(false, None), outbox.clone()).await {
-                    Ok((_, handle, joined, _)) => Ok((handle, joined)),
+                    Ok((_, handle, joined, _)) => Ok((RoomLink::Local(handle), joined)),
                     Err(JoinReply::NotHome { home, .. }) => {
                         target = home;
                         continue;
@@ -162,8 +174,7 @@ impl Edge {
                 p.local
                     .lock()
                     .insert(peer.id.clone(), (peer.clone(), outbox.clone()));
-                p.shared
-                    .mirror_insert(&peer.id, outbox.clone(), peer.grants);
+                p.shared.insert(&peer.id, outbox.clone(), peer.grants);
                 p
             });
             let reply = match self.request_join(&target, &request(false, None)).await {
@@ -188,7 +199,7 @@ impl Edge {
                         let _ = p.route.send(Some(route));
                     }
                     let peers = self.mirror(p, peers);
-                    let handle = RoomHandle::proxy(room.into(), p.tx.clone(), p.shared.clone());
+                    let handle = RoomLink::Remote(p.remote());
                     // The home logged the join durably before answering.
                     let durable = crate::events::Receipt::ready(Ok(()));
                     return Ok((
@@ -314,20 +325,20 @@ impl Edge {
             gw,
             proxy.at.clone(),
         );
-        proxy.shared.mirror_insert(&peer.id, out, peer.grants);
+        proxy.shared.insert(&peer.id, out, peer.grants);
     }
 
     /// The proxy's mailbox: frames to the home, in order, waiting out a
     /// re-homing instead of losing them.
-    async fn forward(self: Arc<Self>, proxy: Arc<Proxy>, mut rx: mpsc::Receiver<Box<Command>>) {
+    async fn forward(self: Arc<Self>, proxy: Arc<Proxy>, mut rx: mpsc::Receiver<Box<RoomOp>>) {
         let mut route_rx = proxy.route.subscribe();
-        while let Some(cmd) = rx.recv().await {
-            let op = match *cmd {
-                Command::Leave { peer_id, reason } => {
+        while let Some(op) = rx.recv().await {
+            let op = match *op {
+                RoomOp::Leave { peer_id, reason } => {
                     self.forget_local(&proxy, &peer_id);
                     HomeOp::leave(&peer_id, reason)
                 }
-                Command::Message { message } => HomeOp::Message {
+                RoomOp::Message(message) => HomeOp::Message {
                     sender: message.sender,
                     to: match message.target {
                         Target::Peer(p) => Some(p),
@@ -335,27 +346,19 @@ impl Edge {
                     },
                     data: message.data,
                 },
-                Command::Signal { signal } => {
+                RoomOp::Signal(signal) => {
                     HomeOp::signal(signal.sender, signal.to, signal.kind, signal.payload)
                 }
-                Command::Kick { peer_id, reason } => HomeOp::Kick {
+                RoomOp::Kick { peer_id, reason } => HomeOp::Kick {
                     peer: peer_id,
                     reason,
                 },
-                Command::SetMetadata { metadata } => HomeOp::SetMetadata { metadata },
-                // A barrier: every frame before it has been handed to the bus.
-                Command::Status { reply } => {
-                    let _ = reply.send(crate::rooms::RoomStatus {
-                        live: false,
-                        hibernated: false,
-                        members: proxy.local.lock().len(),
-                        recent_traps: 0,
-                        version: String::new(),
-                    });
+                RoomOp::SetMetadata(metadata) => HomeOp::SetMetadata { metadata },
+                // Every frame before it has been handed to the bus.
+                RoomOp::Barrier(done) => {
+                    let _ = done.send(());
                     continue;
                 }
-                // Node-local operations have no meaning for a proxy.
-                _ => continue,
             };
             let route = match route_rx.wait_for(Option::is_some).await {
                 Ok(r) => r.clone(),
@@ -393,7 +396,7 @@ impl Edge {
     }
 
     fn forget_local(&self, proxy: &Proxy, peer_id: &str) {
-        proxy.shared.mirror_remove(peer_id);
+        proxy.shared.remove(peer_id);
         proxy.sent.lock().remove(peer_id);
         let empty = {
             let mut local = proxy.local.lock();
@@ -438,7 +441,7 @@ impl Edge {
                     self.mirror_one(p, &peer, at.clone());
                 }
                 WireDelivery::PeerLeft { peer, .. } if !p.local.lock().contains_key(peer) => {
-                    p.shared.mirror_remove(peer);
+                    p.shared.remove(peer);
                     p.at.write().remove(peer);
                 }
                 _ => {}
@@ -533,9 +536,7 @@ impl Edge {
             p.shared.mark_closed();
             let local: Vec<Outbox> = p.local.lock().drain().map(|(_, (_, o))| o).collect();
             for o in local {
-                let _ = o.send(Delivery::Closed {
-                    reason: super::home::MOVED.into(),
-                });
+                let _ = o.send(Delivery::Moved);
             }
         }
     }

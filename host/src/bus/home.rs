@@ -69,7 +69,7 @@ pub fn forwarder(
                 // The notice is the room's, addressed to no peer: `Moved`
                 // for a peer says its frame was refused, which would tell
                 // every member that something they sent was lost.
-                Delivery::Closed { reason } if reason == MOVED => (
+                Delivery::Moved => (
                     String::new(),
                     WireDelivery::Moved {
                         from: bus.node.clone(),
@@ -107,9 +107,6 @@ pub fn forwarder(
     });
     tx
 }
-
-/// The close reason used when a room leaves this node (not a real close).
-pub const MOVED: &str = "moved";
 
 impl Home {
     /// Serves this node's rooms on the bus.
@@ -410,7 +407,7 @@ impl Home {
         }
         // A stale local actor (from before this node lost the room) goes.
         if let Some(old) = self.rooms.get(&req.room) {
-            old.close(MOVED).await;
+            old.release().await;
         }
         let handle = self
             .rooms
@@ -562,7 +559,7 @@ impl Home {
             for h in lost {
                 tracing::warn!(room = %h.name(), "bus lease lost: no longer this room's home");
                 self.forget_unreplicated(h.name());
-                h.close(MOVED).await;
+                h.release().await;
             }
             for (room, rev, handle) in ended {
                 // Its last writes reach JetStream before another node may
@@ -721,7 +718,7 @@ impl Home {
             if let Err(e) = self.bus.directory.release(&room, h.rev).await {
                 tracing::debug!(%room, error = %e, "releasing the directory entry failed");
             }
-            h.handle.close(MOVED).await;
+            h.handle.release().await;
         }
     }
 }

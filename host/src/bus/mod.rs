@@ -18,6 +18,7 @@ pub mod directory;
 pub mod edge;
 pub mod home;
 pub mod store;
+pub mod topology;
 pub mod wire;
 
 use crate::config::NatsSection;

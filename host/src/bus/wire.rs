@@ -358,6 +358,9 @@ impl WireDelivery {
             Delivery::Closed { reason } => WireDelivery::Closed {
                 reason: reason.clone(),
             },
+            Delivery::Moved => WireDelivery::Moved {
+                from: String::new(),
+            },
         }
     }
 

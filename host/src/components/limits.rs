@@ -6,9 +6,7 @@
 //! tick of budget; at zero it traps.
 
 use std::time::Duration;
-use wasmtime::{ResourceLimiter, Store, UpdateDeadline};
-
-use super::state::HostState;
+use wasmtime::ResourceLimiter;
 
 /// Epoch tick: the granularity of deadlines and of guest yields.
 pub const TICK: Duration = Duration::from_millis(1);
@@ -74,32 +72,6 @@ impl ResourceLimiter for MemoryLimiter {
 /// Ticks left in the current call.
 #[derive(Debug, Default)]
 pub struct CallBudget {
-    ticks_left: u64,
+    pub(crate) ticks_left: u64,
     pub(crate) deadline_hit: bool,
-}
-
-/// Installs the limiter and the deadline callback on a new store.
-pub(crate) fn install(store: &mut Store<HostState>) {
-    store.limiter(|s| &mut s.limiter);
-    store.epoch_deadline_callback(|mut ctx| {
-        let budget = &mut ctx.data_mut().budget;
-        if budget.ticks_left == 0 {
-            budget.deadline_hit = true;
-            return Ok(UpdateDeadline::Interrupt);
-        }
-        budget.ticks_left -= 1;
-        Ok(UpdateDeadline::Yield(1))
-    });
-}
-
-/// Arms the limits for the next call.
-pub(crate) fn arm(store: &mut Store<HostState>, limits: &Limits) {
-    let ticks = (limits.deadline.as_micros() / TICK.as_micros()).max(1) as u64;
-    let data = store.data_mut();
-    data.budget = CallBudget {
-        ticks_left: ticks,
-        deadline_hit: false,
-    };
-    data.limiter.hit = false;
-    store.set_epoch_deadline(1);
 }

@@ -1,7 +1,8 @@
 //! Instances and the warm pools of the stateless functions.
 
 use super::error::{CallError, brief};
-use super::limits::{self, Limits};
+use super::limits::Limits;
+use super::state;
 use super::state::{HostState, ModuleEnv, RoomContext};
 use parking_lot::Mutex;
 use std::sync::Arc;
@@ -15,8 +16,8 @@ pub(crate) fn new_store(
     limits: &Limits,
 ) -> Store<HostState> {
     let mut store = Store::new(engine, HostState::new(env, room, limits.memory_cap));
-    limits::install(&mut store);
-    limits::arm(&mut store, limits);
+    state::install(&mut store);
+    state::arm(&mut store, limits);
     store
 }
 

@@ -4,10 +4,11 @@ use super::bindings::room::{Action, CreateCause, RoomSettings};
 use super::bindings::rooms::{Rooms, RoomsPre};
 use super::bindings::types::{Peer, Rejection, RoomMessage, Signal};
 use super::error::{CallError, LoadError, brief};
-use super::limits::{self, Limits};
+use super::limits::Limits;
 #[cfg(not(feature = "native-modules"))]
 use super::pool::classify;
 use super::pool::{instantiated, new_store, timed};
+use super::state;
 use super::state::{HostState, ModuleEnv, RoomContext};
 use crate::kv::{KvStore, KvTxn};
 use std::collections::BTreeMap;
@@ -114,7 +115,7 @@ impl Drop for RoomInstance {
 #[cfg(not(feature = "native-modules"))]
 macro_rules! hook {
     ($self:ident, $call:ident ( $($arg:expr),* )) => {{
-        limits::arm(&mut $self.store, &$self.limits);
+        state::arm(&mut $self.store, &$self.limits);
         let started = std::time::Instant::now();
         let r = $self
             .bindings
@@ -130,7 +131,7 @@ macro_rules! hook {
 #[cfg(feature = "native-modules")]
 macro_rules! hook {
     ($self:ident, $call:ident ( $($arg:expr),* )) => {{
-        limits::arm(&mut $self.store, &$self.limits);
+        state::arm(&mut $self.store, &$self.limits);
         let started = std::time::Instant::now();
         let r = $self.native.$call($self.store.data_mut(), $($arg),*);
         timed(&$self.store.data().env, started);

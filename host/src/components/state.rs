@@ -1,12 +1,13 @@
 //! [`HostState`]: the data of every store, whatever the function.
 
 use super::bindings::types::Peer;
-use super::limits::{CallBudget, MemoryLimiter};
+use super::limits::{CallBudget, Limits, MemoryLimiter, TICK};
 use crate::kv::KvTxn;
 use crate::secrets::ApiKeys;
 use std::collections::HashMap;
 use std::sync::Arc;
 use wasmtime::component::ResourceTable;
+use wasmtime::{Store, UpdateDeadline};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 /// Which signaling function a component implements.
@@ -114,4 +115,30 @@ impl WasiView for HostState {
             table: &mut self.table,
         }
     }
+}
+
+/// Installs the limiter and the deadline callback on a new store.
+pub(crate) fn install(store: &mut Store<HostState>) {
+    store.limiter(|s| &mut s.limiter);
+    store.epoch_deadline_callback(|mut ctx| {
+        let budget = &mut ctx.data_mut().budget;
+        if budget.ticks_left == 0 {
+            budget.deadline_hit = true;
+            return Ok(UpdateDeadline::Interrupt);
+        }
+        budget.ticks_left -= 1;
+        Ok(UpdateDeadline::Yield(1))
+    });
+}
+
+/// Arms the limits for the next call.
+pub(crate) fn arm(store: &mut Store<HostState>, limits: &Limits) {
+    let ticks = (limits.deadline.as_micros() / TICK.as_micros()).max(1) as u64;
+    let data = store.data_mut();
+    data.budget = CallBudget {
+        ticks_left: ticks,
+        deadline_hit: false,
+    };
+    data.limiter.hit = false;
+    store.set_epoch_deadline(1);
 }

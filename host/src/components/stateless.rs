@@ -3,8 +3,9 @@
 //! never returned to the pool.
 
 use super::error::{CallError, LoadError, brief};
-use super::limits::{self, Limits};
+use super::limits::Limits;
 use super::pool::{Warm, WarmPool, classify, instantiated, new_store, timed};
+use super::state;
 use super::state::{Function, HostState, ModuleEnv};
 use std::sync::Arc;
 use wasmtime::component::{Component, InstancePre, Linker};
@@ -85,7 +86,7 @@ impl<W: World> Stateless<W> {
             Some(w) => w,
             None => self.instantiate().await?,
         };
-        limits::arm(&mut warm.store, &self.limits);
+        state::arm(&mut warm.store, &self.limits);
         let started = std::time::Instant::now();
         let r = f(&warm.bindings, &mut warm.store).await;
         timed(&self.env, started);

@@ -9,33 +9,21 @@ pub mod frames;
 mod guard;
 mod resume;
 pub mod session;
+pub mod topology;
 
 pub use codec::Encoding;
 pub use session::serve;
+pub use topology::{AuthUnavailable, Local, RemoteRoom, RoomLink, RoomOp, Topology};
 
-use crate::bus::Bus;
-use crate::bus::edge::Edge;
 use crate::components::bindings::authenticator::{AuthError, AuthRequest};
 use crate::components::bindings::types::{Identity, Peer};
 use crate::components::{AuthFunction, RelayFunction};
 use crate::config::{IceServer, LimitsSection, RegionLink, TurnSection};
 use crate::rooms::Rooms;
-use crate::rooms::{JoinError, Joined, Outbox, RoomHandle};
+use crate::rooms::{JoinError, Joined, Outbox};
 use crate::secrets::Secret;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-
-/// Why a token could not be checked at all.
-#[derive(Debug, thiserror::Error)]
-pub enum AuthUnavailable {
-    /// No auth node answered over the bus (none alive, or none in time):
-    /// nothing is wrong with the token or the code, so: try again later.
-    #[error("no auth node answered: {0}")]
-    NoAnswer(String),
-    /// The auth function failed on this request, or answered garbage.
-    #[error("{0}")]
-    Failed(String),
-}
 
 /// What sessions share.
 pub struct Gateway {
@@ -58,20 +46,18 @@ pub struct Gateway {
     all_closed: tokio::sync::Notify,
     draining: AtomicBool,
     resumable: Arc<resume::Resumable>,
-    /// The bus, when this node is one of several.
-    pub bus: Option<Arc<Bus>>,
-    /// Rooms homed on other nodes (relay nodes with a bus).
-    edge: Option<Arc<Edge>>,
-    /// Whether tokens are checked here (else over the bus).
-    local_auth: bool,
+    /// Where rooms live: this process, or homes across the bus.
+    topology: Arc<dyn Topology>,
     /// Tells every session to move elsewhere: `Some(url hint)`.
     drain: tokio::sync::watch::Sender<Option<Option<String>>>,
 }
 
 impl Gateway {
-    /// A gateway over these functions and settings.
+    /// A gateway over these functions and settings, reaching rooms
+    /// through `topology`.
     #[allow(clippy::too_many_arguments)]
     pub fn new(
+        topology: Arc<dyn Topology>,
         rooms: Rooms,
         auth: Arc<AuthFunction>,
         relay: Arc<RelayFunction>,
@@ -94,9 +80,7 @@ impl Gateway {
             all_closed: tokio::sync::Notify::new(),
             draining: AtomicBool::new(false),
             resumable: Arc::default(),
-            bus: None,
-            edge: None,
-            local_auth: true,
+            topology,
             drain: tokio::sync::watch::channel(None).0,
         }
     }
@@ -116,7 +100,7 @@ impl Gateway {
 
     /// Ends peer `peer`'s session in `room` if its socket is gone, for the
     /// room's home, which is joining the same identity from another
-    /// gateway ([`crate::bus::wire::Reap`]). Its leave goes to the home
+    /// gateway (the bus's reap request). Its leave goes to the home
     /// too; the home leaves the peer itself on a yes, before the join, and
     /// this leave then finds it gone.
     pub async fn reap_parked(&self, room: &str, identity: &str, peer: &str) -> bool {
@@ -131,43 +115,29 @@ impl Gateway {
         true
     }
 
-    /// Puts the gateway on the bus: rooms through `edge`, tokens checked
-    /// locally or, without `local_auth`, by an auth node.
-    pub fn with_bus(mut self, bus: Arc<Bus>, edge: Option<Arc<Edge>>, local_auth: bool) -> Self {
-        self.bus = Some(bus);
-        self.edge = edge;
-        self.local_auth = local_auth;
-        self
-    }
-
     /// Verifies a token here or on an auth node. The outer error is the
     /// auth function (or the bus) failing.
     pub async fn authenticate(
         &self,
         request: &AuthRequest,
     ) -> Result<Result<Identity, AuthError>, AuthUnavailable> {
-        match &self.bus {
-            Some(bus) if !self.local_auth => crate::bus::auth::authenticate(bus, request).await,
-            _ => self
-                .auth()
-                .authenticate(request)
-                .await
-                .map_err(|e| AuthUnavailable::Failed(e.to_string())),
-        }
+        self.topology.authenticate(self.auth(), request).await
     }
 
-    /// Joins a room here or, with a bus, wherever its home is.
+    /// Joins a room here or wherever its home is.
     pub async fn join_room(
         &self,
         room: &str,
         peer: Peer,
         outbox: Outbox,
         may_create: bool,
-    ) -> Result<(RoomHandle, Joined), JoinError> {
-        match &self.edge {
-            Some(edge) => edge.join(room, peer, outbox, may_create).await,
-            None => self.rooms.join(room, peer, outbox, may_create).await,
-        }
+    ) -> Result<(RoomLink, Joined), JoinError> {
+        self.topology.join(room, peer, outbox, may_create).await
+    }
+
+    /// Where rooms live.
+    pub fn topology(&self) -> &dyn Topology {
+        &*self.topology
     }
 
     /// Whether the node can serve: not draining, and its bus (if any)
@@ -176,17 +146,12 @@ impl Gateway {
         if self.is_draining() {
             return Err("draining");
         }
-        match &self.bus {
-            Some(bus) if !bus.is_ready() => Err("bus unavailable"),
-            _ => Ok(()),
-        }
+        self.topology.readiness()
     }
 
     /// Waits until frames for rooms homed elsewhere have left this node.
-    pub async fn flush_bus(&self) {
-        if let Some(edge) = &self.edge {
-            edge.flush().await;
-        }
+    pub async fn flush(&self) {
+        self.topology.flush().await;
     }
 
     /// Tells every session to reconnect (to `url`, or anywhere).

@@ -9,8 +9,9 @@
 
 use super::codec::{self, Encoding};
 use super::frames::ServerFrame;
+use super::topology::RoomLink;
 use crate::components::bindings::types::Peer;
-use crate::rooms::{Inbox, LeaveReason, RoomHandle};
+use crate::rooms::{Inbox, LeaveReason};
 use parking_lot::Mutex;
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
@@ -24,7 +25,7 @@ pub(crate) struct PeerState {
     /// `peer.id`, shared: every signal and message this peer sends names
     /// it, and a reference count costs less than a copy per frame.
     pub sender: Arc<str>,
-    pub room: RoomHandle,
+    pub room: RoomLink,
     pub inbox: Inbox,
     pub resume_token: String,
     /// The session's encoding: `unacked` holds frames encoded with it.

@@ -409,8 +409,8 @@ fn auth_error(e: &AuthError) -> Refusal {
 /// With a bus, the token names the gateway that holds the session, so a
 /// client resuming at another one can have it ended there.
 fn resume_token(gw: &Gateway) -> String {
-    match &gw.bus {
-        Some(bus) => format!("{}.{}", random_id("r-"), bus.node),
+    match gw.topology().token_suffix() {
+        Some(node) => format!("{}.{node}", random_id("r-")),
         None => random_id("r-"),
     }
 }
@@ -593,11 +593,11 @@ async fn resume_inner(
     let Some(mut state) = gw.resumable.take(token).await else {
         // Issued by another gateway (the load balancer sent the client
         // elsewhere): that one ends the session it holds.
-        if let Some(bus) = &gw.bus
+        if let Some(here) = gw.topology().token_suffix()
             && let Some((_, node)) = token.rsplit_once('.')
-            && node != bus.node
+            && node != here
         {
-            bus.session_gone(node, token).await;
+            gw.topology().resumed_elsewhere(token).await;
         }
         return Err(failed("unknown or expired resume token"));
     };
@@ -937,8 +937,11 @@ async fn deliver<S: AsyncRead + AsyncWrite + Unpin>(
         ),
         // The room left this node (its lease lapsed): join again, and
         // the room's new home takes the peer.
-        Delivery::Closed { reason } if reason == crate::bus::home::MOVED => (
-            ServerFrame::Reconnect { reason, url: None },
+        Delivery::Moved => (
+            ServerFrame::Reconnect {
+                reason: "moved".into(),
+                url: None,
+            },
             Some((close::DRAINING, "room moved")),
         ),
         Delivery::Closed { reason } => (

@@ -1,10 +1,13 @@
 //! [`RoomActor`]: the task that owns one room.
 
+use super::config::RoomsConfig;
 use super::delivery::{Delivery, LeaveReason};
+use super::handle::{Command, Ending, JoinError, Joined, RoomStatus};
 use super::inbox::Outbox;
-use super::registry::{JoinError, Joined, RoomShared, RoomStatus, RoomTable, RoomsConfig, forget};
+use super::members::RoomShared;
+use super::table::{RoomTable, forget};
 use crate::components::bindings::room::{Action, CreateCause, Outgoing};
-use crate::components::bindings::types::{Grants, Peer, Rejection, RoomMessage, Signal};
+use crate::components::bindings::types::{Grants, Peer, Rejection, Signal};
 use crate::components::{CallError, RoomInstance, RoomsFunction};
 use crate::events::{Event, EventKind};
 use crate::metrics;
@@ -12,87 +15,12 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tracing::Instrument;
 
 /// Longest timer a module may set.
 const MAX_TIMER: Duration = Duration::from_secs(24 * 3600);
-
-/// What a room's mailbox carries (a proxy's too), each command boxed: the
-/// channel's first block holds 32 slots for as long as the room lives,
-/// hibernated or not, and 32 pointers are 256 bytes where 32 commands
-/// were 1.8 KB (BENCHMARKS.md, idle memory with 2 per room).
-#[allow(missing_docs)]
-pub enum Command {
-    Join {
-        peer: Peer,
-        outbox: Outbox,
-        reply: oneshot::Sender<Result<Joined, JoinError>>,
-    },
-    /// A member re-reported by its gateway after the room moved to this
-    /// node: added without `on-join` and without announcing it.
-    Rejoin {
-        peer: Peer,
-        outbox: Outbox,
-        reply: oneshot::Sender<Joined>,
-    },
-    Leave {
-        peer_id: String,
-        reason: LeaveReason,
-    },
-    Message {
-        message: RoomMessage,
-    },
-    Signal {
-        signal: Signal,
-    },
-    Kick {
-        peer_id: String,
-        reason: String,
-    },
-    SetMetadata {
-        metadata: String,
-    },
-    Hibernate {
-        reply: oneshot::Sender<bool>,
-    },
-    Status {
-        reply: oneshot::Sender<RoomStatus>,
-    },
-    Close {
-        reason: String,
-    },
-    /// Move to another version of the rooms component (hot reload).
-    Upgrade {
-        function: Arc<RoomsFunction>,
-        reply: oneshot::Sender<Result<(), String>>,
-    },
-    /// The module's in-memory state, for a move to another node.
-    TakeSnapshot {
-        reply: oneshot::Sender<Option<(String, Vec<u8>)>>,
-    },
-    /// State carried from another node: restored by the first call.
-    PutSnapshot {
-        version: String,
-        state: Vec<u8>,
-    },
-    /// Send JetStream the room's kv writes it missed (NATS was away), in
-    /// line with the room's own commits so a newer value is never
-    /// overtaken by an older one.
-    ReplayKv {
-        reply: oneshot::Sender<Result<usize, String>>,
-    },
-    /// Every member, hidden ones included (admin API).
-    Peers {
-        reply: oneshot::Sender<Vec<Arc<Peer>>>,
-    },
-    /// A message from the room itself, bypassing the module (admin API).
-    Announce {
-        to: Option<String>,
-        data: String,
-    },
-}
 
 /// What woke a room's task.
 enum Wake {
@@ -239,7 +167,7 @@ impl RoomActor {
             }
             Wake::Idle => {
                 if self.members.is_empty() {
-                    self.close("empty").await;
+                    self.close(Ending::Closed("empty".into())).await;
                 } else {
                     self.hibernate().await;
                 }
@@ -303,7 +231,7 @@ impl RoomActor {
                     version: self.function.version().to_owned(),
                 });
             }
-            Command::Close { reason } => self.close(&reason).await,
+            Command::Close { ending } => self.close(ending).await,
             Command::Upgrade { function, reply } => {
                 let r = self.upgrade(function).await;
                 let _ = reply.send(r);
@@ -571,7 +499,7 @@ impl RoomActor {
                 Action::SetTimer(ms) => {
                     self.timer = Some(Instant::now() + Duration::from_millis(ms).min(MAX_TIMER));
                 }
-                Action::Close(reason) => Box::pin(self.close(&reason)).await,
+                Action::Close(reason) => Box::pin(self.close(Ending::Closed(reason))).await,
             }
         }
     }
@@ -697,7 +625,7 @@ impl RoomActor {
                 .module_version(self.function.version()),
         );
         if self.traps.len() >= self.config.trap_limit as usize {
-            Box::pin(self.close("module-failed")).await;
+            Box::pin(self.close(Ending::Closed("module-failed".into()))).await;
         }
     }
 
@@ -801,7 +729,8 @@ impl RoomActor {
         }
     }
 
-    async fn close(&mut self, reason: &str) {
+    async fn close(&mut self, ending: Ending) {
+        let reason = ending.reason();
         if self.closed {
             return;
         }
@@ -815,8 +744,11 @@ impl RoomActor {
                     .peer(&m.peer.id, &m.peer.identity)
                     .reason(LeaveReason::Closed.as_str()),
             );
-            let _ = m.outbox.send(Delivery::Closed {
-                reason: reason.to_owned(),
+            let _ = m.outbox.send(match &ending {
+                Ending::Closed(reason) => Delivery::Closed {
+                    reason: reason.clone(),
+                },
+                Ending::Moved => Delivery::Moved,
             });
         }
         self.shared.members.write().clear();

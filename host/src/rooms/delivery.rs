@@ -81,6 +81,10 @@ pub enum Delivery {
         /// Why.
         reason: String,
     },
+    /// The room left this node without closing (its home's lease lapsed,
+    /// or the home handed it off): the session joins it again where it
+    /// lives now. A move, not an ending: nobody left the room.
+    Moved,
 }
 
 #[cfg(test)]

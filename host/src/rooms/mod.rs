@@ -6,11 +6,17 @@
 //! module asked to observe them.
 
 mod actor;
+mod config;
 mod delivery;
+mod handle;
 mod inbox;
+mod members;
 mod registry;
+mod table;
 
-pub use actor::Command;
+pub use config::RoomsConfig;
 pub use delivery::{Delivery, LeaveReason};
+pub use handle::{JoinError, Joined, RoomHandle, RoomStatus};
 pub use inbox::{Gone, Inbox, Outbox, outbox};
-pub use registry::{JoinError, Joined, RoomHandle, RoomShared, RoomStatus, Rooms, RoomsConfig};
+pub use members::RoomShared;
+pub use registry::Rooms;
