@@ -2,7 +2,7 @@
 //! with the right credential, a wrong-room admin token and none; component
 //! upload, refusal and rollback; a reload under live traffic.
 
-use roomlet::secrets::{ApiKeys, Secret};
+use roomlet::runtime::secrets::{ApiKeys, Secret};
 use roomlet::server::Secrets;
 use roomlet_tests::server::{Client, TestServer, Wire, joined, start_with, token};
 use roomlet_tests::{hostile, http};
@@ -36,7 +36,7 @@ async fn server(rooms_component: Option<std::path::PathBuf>) -> TestServer {
 
 fn hostile_path() -> std::path::PathBuf {
     match hostile() {
-        roomlet::components::ComponentSource::File(p) => p,
+        roomlet::runtime::ComponentSource::File(p) => p,
         _ => unreachable!("the fixture is a file"),
     }
 }
@@ -292,7 +292,7 @@ async fn broken_upgrades_are_refused_and_rollback_works() {
         "{body}"
     );
     // A component of the wrong world.
-    let relay = roomlet::components::embedded::bytes(roomlet::components::Function::Relay);
+    let relay = roomlet::runtime::embedded::bytes(roomlet::runtime::Function::Relay);
     let (status, body) = http(
         internal,
         "PUT",
@@ -304,7 +304,7 @@ async fn broken_upgrades_are_refused_and_rollback_works() {
     assert_eq!(status, 422, "{body}");
     // The default rooms component, as if built against an older contract:
     // refused, naming both versions.
-    let default_rooms = roomlet::components::embedded::bytes(roomlet::components::Function::Rooms);
+    let default_rooms = roomlet::runtime::embedded::bytes(roomlet::runtime::Function::Rooms);
     let old = with_contract_version(default_rooms, "0.1.0");
     let (status, body) = http(
         internal,
@@ -323,7 +323,7 @@ async fn broken_upgrades_are_refused_and_rollback_works() {
         message.contains("built against roomlet:signal@0.1.0")
             && message.contains(&format!(
                 "this host implements {}",
-                roomlet::components::error::CONTRACT
+                roomlet::runtime::error::CONTRACT
             )),
         "{body}"
     );
@@ -386,7 +386,7 @@ async fn broken_upgrades_are_refused_and_rollback_works() {
     .await;
     assert_eq!(status, 409, "nothing older to roll back to");
     // auth and relay reload too.
-    let auth = roomlet::components::embedded::bytes(roomlet::components::Function::Auth);
+    let auth = roomlet::runtime::embedded::bytes(roomlet::runtime::Function::Auth);
     let (status, body) = http(
         internal,
         "PUT",
@@ -491,7 +491,7 @@ async fn dev_mode_reloads_a_component_file_when_it_changes() {
     .await;
     let (mut c, _) = joined(&s, Wire::Json, "watched", "a").await;
     assert_eq!(count(&mut c).await, 1);
-    let before = s.running.modules.list()[&roomlet::components::Function::Rooms].len();
+    let before = s.running.modules.list()[&roomlet::runtime::Function::Rooms].len();
     // Write the new version beside it and rename it in, as editors and
     // build tools do, so the watcher never sees half a file.
     let tmp = dir.path().join("room.wasm.tmp");
@@ -499,7 +499,7 @@ async fn dev_mode_reloads_a_component_file_when_it_changes() {
     std::fs::rename(&tmp, &path).expect("rename v2");
     let modules = s.running.modules.clone();
     roomlet_tests::wait_for("the watcher to deploy the new file", || {
-        modules.list()[&roomlet::components::Function::Rooms].len() > before
+        modules.list()[&roomlet::runtime::Function::Rooms].len() > before
     })
     .await;
     assert_eq!(
@@ -513,7 +513,7 @@ async fn dev_mode_reloads_a_component_file_when_it_changes() {
 /// build against that version of the contract would name them. The
 /// version strings are the same length, so the binary stays valid.
 fn with_contract_version(component: &[u8], version: &str) -> Vec<u8> {
-    let ours = roomlet::components::error::CONTRACT
+    let ours = roomlet::runtime::error::CONTRACT
         .rsplit_once('@')
         .expect("CONTRACT is name@version")
         .1;

@@ -14,7 +14,7 @@
 use futures_util::{SinkExt, StreamExt};
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use roomlet::config::TurnSection;
-use roomlet::secrets::{ApiKeys, Secret};
+use roomlet::runtime::secrets::{ApiKeys, Secret};
 use roomlet::server::Secrets;
 use roomlet::tokens::{self, TokenRequest};
 use roomlet_tests::server::{Client, Got, TestServer, Wire, dev_token, start, start_with};
@@ -471,7 +471,7 @@ async fn no_secret_reaches_the_log_a_frame_or_the_metrics() {
     let credential = turn["credential"].as_str().expect("TURN credential");
     assert_eq!(
         credential,
-        roomlet::turn::credential(&Secret::new(TURN_SECRET), "alice", expiry).credential,
+        roomlet::gateway::turn::credential(&Secret::new(TURN_SECRET), "alice", expiry).credential,
         "the TURN credential is HMAC-SHA1(secret, username)"
     );
     assert_ne!(credential, TURN_SECRET);
@@ -626,8 +626,8 @@ async fn no_secret_reaches_the_log_a_frame_or_the_metrics() {
         ),
         (
             hs256(
-                &with("iss", json!(roomlet::secrets::DEV_API_KEY)),
-                roomlet::secrets::DEV_API_SECRET,
+                &with("iss", json!(roomlet::runtime::secrets::DEV_API_KEY)),
+                roomlet::runtime::secrets::DEV_API_SECRET,
             ),
             "token-unknown-key",
         ),
@@ -1200,13 +1200,16 @@ async fn coturn_accepts_the_turn_credentials_in_joined() {
     let mut tampered: Vec<char> = pass.chars().collect();
     tampered[0] = if tampered[0] == 'A' { 'B' } else { 'A' };
     let tampered: String = tampered.into_iter().collect();
-    let expired = roomlet::turn::credential(
+    let expired = roomlet::gateway::turn::credential(
         &Secret::new(SECRET),
         identity,
         now_secs().saturating_sub(3600),
     );
-    let foreign =
-        roomlet::turn::credential(&Secret::new("not-the-secret"), identity, now_secs() + 600);
+    let foreign = roomlet::gateway::turn::credential(
+        &Secret::new("not-the-secret"),
+        identity,
+        now_secs() + 600,
+    );
     for (what, user, pass) in [
         ("tampered", user, tampered.as_str()),
         (

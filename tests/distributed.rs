@@ -584,7 +584,7 @@ async fn a_draining_rooms_node_hands_its_rooms_off_with_their_memory() {
     let mut rooms1 = node("rooms-1", "rooms");
     let gw = node("gw-1", "relay");
     let teacher_token = {
-        let keys = roomlet::secrets::ApiKeys::dev();
+        let keys = roomlet::runtime::secrets::ApiKeys::dev();
         let (key, secret) = keys.first().expect("dev key");
         roomlet::tokens::mint(
             key,

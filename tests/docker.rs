@@ -19,7 +19,7 @@
 //! (containers, images, volumes, networks, compose projects) is removed by a
 //! guard, also when it fails.
 
-use roomlet::secrets::Secret;
+use roomlet::runtime::secrets::Secret;
 use roomlet::tokens::{self, TokenRequest};
 use roomlet_tests::server::{Client, Wire};
 use serde_json::{Value, json};

@@ -9,8 +9,8 @@ use futures_util::{SinkExt, StreamExt};
 use proptest::prelude::*;
 use proptest::strategy::ValueTree;
 use proptest::test_runner::TestRunner;
-use roomlet::gateway::codec::{self, Encoding};
-use roomlet::gateway::session::ClientInfo;
+use roomlet::gateway::ClientInfo;
+use roomlet::protocol::codec::{self, Encoding};
 use roomlet_tests::server::{Wire, joined, start};
 use serde_json::{Value, json};
 use tokio_tungstenite::WebSocketStream;
@@ -206,7 +206,7 @@ async fn run(wire: Wire) {
             if let Some(code) = code {
                 refused += 1;
                 assert!(
-                    errors.iter().any(|e| e == code),
+                    errors.iter().any(|e| e == code.as_str()),
                     "input {i} was refused by the decoder with {code}, answered {errors:?}"
                 );
             }

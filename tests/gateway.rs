@@ -162,7 +162,7 @@ fn custom_token(claims: Value) -> String {
     roomlet_tests::sign_jwt(
         &json!({"alg": "HS256", "typ": "JWT"}),
         &claims,
-        roomlet::secrets::DEV_API_SECRET,
+        roomlet::runtime::secrets::DEV_API_SECRET,
     )
 }
 
@@ -314,7 +314,7 @@ async fn bad_tokens_get_their_own_code_and_close_4001() {
     let hs512 = roomlet_tests::sign_jwt(
         &json!({"alg": "HS512"}),
         &good,
-        roomlet::secrets::DEV_API_SECRET,
+        roomlet::runtime::secrets::DEV_API_SECRET,
     );
     let forged = roomlet_tests::sign_jwt(&json!({"alg": "HS256"}), &good, "not-the-secret");
     let cases = [
@@ -341,7 +341,7 @@ async fn bad_tokens_get_their_own_code_and_close_4001() {
             "token case {code}"
         );
         let msg = e["message"].as_str().unwrap_or("");
-        assert!(!msg.contains(roomlet::secrets::DEV_API_SECRET) || msg.is_empty());
+        assert!(!msg.contains(roomlet::runtime::secrets::DEV_API_SECRET) || msg.is_empty());
         assert_eq!(c.closed().await, 4001, "{code} closes with 4001");
     }
     n.send(json!({"type": "ping", "ts": 1})).await;

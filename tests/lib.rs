@@ -2,11 +2,11 @@
 //! data directory, peers with channel outboxes, tokens, and waiting for a
 //! condition with a deadline (never a bare sleep).
 
-use roomlet::components::bindings::types::{Grants, Peer};
-use roomlet::components::engine::{self, EngineSettings};
-use roomlet::components::{ComponentSource, FunctionSpec, Limits, Loader, RoomsFunction};
-use roomlet::kv::{KvLimits, KvStore};
 use roomlet::rooms::{Delivery, Outbox, Rooms, RoomsConfig};
+use roomlet::runtime::bindings::types::{Grants, Peer};
+use roomlet::runtime::engine::{self, EngineSettings};
+use roomlet::runtime::kv::{KvLimits, KvStore};
+use roomlet::runtime::{ComponentSource, FunctionSpec, Limits, Loader, RoomsFunction};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -298,7 +298,7 @@ pub mod server {
 
     /// A dev-key token, with roomAdmin when `admin`.
     pub fn token(room: &str, identity: &str, admin: bool) -> String {
-        let keys = roomlet::secrets::ApiKeys::dev();
+        let keys = roomlet::runtime::secrets::ApiKeys::dev();
         let (key, secret) = keys.first().expect("dev key");
         roomlet::tokens::mint(
             key,

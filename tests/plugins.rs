@@ -3,7 +3,7 @@
 //! componentize-py), and the crate `roomlet new plugin` generates.
 
 use roomlet::config::{Config, ModuleSection};
-use roomlet::kv::{KvLimits, KvStore};
+use roomlet::runtime::kv::{KvLimits, KvStore};
 use roomlet::server::Secrets;
 use roomlet_tests::server::{self, Client, TestServer, Wire};
 use serde_json::{Value, json};
@@ -59,7 +59,7 @@ async fn start_with_rooms(path: impl Into<PathBuf>) -> TestServer {
 
 /// A dev-key token for `room`/`identity` carrying `metadata`.
 fn token(room: &str, identity: &str, metadata: Option<&str>) -> String {
-    let keys = roomlet::secrets::ApiKeys::dev();
+    let keys = roomlet::runtime::secrets::ApiKeys::dev();
     let (key, secret) = keys.first().expect("dev key");
     roomlet::tokens::mint(
         key,

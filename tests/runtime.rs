@@ -3,13 +3,13 @@
 //! hostile fixture (traps, deadlines, memory caps, kv atomicity,
 //! hibernation).
 
-use roomlet::components::bindings::authenticator::{AuthError, AuthRequest};
-use roomlet::components::bindings::relay_policy::{Frame, FrameKind, Verdict};
-use roomlet::components::bindings::room::{Action, CreateCause};
-use roomlet::components::bindings::types::{Grants, RoomMessage, Signal, SignalKind, Target};
-use roomlet::components::{CallError, ComponentSource, FunctionSpec, Limits};
 use roomlet::rooms::{Delivery, JoinError, RoomsConfig};
-use roomlet::secrets::{ApiKeys, Secret};
+use roomlet::runtime::bindings::authenticator::{AuthError, AuthRequest};
+use roomlet::runtime::bindings::relay_policy::{Frame, FrameKind, Verdict};
+use roomlet::runtime::bindings::room::{Action, CreateCause};
+use roomlet::runtime::bindings::types::{Grants, RoomMessage, Signal, SignalKind, Target};
+use roomlet::runtime::secrets::{ApiKeys, Secret};
+use roomlet::runtime::{CallError, ComponentSource, FunctionSpec, Limits};
 use roomlet_tests::*;
 use serde_json::json;
 use std::sync::Arc;
@@ -286,7 +286,9 @@ async fn kv_commits_on_return_and_discards_on_trap() {
     room.message(cmd("a", "set k1 v1")).await;
     assert_eq!(inbox.next_message().await, "\"ok\"");
     room.message(cmd("a", "set-then-trap k2 v2")).await;
-    assert!(matches!(inbox.next().await, Delivery::Error { code, .. } if &*code == "module-error"));
+    assert!(
+        matches!(inbox.next().await, Delivery::Error { code, .. } if code.as_str() == "module-error")
+    );
     room.message(cmd("a", "get k1")).await;
     assert_eq!(inbox.next_message().await, "\"v1\"");
     room.message(cmd("a", "get k2")).await;
@@ -318,7 +320,9 @@ async fn a_trapping_room_recovers_and_the_other_keeps_its_state() {
     ra.message(cmd("pa", "count")).await;
     assert_eq!(ia.next_message().await, "\"1\"");
     ra.message(cmd("pa", "trap")).await;
-    assert!(matches!(ia.next().await, Delivery::Error { code, .. } if &*code == "module-error"));
+    assert!(
+        matches!(ia.next().await, Delivery::Error { code, .. } if code.as_str() == "module-error")
+    );
     // Room a is back on a fresh instance (in-memory state gone, membership kept).
     ra.message(cmd("pa", "count")).await;
     assert_eq!(ia.next_message().await, "\"1\"");
@@ -358,7 +362,9 @@ async fn an_endless_loop_hits_the_deadline_while_other_rooms_answer() {
     }
     let answered_in = started.elapsed();
     assert!(ia.is_empty(), "the loop is still running while b answered");
-    assert!(matches!(ia.next().await, Delivery::Error { code, .. } if &*code == "module-error"));
+    assert!(
+        matches!(ia.next().await, Delivery::Error { code, .. } if code.as_str() == "module-error")
+    );
     let stopped_in = started.elapsed();
     assert!(
         answered_in < stopped_in,
@@ -389,7 +395,9 @@ async fn a_memory_grab_is_stopped_by_the_cap() {
     let (tx, mut inbox) = outbox();
     let (handle, _) = rooms.join("m", peer("p"), tx, true).await.expect("join");
     handle.message(cmd("p", "grow")).await;
-    assert!(matches!(inbox.next().await, Delivery::Error { code, .. } if &*code == "module-error"));
+    assert!(
+        matches!(inbox.next().await, Delivery::Error { code, .. } if code.as_str() == "module-error")
+    );
     handle.message(cmd("p", "count")).await;
     assert_eq!(inbox.next_message().await, "\"1\"");
 }

@@ -5,7 +5,7 @@
 use base64::Engine as _;
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use roomlet::config::Config;
-use roomlet::secrets::ApiKeys;
+use roomlet::runtime::secrets::ApiKeys;
 use roomlet::webhooks::WebhookStats;
 use roomlet_tests::server::{Client, TestServer, Wire, joined, start};
 use roomlet_tests::{DEADLINE, wait_for};

@@ -7,11 +7,11 @@
 //!
 //! `cargo bench -p roomlet --bench reload` (ROOMLET_BENCH_ROOMS, default 1000).
 
-use roomlet::components::bindings::types::{Grants, Peer};
-use roomlet::components::engine::{self, EngineSettings};
-use roomlet::components::{FunctionSpec, Loader};
-use roomlet::kv::{KvLimits, KvStore};
 use roomlet::rooms::{Rooms, RoomsConfig};
+use roomlet::runtime::bindings::types::{Grants, Peer};
+use roomlet::runtime::engine::{self, EngineSettings};
+use roomlet::runtime::kv::{KvLimits, KvStore};
+use roomlet::runtime::{FunctionSpec, Loader};
 use std::sync::Arc;
 use std::time::Instant;
 

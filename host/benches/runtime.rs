@@ -10,7 +10,7 @@
 //!    - `revive`: instantiate + `restore` of a hibernation snapshot,
 //!    - `on_message/wasm`: one `RoomInstance::on_message` (200-byte JSON,
 //!      `Target::Room`, 4 peers) through the host,
-//!    - `on_message/native_policy`: the same `roomlet_rooms::policy::Room`
+//!    - `on_message/native_policy`: the same `roomlet_module_rooms::policy::Room`
 //!      code compiled natively, called with an in-memory `Host`,
 //!    - `on_message/native_glue`: the same, plus the component's own glue
 //!      (WIT record in, WIT actions out), i.e. everything the component
@@ -28,13 +28,13 @@
 //! test.
 
 use criterion::Criterion;
-use roomlet::components::bindings::room::{Action, CreateCause, Outgoing};
-use roomlet::components::bindings::types::{Grants, Peer, Rejection, RoomMessage, Target};
-use roomlet::components::engine::{self, EngineSettings};
-use roomlet::components::{FunctionSpec, Loader, RoomInstance, RoomsFunction};
-use roomlet::kv::{KvLimits, KvStore};
 use roomlet::rooms::{Delivery, Inbox, RoomHandle, Rooms, RoomsConfig, outbox};
-use roomlet_rooms::policy;
+use roomlet::runtime::bindings::room::{Action, CreateCause, Outgoing};
+use roomlet::runtime::bindings::types::{Grants, Peer, Rejection, RoomMessage, Target};
+use roomlet::runtime::engine::{self, EngineSettings};
+use roomlet::runtime::kv::{KvLimits, KvStore};
+use roomlet::runtime::{FunctionSpec, Loader, RoomInstance, RoomsFunction};
+use roomlet_module_rooms::policy;
 use std::cell::RefCell;
 use std::collections::{BTreeMap, HashMap};
 use std::hint::black_box;

@@ -6,17 +6,17 @@
 //! LiveKit access token with `roomAdmin`, which reaches only its own
 //! room's endpoints. A room admin can never upload code.
 
-use crate::components::bindings::authenticator::{AuthError, AuthRequest};
-use crate::components::bindings::types::Grants;
-use crate::components::{ComponentSource, Function};
-use crate::gateway::Gateway;
 use crate::reload::Modules;
-use crate::secrets::Secret;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
 use hyper::header::{self, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode};
+use roomlet_gateway::Gateway;
+use roomlet_runtime::bindings::authenticator::{AuthError, AuthRequest};
+use roomlet_runtime::bindings::types::Grants;
+use roomlet_runtime::secrets::Secret;
+use roomlet_runtime::{ComponentSource, Function};
 use serde_json::{Value, json};
 use std::sync::Arc;
 
@@ -139,7 +139,7 @@ impl Admin {
                 "unauthenticated",
                 "the token was refused",
             )),
-            Err(e @ crate::gateway::AuthUnavailable::NoAnswer(_)) => Err(error(
+            Err(e @ roomlet_gateway::AuthUnavailable::NoAnswer(_)) => Err(error(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "unavailable",
                 format!("{e}; try again shortly"),

@@ -1,9 +1,13 @@
 //! Server configuration: a TOML file (see `edge-configs/`), overridden by
 //! command-line flags and their `ROOMLET_*` environment twins. Secrets are
 //! never in the file: they come from the environment or from `*_FILE`
-//! files ([`crate::secrets`]).
+//! files (`roomlet_runtime::secrets`).
 
-use crate::components::{ComponentSource, Function, FunctionSpec, Limits};
+pub use roomlet_bus::config::NatsSection;
+pub use roomlet_gateway::config::{LimitsSection, TurnSection};
+pub use roomlet_protocol::{IceServer, RegionLink};
+pub use roomlet_rooms::RoomsSection;
+use roomlet_runtime::{ComponentSource, Function, FunctionSpec, Limits};
 use serde::Deserialize;
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -55,7 +59,7 @@ pub struct Config {
     /// The NATS bus between nodes; absent in the all-in-one shape.
     pub nats: NatsSection,
     /// The room event log.
-    pub events: crate::events::EventsConfig,
+    pub events: roomlet_events::EventsConfig,
     /// Webhook receivers.
     pub webhooks: crate::webhooks::WebhooksConfig,
 }
@@ -120,162 +124,6 @@ impl Default for ServerSection {
             drain_grace_ms: 10_000,
         }
     }
-}
-
-/// `[nats]`: the bus between nodes. Credentials are secrets
-/// (`ROOMLET_NATS_USER`/`ROOMLET_NATS_PASSWORD`, `ROOMLET_NATS_TOKEN` or
-/// `ROOMLET_NATS_NKEY`, each also as `*_FILE`), never in this file.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct NatsSection {
-    /// Server URL(s), comma-separated; none runs without a bus.
-    pub url: Option<String>,
-    /// Subject and bucket prefix, one per deployment, so deployments can
-    /// share a NATS cluster without seeing each other.
-    pub prefix: String,
-    /// How long a node's liveness lease lasts without renewal. A dead
-    /// node's rooms are re-homed after this; a cut-off node stops serving
-    /// its rooms before it.
-    pub liveness_ttl_ms: u64,
-    /// Require TLS to the NATS server.
-    pub tls: bool,
-    /// Extra CA certificates (PEM) for the NATS server's certificate.
-    pub ca_file: Option<PathBuf>,
-    /// This node's client certificate (PEM), for a NATS server that
-    /// verifies clients (`verify: true`). Implies `tls`.
-    pub cert_file: Option<PathBuf>,
-    /// The client certificate's private key (PEM). A path, so the key
-    /// itself stays in a mounted secret, never in this file.
-    pub key_file: Option<PathBuf>,
-    /// How long a request over the bus may take.
-    pub request_timeout_ms: u64,
-    /// Room-name prefix → region: such rooms are homed in that region
-    /// whoever joins first (otherwise in the first joiner's region).
-    pub room_regions: HashMap<String, String>,
-}
-
-impl Default for NatsSection {
-    fn default() -> Self {
-        Self {
-            url: None,
-            prefix: "roomlet".into(),
-            liveness_ttl_ms: 5000,
-            tls: false,
-            ca_file: None,
-            cert_file: None,
-            key_file: None,
-            request_timeout_ms: 2000,
-            room_regions: HashMap::new(),
-        }
-    }
-}
-
-/// `[limits]`: what one client may do.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct LimitsSection {
-    /// Largest client frame, in bytes.
-    pub max_frame_bytes: usize,
-    /// Sustained frames per second per connection.
-    pub frames_per_second: u32,
-    /// Burst above the sustained rate.
-    pub frame_burst: u32,
-    /// Most WebSocket connections on this node.
-    pub max_connections: usize,
-    /// Server ping interval.
-    pub ping_interval_ms: u64,
-    /// A connection silent this long is closed (4005).
-    pub idle_timeout_ms: u64,
-    /// How long a dropped session may be resumed.
-    pub resume_grace_ms: u64,
-    /// Unacknowledged frames kept per session for resume.
-    pub resume_buffer: usize,
-    /// Time allowed between connecting and sending `join`.
-    pub join_timeout_ms: u64,
-}
-
-impl Default for LimitsSection {
-    fn default() -> Self {
-        Self {
-            max_frame_bytes: 64 * 1024,
-            frames_per_second: 100,
-            frame_burst: 200,
-            max_connections: 60_000,
-            ping_interval_ms: 15_000,
-            idle_timeout_ms: 45_000,
-            resume_grace_ms: 30_000,
-            resume_buffer: 1024,
-            join_timeout_ms: 10_000,
-        }
-    }
-}
-
-/// `[rooms]`: node-level room policy.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct RoomsSection {
-    /// Most rooms on this node.
-    pub max_rooms: usize,
-    /// Most peers per room (the module may allow fewer).
-    pub max_peers_per_room: usize,
-    /// Quiet period before a room hibernates; 0 disables.
-    pub hibernate_after_ms: u64,
-    /// Traps within the window after which a room is closed.
-    pub trap_limit: u32,
-    /// See `trap_limit`.
-    pub trap_window_ms: u64,
-}
-
-impl Default for RoomsSection {
-    fn default() -> Self {
-        Self {
-            max_rooms: 10_000,
-            max_peers_per_room: 500,
-            hibernate_after_ms: 60_000,
-            trap_limit: 5,
-            trap_window_ms: 60_000,
-        }
-    }
-}
-
-/// One ICE server.
-#[derive(Debug, Clone, Deserialize, serde::Serialize, PartialEq)]
-#[serde(deny_unknown_fields)]
-pub struct IceServer {
-    /// `stun:` / `turn:` URLs.
-    pub urls: Vec<String>,
-    /// Static username (prefer `[turn]` with a shared secret).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub username: Option<String>,
-    /// Static credential.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub credential: Option<String>,
-}
-
-/// `[turn]`: a TURN server using coturn's REST scheme; the shared secret
-/// comes from `ROOMLET_TURN_SECRET` (or `_FILE`).
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct TurnSection {
-    /// `turn:` URLs.
-    pub urls: Vec<String>,
-    /// Credential lifetime in seconds.
-    #[serde(default = "default_turn_ttl")]
-    pub ttl_seconds: u64,
-}
-
-fn default_turn_ttl() -> u64 {
-    3600
-}
-
-/// A nearby region.
-#[derive(Debug, Clone, Deserialize, serde::Serialize, PartialEq)]
-#[serde(deny_unknown_fields)]
-pub struct RegionLink {
-    /// Region name.
-    pub name: String,
-    /// Its public WebSocket URL.
-    pub url: String,
 }
 
 /// `[modules.<function>]`.

@@ -4,7 +4,7 @@
 use anyhow::{Context, Result, bail};
 use clap::{Args, Parser, Subcommand};
 use roomlet::config::{Config, ModuleSection};
-use roomlet::secrets::ApiKeys;
+use roomlet::runtime::secrets::ApiKeys;
 use roomlet::server::{self, Secrets};
 use roomlet::tokens::{self, TokenRequest};
 use std::io::{Read, Write};
@@ -319,8 +319,7 @@ fn serve(args: ServeArgs) -> Result<()> {
         let Some((function, path)) = m.split_once('=') else {
             bail!("--module {m:?}: expected FUNCTION=PATH.wasm");
         };
-        let function: roomlet::components::Function =
-            function.parse().map_err(anyhow::Error::msg)?;
+        let function: roomlet::runtime::Function = function.parse().map_err(anyhow::Error::msg)?;
         config
             .modules
             .entry(function.name().to_owned())

@@ -9,10 +9,10 @@
 //! reason and the old one keeps serving. Every function keeps its history,
 //! so a rollback is one call.
 
-use crate::components::{ComponentSource, Function, FunctionSpec, LoadError, Loader};
-use crate::gateway::Gateway;
-use crate::kv::KvStore;
-use crate::secrets::ApiKeys;
+use roomlet_gateway::Gateway;
+use roomlet_runtime::kv::KvStore;
+use roomlet_runtime::secrets::ApiKeys;
+use roomlet_runtime::{ComponentSource, Function, FunctionSpec, LoadError, Loader};
 use serde::Serialize;
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -84,7 +84,7 @@ impl Modules {
         kv: Arc<KvStore>,
         gateway: Arc<Gateway>,
     ) -> Self {
-        let now = crate::clock::unix_secs();
+        let now = roomlet_runtime::clock::unix_secs();
         let history = Function::ALL
             .iter()
             .map(|f| {
@@ -171,12 +171,12 @@ impl Modules {
     fn count(&self, function: Function, r: &Result<ModuleVersion, ReloadError>) {
         match r {
             Ok(v) => {
-                crate::metrics::RELOADS.inc(&[function.name(), "applied"]);
+                roomlet_telemetry::RELOADS.inc(&[function.name(), "applied"]);
                 self.stats.applied.fetch_add(1, Ordering::Relaxed);
                 tracing::info!(%function, module_version = %v.version, origin = %v.origin, "module reloaded");
             }
             Err(e) => {
-                crate::metrics::RELOADS.inc(&[function.name(), "refused"]);
+                roomlet_telemetry::RELOADS.inc(&[function.name(), "refused"]);
                 self.stats.refused.fetch_add(1, Ordering::Relaxed);
                 tracing::warn!(%function, error = %e, "module reload refused; the old version keeps serving");
             }
@@ -233,7 +233,7 @@ impl Modules {
         Ok(ModuleVersion {
             version,
             origin: origin(&source),
-            deployed_at: crate::clock::unix_secs(),
+            deployed_at: roomlet_runtime::clock::unix_secs(),
             source,
         })
     }
@@ -277,9 +277,9 @@ impl Modules {
 }
 
 enum Loaded {
-    Auth(Arc<crate::components::AuthFunction>),
-    Relay(Arc<crate::components::RelayFunction>),
-    Rooms(Arc<crate::components::RoomsFunction>),
+    Auth(Arc<roomlet_runtime::AuthFunction>),
+    Relay(Arc<roomlet_runtime::RelayFunction>),
+    Rooms(Arc<roomlet_runtime::RoomsFunction>),
 }
 
 fn origin(source: &ComponentSource) -> String {

@@ -9,13 +9,7 @@
 
 use std::path::{Path, PathBuf};
 
-/// The WIT files of the contract, as this binary was built with them.
-pub const WIT_FILES: &[(&str, &str)] = &[
-    ("types.wit", include_str!("../../wit/types.wit")),
-    ("rooms.wit", include_str!("../../wit/rooms.wit")),
-    ("auth.wit", include_str!("../../wit/auth.wit")),
-    ("relay.wit", include_str!("../../wit/relay.wit")),
-];
+pub use roomlet_runtime::contract::WIT_FILES;
 
 /// The wit-bindgen release the template is written against.
 pub const WIT_BINDGEN_VERSION: &str = "0.61";

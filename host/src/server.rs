@@ -3,20 +3,8 @@
 //! (`/metrics`), on hyper 1.x. [`start`] wires a whole node from a
 //! [`Config`] and returns once both listeners are bound.
 
-use crate::bus::Bus;
-use crate::bus::directory::NodeInfo;
-use crate::bus::edge::Edge;
-use crate::bus::home::Home;
-use crate::bus::topology::Nats;
-use crate::components::engine::{self, EngineSettings};
-use crate::components::{Function, LoadError, Loader};
 use crate::config::{Config, ConfigError};
-use crate::gateway::session::ClientInfo;
-use crate::gateway::{Encoding, Gateway, Local, Topology};
-use crate::kv::{KvLimits, KvStore, KvStoreError};
 use crate::reload::Modules;
-use crate::rooms::{Rooms, RoomsConfig};
-use crate::secrets::{ApiKeys, Secret, SecretError};
 use crate::tokens::{self, TokenRequest};
 use bytes::Bytes;
 use http_body_util::Full;
@@ -25,6 +13,18 @@ use hyper::header::{self, HeaderValue};
 use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
+use roomlet_bus::Bus;
+use roomlet_bus::directory::NodeInfo;
+use roomlet_bus::edge::Edge;
+use roomlet_bus::home::Home;
+use roomlet_bus::topology::Nats;
+use roomlet_gateway::ClientInfo;
+use roomlet_gateway::{Encoding, Gateway, Local, Topology};
+use roomlet_rooms::{Rooms, RoomsConfig};
+use roomlet_runtime::engine::{self, EngineSettings};
+use roomlet_runtime::kv::{KvLimits, KvStore, KvStoreError};
+use roomlet_runtime::secrets::{ApiKeys, Secret, SecretError};
+use roomlet_runtime::{Function, LoadError, Loader};
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -77,13 +77,13 @@ pub enum ServerError {
     },
     /// The bus to other nodes could not be set up.
     #[error(transparent)]
-    Bus(#[from] crate::bus::BusError),
+    Bus(#[from] roomlet_bus::BusError),
     /// The node could not take its liveness lease in time.
     #[error("could not register this node in the directory within {0:?}")]
     Lease(Duration),
     /// The room event log could not be opened.
     #[error(transparent)]
-    Events(#[from] crate::events::EventLogError),
+    Events(#[from] roomlet_events::EventLogError),
     /// The webhooks are misconfigured.
     #[error(transparent)]
     Webhooks(#[from] crate::webhooks::WebhookError),
@@ -99,22 +99,22 @@ pub struct Secrets {
     /// The TURN shared secret.
     pub turn: Option<Secret>,
     /// NATS credentials.
-    pub nats: crate::bus::NatsCredentials,
+    pub nats: roomlet_bus::NatsCredentials,
 }
 
 impl Secrets {
     /// Reads `ROOMLET_API_KEYS`, `ROOMLET_OPERATOR_TOKEN` and
     /// `ROOMLET_TURN_SECRET` (each also as `*_FILE`).
     pub fn from_env() -> Result<Self, SecretError> {
-        let api_keys = match crate::secrets::from_env("ROOMLET_API_KEYS")? {
+        let api_keys = match roomlet_runtime::secrets::from_env("ROOMLET_API_KEYS")? {
             Some(s) => ApiKeys::parse("ROOMLET_API_KEYS", &s)?,
             None => ApiKeys::default(),
         };
         Ok(Self {
             api_keys,
-            operator: crate::secrets::from_env("ROOMLET_OPERATOR_TOKEN")?,
-            turn: crate::secrets::from_env("ROOMLET_TURN_SECRET")?,
-            nats: crate::bus::NatsCredentials::from_env()?,
+            operator: roomlet_runtime::secrets::from_env("ROOMLET_OPERATOR_TOKEN")?,
+            turn: roomlet_runtime::secrets::from_env("ROOMLET_TURN_SECRET")?,
+            nats: roomlet_bus::NatsCredentials::from_env()?,
         })
     }
 }
@@ -131,7 +131,7 @@ pub struct Running {
     /// Component versions (hot reload).
     pub modules: Arc<Modules>,
     /// The room event log.
-    pub events: crate::events::EventSink,
+    pub events: roomlet_events::EventSink,
     /// The webhook sender, when URLs are configured.
     pub webhooks: Option<Arc<crate::webhooks::Webhooks>>,
     kv: Arc<KvStore>,
@@ -212,7 +212,7 @@ pub async fn start(config: Config, secrets: Secrets) -> Result<Running, ServerEr
     let functions = config.functions()?;
     let runs = |f: Function| functions.contains(&f);
     let dev = config.server.dev;
-    crate::metrics::set_identity(&config.server.region, &config.node_name());
+    roomlet_telemetry::set_identity(&config.server.region, &config.node_name());
     let api_keys = if !secrets.api_keys.is_empty() {
         secrets.api_keys.clone()
     } else if !runs(Function::Auth) {
@@ -238,14 +238,14 @@ pub async fn start(config: Config, secrets: Secrets) -> Result<Running, ServerEr
     )?);
     // After kv: its lock keeps a second node off this data directory.
     let webhooks = crate::webhooks::Webhooks::start(&config.webhooks, &api_keys)?;
-    let events = crate::events::EventSink::open(
-        &crate::events::dir_in(data_dir),
+    let events = roomlet_events::EventSink::open(
+        &roomlet_events::dir_in(data_dir),
         &config.events,
         &config.node_name(),
         &config.server.region,
         webhooks.as_ref().map(|w| w.listener()),
     )?;
-    let specs: std::collections::HashMap<Function, crate::components::FunctionSpec> = Function::ALL
+    let specs: std::collections::HashMap<Function, roomlet_runtime::FunctionSpec> = Function::ALL
         .iter()
         .map(|f| (*f, config.function_spec(*f)))
         .collect();
@@ -345,7 +345,7 @@ pub async fn start(config: Config, secrets: Secrets) -> Result<Running, ServerEr
     if let Some(bus) = &bus {
         if runs(Function::Auth) {
             let g = gateway.clone();
-            crate::bus::auth::serve(bus.clone(), Arc::new(move || g.auth())).await?;
+            roomlet_bus::auth::serve(bus.clone(), Arc::new(move || g.auth())).await?;
         }
         if runs(Function::Relay) {
             let g = gateway.clone();
@@ -544,7 +544,7 @@ fn ready(http: &Http) -> Response<Full<Bytes>> {
 
 fn metrics(http: &Http) -> Response<Full<Bytes>> {
     let g = &http.gateway;
-    let body = crate::metrics::render(&crate::metrics::Sampled {
+    let body = roomlet_telemetry::render(&roomlet_telemetry::Sampled {
         connections: g.connections(),
         rooms: g.rooms.len(),
         draining: g.is_draining(),
@@ -708,7 +708,7 @@ fn upgrade(http: Arc<Http>, req: Request<Incoming>, addr: SocketAddr) -> Respons
                 .await;
                 // A task of its own: the upgrade's state is freed, not
                 // carried for the whole session.
-                tokio::spawn(crate::gateway::serve(gateway, ws, encoding, client));
+                tokio::spawn(roomlet_gateway::serve(gateway, ws, encoding, client));
             }
             Err(e) => tracing::debug!(error = %e, "websocket upgrade failed"),
         }

@@ -2,9 +2,9 @@
 //! grant), for `roomlet token create` and the `--dev` demo endpoint.
 //! Verification happens in the auth component, not here.
 
-use crate::secrets::Secret;
 use base64::Engine as _;
 use hmac::Mac as _;
+use roomlet_runtime::secrets::Secret;
 use serde::Serialize;
 use std::time::Duration;
 
@@ -54,7 +54,7 @@ struct Claims<'a> {
 
 /// Signs a token for `req` with API key `key` and its `secret`.
 pub fn mint(key: &str, secret: &Secret, req: &TokenRequest) -> String {
-    let now = crate::clock::unix_secs();
+    let now = roomlet_runtime::clock::unix_secs();
     let claims = Claims {
         iss: key,
         sub: &req.identity,

@@ -14,13 +14,13 @@
 
 mod client;
 
-use crate::events::{Event, EventKind, Listener};
-use crate::metrics;
-use crate::secrets::{ApiKeys, Secret};
 use base64::Engine as _;
 use bytes::Bytes;
 use client::Target;
 use rand::Rng;
+use roomlet_events::{Event, EventKind, Listener};
+use roomlet_runtime::secrets::{ApiKeys, Secret};
+use roomlet_telemetry as metrics;
 use serde::{Deserialize, Serialize};
 use sha2::Digest as _;
 use std::sync::Arc;
@@ -251,7 +251,7 @@ impl Webhooks {
         let n = Notification {
             id: random_id(),
             event: name.to_owned(),
-            created_at: crate::clock::unix_secs(),
+            created_at: roomlet_runtime::clock::unix_secs(),
             node: event.node.clone(),
             region: event.region.clone(),
             room: RoomInfo {
@@ -302,7 +302,7 @@ impl Webhooks {
 
 /// The `Authorization` value for `body`.
 fn authorization(policy: &Policy, body: &[u8]) -> String {
-    let now = crate::clock::unix_secs();
+    let now = roomlet_runtime::clock::unix_secs();
     let claims = Claims {
         iss: &policy.key,
         sha256: base64::engine::general_purpose::STANDARD.encode(sha2::Sha256::digest(body)),

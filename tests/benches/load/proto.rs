@@ -71,7 +71,7 @@ pub struct Conn {
 /// A dev-key token (roomlet's `--dev` key pair) with every grant a
 /// publishing peer needs, minted here rather than over `/v1/dev/token`.
 fn token(room: &str, identity: &str) -> String {
-    let keys = roomlet::secrets::ApiKeys::dev();
+    let keys = roomlet::runtime::secrets::ApiKeys::dev();
     let (key, secret) = keys.first().expect("the dev key pair exists");
     roomlet::tokens::mint(
         key,

@@ -1,0 +1,99 @@
+//! The gateway's [`Topology`] when the node is one of several: rooms at
+//! their homes across NATS ([`Edge`]), tokens checked here or on an auth
+//! node.
+
+use super::Bus;
+use super::edge::Edge;
+use roomlet_gateway::topology::{AuthOutcome, BoxFuture, authenticate_here};
+use roomlet_gateway::{RoomLink, Topology};
+use roomlet_rooms::{JoinError, Joined, Outbox};
+use roomlet_runtime::AuthFunction;
+use roomlet_runtime::bindings::authenticator::AuthRequest;
+use roomlet_runtime::bindings::types::Peer;
+use std::sync::Arc;
+
+/// Rooms over NATS.
+pub struct Nats {
+    bus: Arc<Bus>,
+    /// The rooms' homes, when this node runs the relay function (holds
+    /// client sockets).
+    edge: Option<Arc<Edge>>,
+    /// Whether tokens are checked here (else by an auth node).
+    local_auth: bool,
+}
+
+impl Nats {
+    /// The topology of a node on `bus`; `edge` when it holds sockets.
+    pub fn new(bus: Arc<Bus>, edge: Option<Arc<Edge>>, local_auth: bool) -> Self {
+        Self {
+            bus,
+            edge,
+            local_auth,
+        }
+    }
+}
+
+impl Topology for Nats {
+    fn authenticate<'a>(
+        &'a self,
+        local: Arc<AuthFunction>,
+        request: &'a AuthRequest,
+    ) -> BoxFuture<'a, AuthOutcome> {
+        Box::pin(async move {
+            if self.local_auth {
+                authenticate_here(local, request).await
+            } else {
+                super::auth::authenticate(&self.bus, request).await
+            }
+        })
+    }
+
+    fn join<'a>(
+        &'a self,
+        room: &'a str,
+        peer: Peer,
+        outbox: Outbox,
+        may_create: bool,
+    ) -> BoxFuture<'a, Result<(RoomLink, Joined), JoinError>> {
+        Box::pin(async move {
+            match &self.edge {
+                Some(edge) => edge.join(room, peer, outbox, may_create).await,
+                None => Err(JoinError::Unavailable(
+                    "this node does not run the relay function".into(),
+                )),
+            }
+        })
+    }
+
+    fn resumed_elsewhere<'a>(&'a self, token: &'a str) -> BoxFuture<'a, ()> {
+        Box::pin(async move {
+            if let Some((_, node)) = token.rsplit_once('.') {
+                self.bus.session_gone(node, token).await;
+            }
+        })
+    }
+
+    fn token_suffix(&self) -> Option<&str> {
+        Some(&self.bus.node)
+    }
+
+    fn flush(&self) -> BoxFuture<'_, ()> {
+        Box::pin(async move {
+            if let Some(edge) = &self.edge {
+                edge.flush().await;
+            }
+        })
+    }
+
+    fn readiness(&self) -> Result<(), &'static str> {
+        if self.bus.is_ready() {
+            Ok(())
+        } else {
+            Err("bus unavailable")
+        }
+    }
+
+    fn bus_ready(&self) -> Option<bool> {
+        Some(self.bus.is_ready())
+    }
+}

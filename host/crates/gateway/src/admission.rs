@@ -1,0 +1,326 @@
+//! A connection's way in: `join` (a token checked, a room joined) or
+//! `resume` (a dropped session taken over), and the refusals of both.
+
+use crate::conn::{Conn, Incoming, Refusal};
+use crate::resume::PeerState;
+use crate::wire::wire_peer;
+use crate::{AuthUnavailable, ClientInfo, Gateway};
+use rand::RngCore;
+use roomlet_protocol::{CloseCode, Encoding, ErrorCode, Inbound, ServerFrame};
+use roomlet_rooms::{JoinError, LeaveReason};
+use roomlet_runtime::bindings::authenticator::{AuthError, AuthRequest};
+use roomlet_runtime::bindings::types::{Grants, Peer};
+use roomlet_telemetry as metrics;
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::time::Instant;
+
+/// Waits for `join` or `resume`.
+pub(crate) async fn before_join<S: AsyncRead + AsyncWrite + Unpin>(
+    gw: &Gateway,
+    conn: &mut Conn<S>,
+    client: &ClientInfo,
+) -> Option<(PeerState, bool)> {
+    let deadline = Instant::now() + Duration::from_millis(gw.limits.join_timeout_ms);
+    loop {
+        let incoming = tokio::select! {
+            i = conn.recv() => i,
+            _ = tokio::time::sleep_until(deadline) => {
+                conn.send(&ServerFrame::error(ErrorCode::JoinTimeout, "no join within the time allowed")).await;
+                conn.close(CloseCode::Idle, "join timeout").await;
+                return None;
+            }
+        };
+        let attempt = match incoming {
+            Incoming::Frame(Inbound::Join { room, token }) => {
+                join(gw, room, token, client, conn.encoding)
+                    .await
+                    .map(|s| (s, false))
+            }
+            Incoming::Frame(Inbound::Resume {
+                resume_token,
+                last_seq,
+            }) => resume(gw, &resume_token, last_seq, conn.encoding)
+                .await
+                .map(|s| (s, true)),
+            Incoming::Frame(Inbound::Ping { ts }) => {
+                conn.send(&ServerFrame::Pong { ts }).await;
+                continue;
+            }
+            Incoming::Frame(_) => Err(Refusal::new(
+                ErrorCode::NotJoined,
+                "send join (or resume) first",
+                None,
+            )),
+            Incoming::Refused(e) => Err(Refusal::new(e.code, e.message, None)),
+            Incoming::Close {
+                code,
+                error,
+                message,
+            } => Err(Refusal::new(error, message, Some(code))),
+            Incoming::Gone => return None,
+        };
+        match attempt {
+            Ok(ok) => return Some(ok),
+            Err(r) => {
+                conn.send(&ServerFrame::error(r.code.clone(), &r.message))
+                    .await;
+                if let Some(code) = r.close {
+                    conn.close(code, r.code.as_str()).await;
+                    return None;
+                }
+            }
+        }
+    }
+}
+
+fn auth_error(e: &AuthError) -> Refusal {
+    let (code, message) = match e {
+        AuthError::Malformed => (
+            ErrorCode::TokenMalformed,
+            "the token is not a well-formed JWT".to_owned(),
+        ),
+        AuthError::BadSignature => (
+            ErrorCode::TokenBadSignature,
+            "the token's signature does not verify".to_owned(),
+        ),
+        AuthError::BadAlgorithm => (
+            ErrorCode::TokenBadAlgorithm,
+            "tokens must be signed with HS256".to_owned(),
+        ),
+        AuthError::UnknownKey => (
+            ErrorCode::TokenUnknownKey,
+            "the token's API key is not configured here".to_owned(),
+        ),
+        AuthError::Expired => (ErrorCode::TokenExpired, "the token has expired".to_owned()),
+        AuthError::NotYetValid => (
+            ErrorCode::TokenNotYetValid,
+            "the token is not valid yet".to_owned(),
+        ),
+        AuthError::WrongRoom => (
+            ErrorCode::TokenWrongRoom,
+            "the token is for another room".to_owned(),
+        ),
+        AuthError::MissingGrant(g) => (
+            ErrorCode::TokenMissingGrant,
+            format!("the token lacks the {g} grant"),
+        ),
+    };
+    Refusal::new(code, message, Some(CloseCode::Auth))
+}
+
+/// With a bus, the token names the gateway that holds the session, so a
+/// client resuming at another one can have it ended there.
+fn resume_token(gw: &Gateway) -> String {
+    match gw.topology().token_suffix() {
+        Some(node) => format!("{}.{node}", random_id("r-")),
+        None => random_id("r-"),
+    }
+}
+
+fn random_id(prefix: &str) -> String {
+    let mut b = [0u8; 12];
+    rand::rng().fill_bytes(&mut b);
+    let hex: String = b.iter().map(|x| format!("{x:02x}")).collect();
+    format!("{prefix}{hex}")
+}
+
+fn valid_room_name(room: &str) -> bool {
+    !room.is_empty() && room.len() <= 128 && !room.chars().any(char::is_control)
+}
+
+async fn join(
+    gw: &Gateway,
+    room: String,
+    token: String,
+    client: &ClientInfo,
+    encoding: Encoding,
+) -> Result<PeerState, Refusal> {
+    let started = std::time::Instant::now();
+    let r = join_inner(gw, room, token, client, encoding).await;
+    if r.is_ok() {
+        metrics::JOIN_SECONDS.observe(&[], started.elapsed().as_secs_f64());
+    }
+    r
+}
+
+async fn join_inner(
+    gw: &Gateway,
+    room: String,
+    token: String,
+    client: &ClientInfo,
+    encoding: Encoding,
+) -> Result<PeerState, Refusal> {
+    if gw.is_draining() {
+        return Err(Refusal::new(
+            ErrorCode::Draining,
+            "this node is draining; connect to another",
+            Some(CloseCode::Draining),
+        ));
+    }
+    if !valid_room_name(&room) {
+        return Err(Refusal::new(
+            ErrorCode::BadFrame,
+            "room names are 1 to 128 characters, no control characters",
+            None,
+        ));
+    }
+    let request = AuthRequest {
+        token,
+        room: room.clone(),
+        client_addr: client.addr.clone(),
+        region: gw.region.clone(),
+        headers: client.headers.clone(),
+    };
+    let identity = match gw.authenticate(&request).await {
+        Ok(Ok(id)) => id,
+        Ok(Err(e)) => {
+            tracing::debug!(reason = ?e, "token refused");
+            let refusal = auth_error(&e);
+            metrics::AUTH_FAILURES.inc(&[refusal.code.as_str()]);
+            return Err(refusal);
+        }
+        Err(AuthUnavailable::NoAnswer(e)) => {
+            tracing::warn!(error = %e, "no auth node answered");
+            return Err(Refusal::new(
+                ErrorCode::Unavailable,
+                "no auth node answered; try again shortly",
+                Some(CloseCode::TryLater),
+            ));
+        }
+        Err(AuthUnavailable::Failed(e)) => {
+            tracing::warn!(error = %e, "auth component failed");
+            return Err(Refusal::new(
+                ErrorCode::Internal,
+                "authentication is unavailable",
+                Some(CloseCode::InternalError),
+            ));
+        }
+    };
+    if !identity.grants.contains(Grants::JOIN) {
+        return Err(auth_error(&AuthError::MissingGrant("roomJoin".into())));
+    }
+    let peer = Peer {
+        id: random_id("p-"),
+        identity: identity.identity,
+        name: identity.name,
+        metadata: identity.metadata,
+        grants: identity.grants,
+    };
+    // The same user back without a resume (a page reload, or a resume
+    // refused at another gateway): its dropped session makes way now
+    // rather than after the grace period, in which it would be listed as
+    // a second copy of the peer and fill a one-to-one room against this
+    // join. Its leave is sent first: a room on this node handles it before
+    // the join; one homed elsewhere gets it on another subject, most
+    // likely first.
+    for old in gw.resumable.take_parked_of(&room, &peer.identity) {
+        tracing::info!(room = %room, peer = %old.peer.id, "the same identity joined again; its dropped session leaves");
+        old.room.leave(&old.peer.id, LeaveReason::Timeout).await;
+    }
+    let (tx, inbox) = roomlet_rooms::outbox();
+    let may_create = peer.grants.contains(Grants::ROOM_CREATE);
+    let (handle, joined) = gw
+        .join_room(&room, peer.clone(), tx, may_create)
+        .await
+        .map_err(|e| {
+            let close = match &e {
+                JoinError::Rejected(_) | JoinError::Refused { .. } => CloseCode::RoomRefused,
+                JoinError::RoomNotFound => CloseCode::RoomClosed,
+                JoinError::NodeFull | JoinError::Unavailable(_) => CloseCode::TryLater,
+                JoinError::Module(_) => CloseCode::InternalError,
+            };
+            let message = match &e {
+                JoinError::Rejected(r) => r.reason.clone(),
+                JoinError::Refused { reason, .. } => reason.clone(),
+                JoinError::RoomNotFound => {
+                    "the room does not exist and the token may not create it (roomCreate)".into()
+                }
+                other => other.to_string(),
+            };
+            Refusal::new(e.code(), message, Some(close))
+        })?;
+    // `joined` promises the join is on record (docs/events.md).
+    if let Err(e) = joined.durable.wait().await {
+        tracing::error!(error = %e, "join not recorded in the event log; refusing it");
+        handle.leave(&peer.id, LeaveReason::Left).await;
+        return Err(Refusal::new(
+            ErrorCode::Unavailable,
+            "this node cannot record the join right now (its event log is failing); try again later or elsewhere",
+            Some(CloseCode::TryLater),
+        ));
+    }
+    let mut state = PeerState {
+        sender: peer.id.as_str().into(),
+        peer: Arc::new(peer),
+        room: handle,
+        inbox,
+        resume_token: resume_token(gw),
+        encoding,
+        next_seq: 1,
+        unacked: VecDeque::new(),
+        trimmed_before: 0,
+    };
+    let frame = ServerFrame::Joined {
+        peer_id: state.peer.id.clone(),
+        room,
+        peers: joined.peers.iter().map(|p| wire_peer(p)).collect(),
+        ice_servers: gw.ice_servers_for(&state.peer.identity),
+        resume_token: state.resume_token.clone(),
+        region: gw.region.clone(),
+        regions: gw.regions.clone(),
+        metadata: joined.metadata,
+        resumed: false,
+    };
+    state.number(&frame, gw.limits.resume_buffer);
+    Ok(state)
+}
+
+pub(crate) async fn resume(
+    gw: &Gateway,
+    token: &str,
+    last_seq: u64,
+    encoding: Encoding,
+) -> Result<PeerState, Refusal> {
+    let r = resume_inner(gw, token, last_seq, encoding).await;
+    metrics::RESUMES.inc(&[if r.is_ok() { "ok" } else { "failed" }]);
+    r
+}
+
+async fn resume_inner(
+    gw: &Gateway,
+    token: &str,
+    last_seq: u64,
+    encoding: Encoding,
+) -> Result<PeerState, Refusal> {
+    let failed = |m: &str| Refusal::new(ErrorCode::ResumeFailed, m, Some(CloseCode::ResumeFailed));
+    let Some(mut state) = gw.resumable.take(token).await else {
+        // Issued by another gateway (the load balancer sent the client
+        // elsewhere): that one ends the session it holds.
+        if let Some(here) = gw.topology().token_suffix()
+            && let Some((_, node)) = token.rsplit_once('.')
+            && node != here
+        {
+            gw.topology().resumed_elsewhere(token).await;
+        }
+        return Err(failed("unknown or expired resume token"));
+    };
+    if state.room.shared().is_closed() {
+        return Err(failed("the room has closed"));
+    }
+    let refused = if state.encoding != encoding {
+        // The frames to replay are kept encoded.
+        Some("resume with the subprotocol the session started with")
+    } else if !state.rewind(last_seq) {
+        Some("lastSeq is ahead of the server or older than the resume buffer")
+    } else {
+        None
+    };
+    if let Some(reason) = refused {
+        state.room.leave(&state.peer.id, LeaveReason::Timeout).await;
+        return Err(failed(reason));
+    }
+    Ok(state)
+}

@@ -1,0 +1,213 @@
+//! The socket side of a session: reading client frames under the frame
+//! limits, and writing server frames, numbered or not.
+
+use crate::guard::{MAX_BAD_STREAK, Rate, RateLimit};
+use crate::resume::PeerState;
+use futures_util::{SinkExt, StreamExt};
+use roomlet_protocol::codec::{self, DecodeError, Encoded, Encoding};
+use roomlet_protocol::{CloseCode, ErrorCode, ErrorText, Inbound, ServerFrame};
+use roomlet_telemetry as metrics;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::time::Instant;
+use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+
+/// A refusal that ends the connection (or not, when `close` is `None`).
+pub(crate) struct Refusal {
+    pub code: ErrorText,
+    pub message: String,
+    pub close: Option<CloseCode>,
+}
+
+impl Refusal {
+    pub fn new(
+        code: impl Into<ErrorText>,
+        message: impl Into<String>,
+        close: Option<CloseCode>,
+    ) -> Self {
+        Self {
+            code: code.into(),
+            message: message.into(),
+            close,
+        }
+    }
+}
+
+/// What reading the socket gave.
+pub(crate) enum Incoming {
+    /// A client frame.
+    Frame(Inbound),
+    /// A frame refused before any logic; the session goes on.
+    Refused(DecodeError),
+    /// The client broke a limit: answer `error`, then close.
+    Close {
+        code: CloseCode,
+        error: ErrorCode,
+        message: String,
+    },
+    /// The socket is gone.
+    Gone,
+}
+
+impl Incoming {
+    /// What a joined session answers: nothing for a frame or a lost
+    /// socket, a refusal for the rest.
+    pub fn refusal(self) -> Result<Inbound, Option<Refusal>> {
+        match self {
+            Incoming::Frame(f) => Ok(f),
+            Incoming::Refused(e) => Err(Some(Refusal::new(e.code, e.message, None))),
+            Incoming::Close {
+                code,
+                error,
+                message,
+            } => Err(Some(Refusal::new(error, message, Some(code)))),
+            Incoming::Gone => Err(None),
+        }
+    }
+}
+
+/// The socket side of a session.
+pub(crate) struct Conn<S> {
+    pub ws: WebSocketStream<S>,
+    pub encoding: Encoding,
+    pub rate: RateLimit,
+    pub bad_streak: u32,
+    pub last_heard: Instant,
+    pub max_frame: usize,
+}
+
+/// An encoded frame as the WebSocket message that carries it.
+pub(crate) fn message(encoded: Encoded) -> Message {
+    match encoded {
+        Encoded::Text(t) => Message::text(t),
+        Encoded::Binary(b) => Message::binary(b),
+    }
+}
+
+/// Counts a frame on its way out.
+fn count_out(frame: &ServerFrame) {
+    metrics::FRAMES_OUT.inc(&[frame.type_name()]);
+    if let ServerFrame::Error { code, .. } = frame {
+        metrics::ERRORS.inc(&[code.as_str()]);
+    }
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
+    /// Sends a frame outside the numbered stream (no `seq`), flushed.
+    pub async fn send(&mut self, frame: &ServerFrame) -> bool {
+        count_out(frame);
+        self.ws
+            .send(message(codec::encode(self.encoding, None, frame)))
+            .await
+            .is_ok()
+    }
+
+    /// Queues a frame outside the numbered stream (no `seq`).
+    pub async fn feed(&mut self, frame: &ServerFrame) -> bool {
+        count_out(frame);
+        self.ws
+            .feed(message(codec::encode(self.encoding, None, frame)))
+            .await
+            .is_ok()
+    }
+
+    /// Numbers `frame` in the session's stream, remembers it for resume,
+    /// and queues it (not flushed).
+    pub async fn feed_numbered(
+        &mut self,
+        state: &mut PeerState,
+        frame: &ServerFrame,
+        keep: usize,
+    ) -> bool {
+        count_out(frame);
+        let message = state.number(frame, keep);
+        self.ws.feed(message).await.is_ok()
+    }
+
+    /// [`Conn::feed_numbered`], then flush.
+    pub async fn send_numbered(
+        &mut self,
+        state: &mut PeerState,
+        frame: &ServerFrame,
+        keep: usize,
+    ) -> bool {
+        self.feed_numbered(state, frame, keep).await && self.ws.flush().await.is_ok()
+    }
+
+    pub async fn close(&mut self, code: CloseCode, reason: &str) {
+        let frame = CloseFrame {
+            code: code.value().into(),
+            reason: reason.chars().take(100).collect::<String>().into(),
+        };
+        let _ = self.ws.send(Message::Close(Some(frame))).await;
+    }
+
+    /// The next client frame. Reads only; never cancelled mid-write.
+    pub async fn recv(&mut self) -> Incoming {
+        loop {
+            let msg = match self.ws.next().await {
+                Some(Ok(m)) => m,
+                Some(Err(_)) | None => return Incoming::Gone,
+            };
+            let now = Instant::now();
+            self.last_heard = now;
+            // Borrowed: the frame is decoded straight from tungstenite's buffer.
+            let (text, bytes): (Option<&str>, &[u8]) = match &msg {
+                Message::Text(t) => (Some(t.as_str()), t.as_bytes()),
+                Message::Binary(b) => (None, b),
+                Message::Close(_) => return Incoming::Gone,
+                Message::Ping(_) | Message::Pong(_) | Message::Frame(_) => continue,
+            };
+            if bytes.len() > self.max_frame {
+                return Incoming::Close {
+                    code: CloseCode::TooLarge,
+                    error: ErrorCode::FrameTooLarge,
+                    message: format!("frames are limited to {} bytes", self.max_frame),
+                };
+            }
+            match self.rate.check(now.into_std()) {
+                Rate::Ok => {}
+                Rate::Refuse => {
+                    return Incoming::Refused(DecodeError {
+                        code: ErrorCode::RateLimited,
+                        message: "too many frames per second; this one was dropped".into(),
+                    });
+                }
+                Rate::Disconnect => {
+                    return Incoming::Close {
+                        code: CloseCode::RateLimited,
+                        error: ErrorCode::RateLimited,
+                        message: "over the frame rate limit for too long".into(),
+                    };
+                }
+            }
+            let decoded = match text {
+                Some(text) => codec::decode_text(self.encoding, text),
+                None => codec::decode(self.encoding, false, bytes),
+            };
+            return match decoded {
+                Ok(f) => {
+                    metrics::FRAMES_IN.inc(&[f.type_name()]);
+                    self.bad_streak = 0;
+                    Incoming::Frame(f)
+                }
+                Err(e) => {
+                    self.bad_streak += 1;
+                    if self.bad_streak >= MAX_BAD_STREAK {
+                        Incoming::Close {
+                            code: CloseCode::Protocol,
+                            error: e.code,
+                            message: format!(
+                                "{MAX_BAD_STREAK} bad frames in a row; last: {}",
+                                e.message
+                            ),
+                        }
+                    } else {
+                        Incoming::Refused(e)
+                    }
+                }
+            };
+        }
+    }
+}

@@ -1,0 +1,203 @@
+//! One client frame of a joined session: its grants checked, the relay
+//! policy run, and the frame handed to its room or straight to a peer.
+
+use crate::Gateway;
+use crate::conn::Refusal;
+use crate::guard::check_stats;
+use crate::resume::PeerState;
+use crate::wire::signal_kind_in;
+use roomlet_protocol::{ErrorCode, ErrorText, Inbound, Stats};
+use roomlet_rooms::{Delivery, LeaveReason};
+use roomlet_runtime::bindings::relay_policy::{Frame, FrameKind, Verdict};
+use roomlet_runtime::bindings::types::{Grants, RoomMessage, Signal, SignalKind, Target};
+use roomlet_telemetry as metrics;
+
+/// What handling a client frame asks of the session.
+pub(crate) enum Handled {
+    Done,
+    Reply(Refusal),
+    Pong(Option<f64>),
+    Left,
+}
+
+fn refuse(code: impl Into<ErrorText>, message: impl Into<String>) -> Handled {
+    Handled::Reply(Refusal::new(code, message, None))
+}
+
+/// Runs the relay policy; the payload to deliver, or the refusal.
+async fn relay(
+    gw: &Gateway,
+    state: &PeerState,
+    kind: FrameKind,
+    to: Option<&str>,
+    payload: String,
+) -> Result<String, Handled> {
+    let frame = Frame {
+        kind,
+        room: state.room.name(),
+        sender: &state.peer.id,
+        to,
+        payload: &payload,
+    };
+    match gw.relay().check(frame).await {
+        Ok(Verdict::Forward) => Ok(payload),
+        Ok(Verdict::Rewrite(p)) => Ok(p),
+        Ok(Verdict::Reject(r)) => Err(refuse(ErrorText::Module(r.code.into()), r.reason)),
+        Err(e) => {
+            tracing::warn!(error = %e, "relay component failed");
+            Err(refuse(
+                ErrorCode::ModuleError,
+                "the relay policy failed on this frame",
+            ))
+        }
+    }
+}
+
+pub(crate) async fn handle(gw: &Gateway, state: &mut PeerState, frame: Inbound) -> Handled {
+    let grants = state.peer.grants;
+    match frame {
+        Inbound::Join { .. } | Inbound::Resume { .. } => refuse(
+            ErrorCode::AlreadyJoined,
+            "this connection has already joined",
+        ),
+        Inbound::Signal { to, kind, payload } => {
+            let kind = signal_kind_in(kind);
+            if kind == SignalKind::Offer && !grants.contains(Grants::PUBLISH) {
+                return refuse(
+                    ErrorCode::Forbidden,
+                    "sending offers needs the canPublish grant",
+                );
+            }
+            let Some((outbox, target_grants)) = state.room.shared().peer(&to) else {
+                return refuse(ErrorCode::UnknownPeer, "no such peer in this room");
+            };
+            if kind == SignalKind::Offer && !target_grants.contains(Grants::SUBSCRIBE) {
+                return refuse(
+                    ErrorCode::Forbidden,
+                    "that peer may not receive offers (canSubscribe)",
+                );
+            }
+            let payload = match relay(gw, state, FrameKind::Signal(kind), Some(&to), payload).await
+            {
+                Ok(p) => p,
+                Err(h) => return h,
+            };
+            if state.room.shared().observe_signals() {
+                state
+                    .room
+                    .signal(Signal {
+                        sender: state.peer.id.clone(),
+                        to,
+                        kind,
+                        payload,
+                    })
+                    .await;
+            } else {
+                let _ = outbox.send(Delivery::Signal {
+                    from: state.sender.clone(),
+                    kind,
+                    payload: payload.into(),
+                });
+            }
+            Handled::Done
+        }
+        Inbound::Message { to, data } => {
+            if !grants.contains(Grants::PUBLISH_DATA) {
+                return refuse(
+                    ErrorCode::Forbidden,
+                    "sending messages needs the canPublishData grant",
+                );
+            }
+            let addressee = match &to {
+                Some(to) => match state.room.shared().peer(to) {
+                    Some((outbox, _)) => Some(outbox),
+                    None => return refuse(ErrorCode::UnknownPeer, "no such peer in this room"),
+                },
+                None => None,
+            };
+            let data = match relay(gw, state, FrameKind::Message, to.as_deref(), data).await {
+                Ok(d) => d,
+                Err(h) => return h,
+            };
+            if state.room.shared().observe_messages() {
+                state
+                    .room
+                    .message(RoomMessage {
+                        sender: state.peer.id.clone(),
+                        target: to.map(Target::Peer).unwrap_or(Target::Room),
+                        data,
+                    })
+                    .await;
+                return Handled::Done;
+            }
+            let delivery = Delivery::Message {
+                from: state.sender.clone(),
+                data: data.into(),
+            };
+            match addressee {
+                Some(outbox) => {
+                    let _ = outbox.send(delivery);
+                }
+                None => state.room.shared().broadcast(&delivery, &state.peer.id),
+            }
+            Handled::Done
+        }
+        Inbound::Leave => {
+            state.room.leave(&state.peer.id, LeaveReason::Left).await;
+            Handled::Left
+        }
+        Inbound::Ping { ts } => Handled::Pong(ts),
+        Inbound::Ack { seq } => {
+            if state.ack(seq) {
+                Handled::Done
+            } else {
+                refuse(ErrorCode::BadSeq, "ack is ahead of the frames sent")
+            }
+        }
+        Inbound::Stats(s) => match check_stats(&s) {
+            Ok(()) => {
+                record_stats(&s);
+                Handled::Done
+            }
+            Err(m) => refuse(ErrorCode::StatsInvalid, m),
+        },
+        Inbound::Kick { peer, reason } => {
+            if !grants.contains(Grants::ROOM_ADMIN) {
+                return refuse(ErrorCode::Forbidden, "kicking needs the roomAdmin grant");
+            }
+            if state.room.shared().peer(&peer).is_none() {
+                return refuse(ErrorCode::UnknownPeer, "no such peer in this room");
+            }
+            state.room.kick(&peer, &reason).await;
+            Handled::Done
+        }
+        Inbound::RoomMetadata { metadata } => {
+            if !grants.contains(Grants::ROOM_ADMIN) {
+                return refuse(
+                    ErrorCode::Forbidden,
+                    "setting room metadata needs the roomAdmin grant",
+                );
+            }
+            state.room.set_metadata(metadata).await;
+            Handled::Done
+        }
+    }
+}
+
+/// Aggregates a client's call-quality report.
+fn record_stats(s: &Stats) {
+    let ms = |v: Option<f64>| v.map(|v| v / 1000.0);
+    for (h, v) in [
+        (&metrics::CALL_RTT, ms(s.rtt_ms)),
+        (&metrics::CALL_JITTER, ms(s.jitter_ms)),
+        (&metrics::CALL_LOSS, s.packet_loss),
+        (&metrics::CALL_FPS, s.fps),
+        (&metrics::CALL_HEIGHT, s.height),
+        (&metrics::CALL_FREEZES, s.freeze_count),
+        (&metrics::CALL_CONCEALED, s.concealed_samples),
+    ] {
+        if let Some(v) = v {
+            h.observe(&[], v);
+        }
+    }
+}

@@ -1,0 +1,14 @@
+//! roomlet's client protocol (docs/protocol.md): the frames a client and
+//! the server exchange over `/v1/ws`, their two encodings (JSON text and
+//! MessagePack binary, one schema), and the error and close codes. No
+//! WebAssembly and no sockets here: a client library could use it as is.
+
+pub mod codec;
+pub mod codes;
+pub mod frames;
+mod servers;
+
+pub use codec::{DecodeError, Encoded, Encoding};
+pub use codes::{CloseCode, ErrorCode, ErrorText};
+pub use frames::{Inbound, ServerFrame, SignalKind, Stats, WirePeer};
+pub use servers::{IceServer, RegionLink};

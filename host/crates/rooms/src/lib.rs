@@ -1,0 +1,22 @@
+//! Rooms as actors: one task and one component instance per live room.
+//!
+//! The host owns membership; the module owns custom state. Every call into
+//! a room goes through its mailbox, so the module sees one call at a time.
+//! Signals do not: they go peer to peer through [`RoomShared`], unless the
+//! module asked to observe them.
+
+mod actor;
+mod config;
+mod delivery;
+mod handle;
+mod inbox;
+mod members;
+mod registry;
+mod table;
+
+pub use config::{RoomsConfig, RoomsSection};
+pub use delivery::{Delivery, LeaveReason};
+pub use handle::{JoinError, Joined, RoomHandle, RoomStatus};
+pub use inbox::{Gone, Inbox, Outbox, outbox};
+pub use members::RoomShared;
+pub use registry::Rooms;
