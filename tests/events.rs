@@ -202,7 +202,15 @@ fn sink(dir: &Path, max_file_bytes: u64, keep_files: usize) -> EventSink {
         keep_files,
         ..EventsConfig::default()
     };
-    EventSink::open(dir, &config, "node-t", "test", None).expect("event log opens")
+    EventSink::open(
+        dir,
+        &config,
+        "node-t",
+        "test",
+        None,
+        &roomlet::telemetry::Registry::unserved(),
+    )
+    .expect("event log opens")
 }
 
 fn room_event(i: usize) -> Event {

@@ -3,6 +3,7 @@
 
 use roomlet_tests::server::{Wire, joined, start};
 use serde_json::json;
+use std::collections::BTreeMap;
 
 fn value(text: &str, series_prefix: &str) -> f64 {
     text.lines()
@@ -64,6 +65,7 @@ async fn metrics_move_after_a_session_and_pass_promtool() {
             "unlabelled series: {line}"
         );
     }
+    served_as_committed(&text);
 
     match which("promtool") {
         Some(promtool) => {
@@ -119,21 +121,112 @@ fn metric_names(text: &str) -> std::collections::BTreeSet<String> {
     out
 }
 
+/// One metric family as tests/fixtures/metrics.txt commits it.
+struct Family {
+    kind: String,
+    labels: Vec<String>,
+    bounds: Vec<String>,
+}
+
+/// tests/fixtures/metrics.txt: every family roomlet serves.
+fn committed() -> BTreeMap<String, Family> {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/metrics.txt");
+    let text = std::fs::read_to_string(&path).expect("tests/fixtures/metrics.txt");
+    let list = |s: &str| -> Vec<String> {
+        if s == "-" {
+            Vec::new()
+        } else {
+            s.split(',').map(str::to_owned).collect()
+        }
+    };
+    text.lines()
+        .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
+        .map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            assert_eq!(f.len(), 4, "bad line in metrics.txt: {l}");
+            (
+                f[0].to_owned(),
+                Family {
+                    kind: f[1].to_owned(),
+                    labels: list(f[2]),
+                    bounds: list(f[3]),
+                },
+            )
+        })
+        .collect()
+}
+
+/// Holds a scrape to the committed list: every family served is listed
+/// with its type; every sample carries the listed labels (and region and
+/// node); every histogram has the listed bounds, then `+Inf`.
+fn served_as_committed(text: &str) {
+    let families = committed();
+    let mut bounds: BTreeMap<(String, String), Vec<String>> = BTreeMap::new();
+    for line in text.lines() {
+        if let Some(t) = line.strip_prefix("# TYPE ") {
+            let (name, kind) = t.split_once(' ').expect("a TYPE line names a type");
+            let f = families
+                .get(name)
+                .unwrap_or_else(|| panic!("{name} is served but not in fixtures/metrics.txt"));
+            assert_eq!(f.kind, kind, "{name} changed type");
+            continue;
+        }
+        if line.starts_with('#') || line.is_empty() {
+            continue;
+        }
+        let (series, _) = line.rsplit_once(' ').expect("a sample has a value");
+        let (name, labels) = series.split_once('{').unwrap_or((series, "}"));
+        let family = ["_bucket", "_sum", "_count"]
+            .iter()
+            .find_map(|s| {
+                name.strip_suffix(s)
+                    .filter(|b| families.get(*b).is_some_and(|f| f.kind == "histogram"))
+            })
+            .unwrap_or(name);
+        let f = families
+            .get(family)
+            .unwrap_or_else(|| panic!("{line}: {family} is not in fixtures/metrics.txt"));
+        let mut names = Vec::new();
+        let mut le = None;
+        for pair in labels.trim_end_matches('}').split("\",") {
+            let Some((k, v)) = pair.split_once("=\"") else {
+                continue;
+            };
+            let k = k.trim_start_matches(',');
+            match k {
+                "region" | "node" => {}
+                "le" => le = Some(v.trim_end_matches('"').to_owned()),
+                other => names.push(other.to_owned()),
+            }
+        }
+        names.sort();
+        let mut want = f.labels.clone();
+        want.sort();
+        assert_eq!(
+            names, want,
+            "{line}: labels differ from fixtures/metrics.txt"
+        );
+        if let Some(le) = le {
+            let others: String = labels.split(",le=").next().unwrap_or_default().to_owned();
+            bounds
+                .entry((family.to_owned(), others))
+                .or_default()
+                .push(le);
+        }
+    }
+    for ((family, _), got) in bounds {
+        let mut want = families[&family].bounds.clone();
+        want.push("+Inf".into());
+        assert_eq!(
+            got, want,
+            "{family}: buckets differ from fixtures/metrics.txt"
+        );
+    }
+}
+
 #[tokio::test]
 async fn dashboards_alerts_and_autoscalers_name_only_served_metrics() {
-    let s = start(|_| {}).await;
-    // One session so every histogram family has samples.
-    let (mut a, _) = joined(&s, Wire::Json, "names", "a").await;
-    a.send(json!({"type": "stats", "rttMs": 20, "jitterMs": 2, "packetLoss": 0.0, "fps": 30, "height": 720})).await;
-    a.send(json!({"type": "ping"})).await;
-    a.frame_of("pong").await;
-    let (_, text) =
-        roomlet_tests::http(s.running.internal_addr, "GET", "/metrics", None, b"").await;
-    let served: std::collections::BTreeSet<String> = text
-        .lines()
-        .filter_map(|l| l.strip_prefix("# TYPE "))
-        .filter_map(|l| l.split(' ').next().map(str::to_owned))
-        .collect();
+    let served: std::collections::BTreeSet<String> = committed().into_keys().collect();
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../edge-configs");
     for file in [
         "grafana/dashboards/roomlet.json",
@@ -152,10 +245,60 @@ async fn dashboards_alerts_and_autoscalers_name_only_served_metrics() {
                 .unwrap_or(&name);
             assert!(
                 served.contains(base),
-                "{file} uses {name}, which /metrics does not serve"
+                "{file} uses {name}, which fixtures/metrics.txt does not list as served"
             );
         }
     }
+}
+
+/// Two nodes in one process (as tests and embedders run them) count apart
+/// and label their series with their own region and node.
+#[tokio::test]
+async fn two_nodes_in_one_process_report_their_own_metrics() {
+    let a = start(|c| {
+        c.server.region = "eu-west".into();
+        c.server.node = "node-a".into();
+    })
+    .await;
+    let b = start(|c| {
+        c.server.region = "us-east".into();
+        c.server.node = "node-b".into();
+    })
+    .await;
+    let (mut x, _) = joined(&a, Wire::Json, "two", "x").await;
+    for _ in 0..3 {
+        x.send(json!({"type": "ping"})).await;
+        x.frame_of("pong").await;
+    }
+    let scrape = |s: &roomlet_tests::server::TestServer| {
+        let addr = s.running.internal_addr;
+        async move {
+            roomlet_tests::http(addr, "GET", "/metrics", None, b"")
+                .await
+                .1
+        }
+    };
+    let (ta, tb) = (scrape(&a).await, scrape(&b).await);
+    let pings = |t: &str| value(t, "roomlet_frames_in_total{");
+    assert!(
+        pings(&ta) >= 4.0,
+        "node a counted {} frames in:\n{ta}",
+        pings(&ta)
+    );
+    assert_eq!(pings(&tb), 0.0, "node b counted node a's frames:\n{tb}");
+    assert_eq!(value(&ta, "roomlet_connections{"), 1.0);
+    assert_eq!(value(&tb, "roomlet_connections{"), 0.0);
+    for (t, region, node) in [(&ta, "eu-west", "node-a"), (&tb, "us-east", "node-b")] {
+        for line in t.lines().filter(|l| !l.starts_with('#') && !l.is_empty()) {
+            assert!(
+                line.contains(&format!("region=\"{region}\""))
+                    && line.contains(&format!("node=\"{node}\"")),
+                "a series of {node} carries another node's labels: {line}"
+            );
+        }
+    }
+    served_as_committed(&ta);
+    served_as_committed(&tb);
 }
 
 #[test]

@@ -73,6 +73,8 @@ pub struct Modules {
     busy: tokio::sync::Mutex<()>,
     /// Counters.
     pub stats: ReloadStats,
+    /// `roomlet_module_reloads_total`.
+    reloads: roomlet_telemetry::IntCounterVec,
 }
 
 impl Modules {
@@ -83,6 +85,7 @@ impl Modules {
         api_keys: Arc<ApiKeys>,
         kv: Arc<KvStore>,
         gateway: Arc<Gateway>,
+        registry: &roomlet_telemetry::Registry,
     ) -> Self {
         let now = roomlet_runtime::clock::unix_secs();
         let history = Function::ALL
@@ -117,6 +120,11 @@ impl Modules {
             history: parking_lot::Mutex::new(history),
             busy: tokio::sync::Mutex::new(()),
             stats: ReloadStats::default(),
+            reloads: registry.counter_vec(
+                "roomlet_module_reloads_total",
+                "Component reloads, by function and result.",
+                &["function", "result"],
+            ),
         }
     }
 
@@ -171,12 +179,16 @@ impl Modules {
     fn count(&self, function: Function, r: &Result<ModuleVersion, ReloadError>) {
         match r {
             Ok(v) => {
-                roomlet_telemetry::RELOADS.inc(&[function.name(), "applied"]);
+                self.reloads
+                    .with_label_values(&[function.name(), "applied"])
+                    .inc();
                 self.stats.applied.fetch_add(1, Ordering::Relaxed);
                 tracing::info!(%function, module_version = %v.version, origin = %v.origin, "module reloaded");
             }
             Err(e) => {
-                roomlet_telemetry::RELOADS.inc(&[function.name(), "refused"]);
+                self.reloads
+                    .with_label_values(&[function.name(), "refused"])
+                    .inc();
                 self.stats.refused.fetch_add(1, Ordering::Relaxed);
                 tracing::warn!(%function, error = %e, "module reload refused; the old version keeps serving");
             }

@@ -19,12 +19,17 @@ use roomlet_bus::edge::Edge;
 use roomlet_bus::home::Home;
 use roomlet_bus::topology::Nats;
 use roomlet_gateway::ClientInfo;
-use roomlet_gateway::{Encoding, Gateway, Local, Topology};
+use roomlet_gateway::{
+    Encoding, Gateway, GatewayMetrics, Local, Settings as GatewaySettings, Topology,
+};
+use roomlet_rooms::RoomsMetrics;
 use roomlet_rooms::{Rooms, RoomsConfig};
+use roomlet_runtime::RuntimeMetrics;
 use roomlet_runtime::engine::{self, EngineSettings};
 use roomlet_runtime::kv::{KvLimits, KvStore, KvStoreError};
 use roomlet_runtime::secrets::{ApiKeys, Secret, SecretError};
 use roomlet_runtime::{Function, LoadError, Loader};
+use roomlet_telemetry::Registry;
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -134,6 +139,8 @@ pub struct Running {
     pub events: roomlet_events::EventSink,
     /// The webhook sender, when URLs are configured.
     pub webhooks: Option<Arc<crate::webhooks::Webhooks>>,
+    /// This node's metrics, as `/metrics` serves them.
+    pub metrics: Registry,
     kv: Arc<KvStore>,
     shutdown: watch::Sender<bool>,
     bus: Option<Arc<Bus>>,
@@ -198,6 +205,7 @@ impl Drop for Running {
 
 struct Http {
     gateway: Arc<Gateway>,
+    registry: Registry,
     admin: crate::admin::Admin,
     dev_keys: Option<Arc<ApiKeys>>,
     public_url: Option<String>,
@@ -212,7 +220,8 @@ pub async fn start(config: Config, secrets: Secrets) -> Result<Running, ServerEr
     let functions = config.functions()?;
     let runs = |f: Function| functions.contains(&f);
     let dev = config.server.dev;
-    roomlet_telemetry::set_identity(&config.server.region, &config.node_name());
+    let node = config.node_name();
+    let registry = Registry::new(&config.server.region, &node);
     let api_keys = if !secrets.api_keys.is_empty() {
         secrets.api_keys.clone()
     } else if !runs(Function::Auth) {
@@ -237,13 +246,14 @@ pub async fn start(config: Config, secrets: Secrets) -> Result<Running, ServerEr
         KvLimits::default(),
     )?);
     // After kv: its lock keeps a second node off this data directory.
-    let webhooks = crate::webhooks::Webhooks::start(&config.webhooks, &api_keys)?;
+    let webhooks = crate::webhooks::Webhooks::start(&config.webhooks, &api_keys, &registry)?;
     let events = roomlet_events::EventSink::open(
         &roomlet_events::dir_in(data_dir),
         &config.events,
-        &config.node_name(),
+        &node,
         &config.server.region,
         webhooks.as_ref().map(|w| w.listener()),
+        &registry,
     )?;
     let specs: std::collections::HashMap<Function, roomlet_runtime::FunctionSpec> = Function::ALL
         .iter()
@@ -262,7 +272,8 @@ pub async fn start(config: Config, secrets: Secrets) -> Result<Running, ServerEr
         max_memory,
     })
     .map_err(|e| ServerError::Engine(format!("{e:#}")))?;
-    let loader = Loader::new(engine, Some(data_dir.join("cache")));
+    let loader = Loader::new(engine, Some(data_dir.join("cache")))
+        .with_metrics(Arc::new(RuntimeMetrics::new(&registry)));
     let component_err = |function| move |source| ServerError::Component { function, source };
     let auth = loader
         .auth(&config.function_spec(Function::Auth), api_keys.clone())
@@ -284,6 +295,7 @@ pub async fn start(config: Config, secrets: Secrets) -> Result<Running, ServerEr
             trap_limit: r.trap_limit,
             trap_window: Duration::from_millis(r.trap_window_ms),
             events: events.clone(),
+            metrics: RoomsMetrics::new(&registry),
             ..RoomsConfig::default()
         },
     );
@@ -301,8 +313,9 @@ pub async fn start(config: Config, secrets: Secrets) -> Result<Running, ServerEr
             Bus::connect(
                 &config.nats,
                 &secrets.nats,
-                &config.node_name(),
+                &node,
                 &config.server.region,
+                &registry,
             )
             .await?,
         ),
@@ -328,14 +341,17 @@ pub async fn start(config: Config, secrets: Secrets) -> Result<Running, ServerEr
     let gateway = Arc::new(Gateway::new(
         topology,
         rooms.clone(),
-        Arc::new(auth),
-        Arc::new(relay),
-        config.limits.clone(),
-        config.server.region.clone(),
-        config.regions.clone(),
-        config.ice_servers.clone(),
-        turn,
+        (Arc::new(auth), Arc::new(relay)),
+        GatewaySettings {
+            limits: config.limits.clone(),
+            region: config.server.region.clone(),
+            regions: config.regions.clone(),
+            ice_servers: config.ice_servers.clone(),
+            turn,
+        },
+        Arc::new(GatewayMetrics::new(&registry)),
     ));
+    sample_node(&registry, &gateway);
     let node_info = NodeInfo {
         region: config.server.region.clone(),
         functions: functions.iter().map(|f| f.to_string()).collect(),
@@ -379,6 +395,7 @@ pub async fn start(config: Config, secrets: Secrets) -> Result<Running, ServerEr
         api_keys.clone(),
         kv.clone(),
         gateway.clone(),
+        &registry,
     ));
     if dev {
         modules.watch_files();
@@ -386,6 +403,7 @@ pub async fn start(config: Config, secrets: Secrets) -> Result<Running, ServerEr
     let frame_cap = config.limits.max_frame_bytes.saturating_mul(4);
     let http = Arc::new(Http {
         gateway: gateway.clone(),
+        registry: registry.clone(),
         admin: crate::admin::Admin {
             gateway: gateway.clone(),
             modules: modules.clone(),
@@ -431,6 +449,7 @@ pub async fn start(config: Config, secrets: Secrets) -> Result<Running, ServerEr
         modules,
         events,
         webhooks,
+        metrics: registry,
         kv,
         shutdown,
         bus,
@@ -543,14 +562,38 @@ fn ready(http: &Http) -> Response<Full<Bytes>> {
 }
 
 fn metrics(http: &Http) -> Response<Full<Bytes>> {
-    let g = &http.gateway;
-    let body = roomlet_telemetry::render(&roomlet_telemetry::Sampled {
-        connections: g.connections(),
-        rooms: g.rooms.len(),
-        draining: g.is_draining(),
-        bus_ready: g.topology().bus_ready(),
+    with_type_owned(
+        http.registry.render(),
+        "text/plain; version=0.0.4; charset=utf-8",
+    )
+}
+
+/// The node's figures read at each scrape rather than tracked.
+fn sample_node(registry: &Registry, gateway: &Arc<Gateway>) {
+    let g = gateway.clone();
+    registry.sampled_gauge(
+        "roomlet_connections",
+        "Open WebSocket connections.",
+        move || g.connections() as f64,
+    );
+    let g = gateway.clone();
+    registry.sampled_gauge(
+        "roomlet_rooms",
+        "Rooms on this node (live and hibernated).",
+        move || g.rooms.len() as f64,
+    );
+    let g = gateway.clone();
+    registry.sampled_gauge("roomlet_draining", "1 while the node drains.", move || {
+        f64::from(u8::from(g.is_draining()))
     });
-    with_type_owned(body, "text/plain; version=0.0.4; charset=utf-8")
+    if gateway.topology().bus_ready().is_some() {
+        let g = gateway.clone();
+        registry.sampled_gauge(
+            "roomlet_bus_ready",
+            "1 while the NATS bus is connected and this node's lease is valid.",
+            move || f64::from(u8::from(g.topology().bus_ready().unwrap_or(false))),
+        );
+    }
 }
 
 fn with_type_owned(body: String, content_type: &'static str) -> Response<Full<Bytes>> {

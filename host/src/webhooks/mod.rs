@@ -20,7 +20,6 @@ use client::Target;
 use rand::Rng;
 use roomlet_events::{Event, EventKind, Listener};
 use roomlet_runtime::secrets::{ApiKeys, Secret};
-use roomlet_telemetry as metrics;
 use serde::{Deserialize, Serialize};
 use sha2::Digest as _;
 use std::sync::Arc;
@@ -98,12 +97,15 @@ pub struct WebhookStats {
     pub retries: u64,
 }
 
-#[derive(Default)]
+/// This node's delivery counts, kept twice: for [`Webhooks::stats`] and,
+/// labelled with the node, for `/metrics`.
 struct Counts {
     delivered: AtomicU64,
     failed: AtomicU64,
     dropped: AtomicU64,
     retries: AtomicU64,
+    results: roomlet_telemetry::IntCounterVec,
+    retried: roomlet_telemetry::IntCounter,
 }
 
 struct Policy {
@@ -193,6 +195,7 @@ impl Webhooks {
     pub fn start(
         config: &WebhooksConfig,
         keys: &ApiKeys,
+        registry: &roomlet_telemetry::Registry,
     ) -> Result<Option<Arc<Self>>, WebhookError> {
         if config.urls.is_empty() {
             return Ok(None);
@@ -230,7 +233,21 @@ impl Webhooks {
             key,
             secret,
         });
-        let counts = Arc::new(Counts::default());
+        let counts = Arc::new(Counts {
+            results: registry.counter_vec(
+                "roomlet_webhooks_total",
+                "Webhook notifications by result: delivered, failed (attempts exhausted), dropped (queue full).",
+                &["result"],
+            ),
+            retried: registry.counter(
+                "roomlet_webhook_retries_total",
+                "Webhook delivery attempts that failed and were retried.",
+            ),
+            delivered: Default::default(),
+            failed: Default::default(),
+            dropped: Default::default(),
+            retries: Default::default(),
+        });
         let queues = targets
             .into_iter()
             .map(|target| {
@@ -272,7 +289,7 @@ impl Webhooks {
         };
         for (receiver, tx) in &self.queues {
             if tx.try_send(body.clone()).is_err() {
-                metrics::WEBHOOKS.inc(&["dropped"]);
+                self.counts.results.with_label_values(&["dropped"]).inc();
                 let dropped = self.counts.dropped.fetch_add(1, Ordering::Relaxed) + 1;
                 // Not once per drop: an outage would flood the log.
                 if dropped.is_power_of_two() {
@@ -342,7 +359,7 @@ async fn deliver(
                     .unwrap_or_else(|_| Err("timed out".into()));
             let error = match outcome {
                 Ok(status) if status.is_success() => {
-                    metrics::WEBHOOKS.inc(&["delivered"]);
+                    counts.results.with_label_values(&["delivered"]).inc();
                     counts.delivered.fetch_add(1, Ordering::Relaxed);
                     break;
                 }
@@ -350,12 +367,12 @@ async fn deliver(
                 Err(e) => e,
             };
             if attempt >= policy.max_attempts {
-                metrics::WEBHOOKS.inc(&["failed"]);
+                counts.results.with_label_values(&["failed"]).inc();
                 counts.failed.fetch_add(1, Ordering::Relaxed);
                 tracing::warn!(%receiver, attempts = attempt, %error, "webhook not delivered; giving up on it");
                 break;
             }
-            metrics::WEBHOOK_RETRIES.inc(&[]);
+            counts.retried.inc();
             counts.retries.fetch_add(1, Ordering::Relaxed);
             tracing::debug!(%receiver, attempt, %error, "webhook attempt failed; retrying");
             tokio::time::sleep(backoff(&policy, attempt)).await;

@@ -34,7 +34,11 @@ pub async fn serve(bus: Arc<Bus>, auth: CurrentAuth) -> Result<(), super::BusErr
             let bus = bus.clone();
             let auth = auth();
             tokio::spawn(async move {
-                let answer = match wire::decode::<WireAuthRequest>("auth", &msg.payload) {
+                let answer = match wire::decode::<WireAuthRequest>(
+                    &bus.metrics.malformed,
+                    "auth",
+                    &msg.payload,
+                ) {
                     Some(req) => {
                         let req: AuthRequest = req.into();
                         match auth.authenticate(&req).await {
@@ -66,8 +70,10 @@ pub async fn authenticate(
         .request(bus.subject("auth", None), body)
         .await
         .map_err(|e| AuthUnavailable::NoAnswer(e.to_string()))?;
-    roomlet_telemetry::BUS_SECONDS.observe(&[], started.elapsed().as_secs_f64());
-    wire::decode::<WireAuthReply>("auth-reply", &msg.payload)
+    bus.metrics
+        .request_seconds
+        .observe(started.elapsed().as_secs_f64());
+    wire::decode::<WireAuthReply>(&bus.metrics.malformed, "auth-reply", &msg.payload)
         .and_then(WireAuthReply::into_result)
         .ok_or_else(|| AuthUnavailable::Failed("the auth node failed".into()))
 }

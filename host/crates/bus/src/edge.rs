@@ -103,7 +103,9 @@ impl Edge {
         let e = edge.clone();
         tokio::spawn(async move {
             while let Some(msg) = sub.next().await {
-                if let Some(m) = wire::decode::<ToGateway>("gw", &msg.payload) {
+                if let Some(m) =
+                    wire::decode::<ToGateway>(&e.bus.metrics.malformed, "gw", &msg.payload)
+                {
                     e.deliver(m);
                 }
             }
@@ -193,7 +195,10 @@ impl Edge {
                     observe_signals,
                     observe_messages,
                 } => {
-                    roomlet_telemetry::BUS_SECONDS.observe(&[], started.elapsed().as_secs_f64());
+                    self.bus
+                        .metrics
+                        .request_seconds
+                        .observe(started.elapsed().as_secs_f64());
                     p.shared.set_observe(observe_signals, observe_messages);
                     let route = Route { node: target, rev };
                     if p.route.borrow().as_ref() != Some(&route) {
@@ -232,7 +237,7 @@ impl Edge {
             .request(self.bus.subject("join", Some(node)), wire::encode(req))
             .await
             .map_err(|e| unavailable(&format!("the room's home did not answer: {e}")))?;
-        wire::decode::<JoinReply>("join-reply", &msg.payload)
+        wire::decode::<JoinReply>(&self.bus.metrics.malformed, "join-reply", &msg.payload)
             .ok_or_else(|| unavailable("malformed answer from the room's home"))
     }
 
@@ -566,7 +571,11 @@ impl Edge {
                 match edge.rejoin_all(&proxy, &old).await {
                     Ok(route) => {
                         tracing::info!(room = %proxy.room, home = %route.node, rev = route.rev, "room re-homed");
-                        roomlet_telemetry::REHOMES.inc(&["gateway", "ok"]);
+                        edge.bus
+                            .metrics
+                            .rehomes
+                            .with_label_values(&["gateway", "ok"])
+                            .inc();
                         let _ = proxy.route.send(Some(route));
                         if let Some(found) = died {
                             // It stopped renewing its lease at most a TTL
@@ -581,7 +590,11 @@ impl Edge {
                 tokio::time::sleep(Duration::from_millis(200)).await;
             }
             tracing::warn!(room = %proxy.room, "re-homing failed; closing the room's sessions");
-            roomlet_telemetry::REHOMES.inc(&["gateway", "failed"]);
+            edge.bus
+                .metrics
+                .rehomes
+                .with_label_values(&["gateway", "failed"])
+                .inc();
             let peers: Vec<Outbox> = proxy
                 .local
                 .lock()

@@ -120,8 +120,9 @@ impl Home {
             bus.kv.clone(),
             bus.client().clone(),
             bus.request_timeout(),
+            bus.metrics.malformed.clone(),
         ));
-        local_kv.set_replica(replica.clone());
+        local_kv.set_replica(replica.clone(), bus.metrics.kv_unreplicated.clone());
         let home = Arc::new(Self {
             bus: bus.clone(),
             rooms,
@@ -141,7 +142,11 @@ impl Home {
                     let Some(reply_to) = msg.reply.clone() else {
                         return;
                     };
-                    let reply = match wire::decode::<JoinRequest>("join", &msg.payload) {
+                    let reply = match wire::decode::<JoinRequest>(
+                        &h.bus.metrics.malformed,
+                        "join",
+                        &msg.payload,
+                    ) {
                         Some(req) => h.join_remote(req).await,
                         None => refused(ErrorCode::BadFrame, "malformed join on the bus"),
                     };
@@ -153,7 +158,9 @@ impl Home {
         tokio::spawn(async move {
             // One task: frames from one gateway keep their order.
             while let Some(msg) = frames.next().await {
-                if let Some(m) = wire::decode::<ToHome>("home", &msg.payload) {
+                if let Some(m) =
+                    wire::decode::<ToHome>(&h.bus.metrics.malformed, "home", &msg.payload)
+                {
                     h.frame(m).await;
                 }
             }
@@ -378,7 +385,11 @@ impl Home {
                         });
                     }
                     tracing::info!(room = %req.room, old_home = %entry.node, "taking over a room whose home is gone");
-                    roomlet_telemetry::REHOMES.inc(&["home", "ok"]);
+                    self.bus
+                        .metrics
+                        .rehomes
+                        .with_label_values(&["home", "ok"])
+                        .inc();
                     dir.replace(&req.room, &me, r).await
                 }
             };
@@ -477,7 +488,7 @@ impl Home {
 
     async fn frame(&self, m: ToHome) {
         let Some(handle) = self.holds(&m.room, m.rev) else {
-            roomlet_telemetry::FENCED.inc(&[]);
+            self.bus.metrics.fenced.inc();
             // The sender is told its frame was not delivered.
             let sender = match &m.op {
                 HomeOp::Leave { .. } => String::new(),
@@ -637,7 +648,11 @@ impl Home {
                 g != gw
             });
         }
-        roomlet_telemetry::ORPHANED.add(&[cause.label()], gone.len() as u64);
+        self.bus
+            .metrics
+            .orphaned
+            .with_label_values(&[cause.label()])
+            .inc_by(gone.len() as u64);
         for (handle, peer) in gone {
             tracing::info!(room = %handle.name(), %peer, gateway = %gw, cause = cause.label(), "the peer's gateway is gone; it leaves the room");
             handle

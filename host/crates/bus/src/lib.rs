@@ -18,6 +18,7 @@ pub mod config;
 pub mod directory;
 pub mod edge;
 pub mod home;
+mod metrics;
 pub mod store;
 pub mod topology;
 pub mod wire;
@@ -26,6 +27,7 @@ use crate::config::NatsSection;
 use async_nats::jetstream;
 use directory::Directory;
 use futures_util::StreamExt;
+pub use metrics::BusMetrics;
 use roomlet_runtime::secrets::{Secret, SecretError};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -147,6 +149,8 @@ pub struct Bus {
     lease_epoch: AtomicU64,
     /// Set when the node starts handing its rooms off.
     draining: std::sync::atomic::AtomicBool,
+    /// What the bus counts.
+    pub metrics: BusMetrics,
 }
 
 impl std::fmt::Debug for Bus {
@@ -180,6 +184,7 @@ impl Bus {
         creds: &NatsCredentials,
         node: &str,
         region: &str,
+        registry: &roomlet_telemetry::Registry,
     ) -> Result<Arc<Self>, BusError> {
         let url = settings.url.clone().unwrap_or_default();
         let connect_err = |message: String| BusError::Connect {
@@ -263,6 +268,7 @@ impl Bus {
             lease_until_ms: AtomicU64::new(0),
             lease_epoch: AtomicU64::new(0),
             draining: std::sync::atomic::AtomicBool::new(false),
+            metrics: BusMetrics::new(registry),
         });
         bus.claim_name().await?;
         Ok(bus)
@@ -385,7 +391,8 @@ impl Bus {
             tokio::time::timeout(REAP_WAIT, self.client.request(subject, wire::encode(reap))).await;
         match asked {
             Ok(Ok(m)) => {
-                wire::decode::<wire::Reaped>("reaped", &m.payload).is_some_and(|r| r.ended)
+                wire::decode::<wire::Reaped>(&self.metrics.malformed, "reaped", &m.payload)
+                    .is_some_and(|r| r.ended)
             }
             Ok(Err(e)) => {
                 tracing::debug!(error = %e, gateway = %node, "asking a gateway to end a dropped session failed");
@@ -409,12 +416,13 @@ impl Bus {
             .subscribe(self.subject("reap", Some(&self.node)))
             .await?;
         let client = self.client.clone();
+        let malformed = self.metrics.malformed.clone();
         tokio::spawn(async move {
             while let Some(msg) = sub.next().await {
                 let Some(reply) = msg.reply else {
                     continue;
                 };
-                let ended = match wire::decode::<wire::Reap>("reap", &msg.payload) {
+                let ended = match wire::decode::<wire::Reap>(&malformed, "reap", &msg.payload) {
                     Some(reap) => on(reap).await,
                     None => false,
                 };
@@ -440,9 +448,10 @@ impl Bus {
         Fut: std::future::Future<Output = ()> + Send,
     {
         let mut sub = self.subscribe(self.subject(kind, node)).await?;
+        let malformed = self.metrics.malformed.clone();
         tokio::spawn(async move {
             while let Some(msg) = sub.next().await {
-                if let Some(fut) = wire::decode::<T>(kind, &msg.payload).and_then(&on) {
+                if let Some(fut) = wire::decode::<T>(&malformed, kind, &msg.payload).and_then(&on) {
                     fut.await;
                 }
             }

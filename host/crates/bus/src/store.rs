@@ -30,16 +30,24 @@ pub struct JetStreamKv {
     client: async_nats::Client,
     runtime: tokio::runtime::Handle,
     timeout: Duration,
+    /// `roomlet_bus_malformed_total`: a snapshot that does not decode.
+    malformed: roomlet_telemetry::IntCounterVec,
 }
 
 impl JetStreamKv {
     /// Over `store`, running its futures on the current runtime.
-    pub fn new(store: Store, client: async_nats::Client, timeout: Duration) -> Self {
+    pub fn new(
+        store: Store,
+        client: async_nats::Client,
+        timeout: Duration,
+        malformed: roomlet_telemetry::IntCounterVec,
+    ) -> Self {
         Self {
             store,
             client,
             runtime: tokio::runtime::Handle::current(),
             timeout,
+            malformed,
         }
     }
 
@@ -110,7 +118,7 @@ impl JetStreamKv {
             return Ok(None);
         };
         self.store.purge(&key).await.map_err(|e| e.to_string())?;
-        Ok(super::wire::decode("snapshot", &body))
+        Ok(super::wire::decode(&self.malformed, "snapshot", &body))
     }
 }
 

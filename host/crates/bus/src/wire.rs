@@ -11,6 +11,7 @@ use roomlet_protocol::ErrorText;
 use roomlet_rooms::{Delivery, LeaveReason};
 use roomlet_runtime::bindings::authenticator::{AuthError, AuthRequest};
 use roomlet_runtime::bindings::types::{Grants, Identity, Peer, SignalKind};
+use roomlet_telemetry::IntCounterVec;
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 
@@ -24,10 +25,14 @@ pub fn encode<T: Serialize>(v: &T) -> bytes::Bytes {
 /// ...); `None` when malformed, counted in `roomlet_bus_malformed_total`
 /// and logged. The decoder's own message stays out of the log: serde
 /// quotes the offending value, which in an auth request is the token.
-pub fn decode<'a, T: Deserialize<'a>>(subject: &'static str, b: &'a [u8]) -> Option<T> {
+pub fn decode<'a, T: Deserialize<'a>>(
+    malformed: &IntCounterVec,
+    subject: &'static str,
+    b: &'a [u8],
+) -> Option<T> {
     let v = rmp_serde::from_slice(b).ok();
     if v.is_none() {
-        roomlet_telemetry::BUS_MALFORMED.inc(&[subject]);
+        malformed.with_label_values(&[subject]).inc();
         tracing::warn!(
             subject,
             bytes = b.len(),
@@ -542,12 +547,16 @@ pub struct HandOff {
 mod tests {
     use super::*;
 
+    fn malformed() -> IntCounterVec {
+        roomlet_telemetry::Registry::unserved().counter_vec("t_total", "test", &["subject"])
+    }
+
     /// A hand-off written before it carried the settings still restores
     /// the room's memory; the settings are then unknown, not `false`.
     #[test]
     fn an_older_hand_off_decodes_without_settings() {
         let old = rmp_serde::to_vec(&("v1", &[1u8, 2, 3][..])).expect("encodes");
-        let h: HandOff = decode("snapshot", &old).expect("decodes");
+        let h: HandOff = decode(&malformed(), "snapshot", &old).expect("decodes");
         assert_eq!(
             (h.version.as_str(), h.state.as_slice()),
             ("v1", &[1, 2, 3][..])
@@ -558,7 +567,7 @@ mod tests {
             ..h
         })
         .expect("encodes");
-        let h: HandOff = decode("snapshot", &new).expect("decodes");
+        let h: HandOff = decode(&malformed(), "snapshot", &new).expect("decodes");
         assert_eq!(h.observe, Some((false, true)));
     }
 }

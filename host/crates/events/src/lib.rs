@@ -12,6 +12,7 @@
 //! Events that reached the disk are then handed to an optional listener
 //! (the webhooks), so nothing is announced that the log does not hold.
 
+mod metrics;
 mod reader;
 mod segments;
 mod writer;
@@ -236,6 +237,7 @@ struct SinkInner {
     region: String,
     dir: PathBuf,
     queue: usize,
+    overloaded: roomlet_telemetry::IntCounter,
 }
 
 impl std::fmt::Debug for EventSink {
@@ -261,13 +263,16 @@ impl EventSink {
         node: &str,
         region: &str,
         listener: Option<Listener>,
+        registry: &roomlet_telemetry::Registry,
     ) -> Result<Self, EventLogError> {
         config.validate()?;
         let writer = writer::Writer::open(dir, config)?;
+        let metrics = metrics::EventsMetrics::new(registry);
+        let overloaded = metrics.errors.with_label_values(&["overloaded"]);
         let (tx, rx) = std::sync::mpsc::sync_channel(config.queue);
         std::thread::Builder::new()
             .name("roomlet-events".into())
-            .spawn(move || writer.run(rx, listener))
+            .spawn(move || writer.run(rx, listener, metrics))
             .map_err(|e| EventLogError::Io {
                 dir: dir.display().to_string(),
                 message: format!("starting the writer thread: {e}"),
@@ -279,6 +284,7 @@ impl EventSink {
                 region: region.to_owned(),
                 dir: dir.to_owned(),
                 queue: config.queue,
+                overloaded,
             })),
         })
     }
@@ -296,7 +302,7 @@ impl EventSink {
         match inner.tx.try_send(Msg::Record(Box::new(event), Some(done))) {
             Ok(()) => Receipt(ReceiptInner::Pending(rx)),
             Err(TrySendError::Full(_)) => {
-                roomlet_telemetry::EVENT_LOG_ERRORS.inc(&["overloaded"]);
+                inner.overloaded.inc();
                 Receipt::ready(Err(EventLogError::Overloaded(inner.queue)))
             }
             Err(TrySendError::Disconnected(_)) => Receipt::ready(Err(EventLogError::Closed)),

@@ -2,7 +2,7 @@
 
 use super::segments::{segment_name, segments};
 use super::{Event, EventLogError, EventsConfig, Listener, Msg};
-use roomlet_telemetry as metrics;
+use crate::metrics::EventsMetrics;
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
@@ -76,7 +76,12 @@ impl Writer {
 
     /// Until every sink is gone: take what is queued, write it, sync once,
     /// answer the waiters, tell the listener.
-    pub(super) fn run(mut self, rx: Receiver<Msg>, mut listener: Option<Listener>) {
+    pub(super) fn run(
+        mut self,
+        rx: Receiver<Msg>,
+        mut listener: Option<Listener>,
+        metrics: EventsMetrics,
+    ) {
         let mut events: Vec<Event> = Vec::new();
         let mut waiters: Vec<oneshot::Sender<Result<(), EventLogError>>> = Vec::new();
         let mut barriers: Vec<oneshot::Sender<()>> = Vec::new();
@@ -96,10 +101,12 @@ impl Writer {
             }
             let started = Instant::now();
             let result = self.write(&events);
-            metrics::EVENT_LOG_SYNC_SECONDS.observe(&[], started.elapsed().as_secs_f64());
+            metrics
+                .sync_seconds
+                .observe(started.elapsed().as_secs_f64());
             match &result {
                 Ok(()) => {
-                    metrics::EVENTS_WRITTEN.add(&[], events.len() as u64);
+                    metrics.written.inc_by(events.len() as u64);
                     if let Some(l) = listener.as_mut() {
                         for e in &events {
                             l(e);
@@ -107,7 +114,7 @@ impl Writer {
                     }
                 }
                 Err(e) => {
-                    metrics::EVENT_LOG_ERRORS.inc(&["io"]);
+                    metrics.errors.with_label_values(&["io"]).inc();
                     tracing::error!(error = %e, events = events.len(), "event log write failed");
                 }
             }

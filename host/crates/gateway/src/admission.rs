@@ -10,7 +10,6 @@ use roomlet_protocol::{CloseCode, Encoding, ErrorCode, Inbound, ServerFrame};
 use roomlet_rooms::{JoinError, LeaveReason};
 use roomlet_runtime::bindings::authenticator::{AuthError, AuthRequest};
 use roomlet_runtime::bindings::types::{Grants, Peer};
-use roomlet_telemetry as metrics;
 use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Duration;
@@ -141,7 +140,9 @@ async fn join(
     let started = std::time::Instant::now();
     let r = join_inner(gw, room, token, client, encoding).await;
     if r.is_ok() {
-        metrics::JOIN_SECONDS.observe(&[], started.elapsed().as_secs_f64());
+        gw.metrics
+            .join_seconds
+            .observe(started.elapsed().as_secs_f64());
     }
     r
 }
@@ -179,7 +180,10 @@ async fn join_inner(
         Ok(Err(e)) => {
             tracing::debug!(reason = ?e, "token refused");
             let refusal = auth_error(&e);
-            metrics::AUTH_FAILURES.inc(&[refusal.code.as_str()]);
+            gw.metrics
+                .auth_failures
+                .with_label_values(&[refusal.code.as_str()])
+                .inc();
             return Err(refusal);
         }
         Err(AuthUnavailable::NoAnswer(e)) => {
@@ -285,7 +289,10 @@ pub(crate) async fn resume(
     encoding: Encoding,
 ) -> Result<PeerState, Refusal> {
     let r = resume_inner(gw, token, last_seq, encoding).await;
-    metrics::RESUMES.inc(&[if r.is_ok() { "ok" } else { "failed" }]);
+    gw.metrics
+        .resumes
+        .with_label_values(&[if r.is_ok() { "ok" } else { "failed" }])
+        .inc();
     r
 }
 

@@ -2,11 +2,12 @@
 //! limits, and writing server frames, numbered or not.
 
 use crate::guard::{MAX_BAD_STREAK, Rate, RateLimit};
+use crate::metrics::GatewayMetrics;
 use crate::resume::PeerState;
 use futures_util::{SinkExt, StreamExt};
 use roomlet_protocol::codec::{self, DecodeError, Encoded, Encoding};
 use roomlet_protocol::{CloseCode, ErrorCode, ErrorText, Inbound, ServerFrame};
-use roomlet_telemetry as metrics;
+use std::sync::Arc;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::time::Instant;
 use tokio_tungstenite::WebSocketStream;
@@ -75,6 +76,7 @@ pub(crate) struct Conn<S> {
     pub bad_streak: u32,
     pub last_heard: Instant,
     pub max_frame: usize,
+    pub metrics: Arc<GatewayMetrics>,
 }
 
 /// An encoded frame as the WebSocket message that carries it.
@@ -85,18 +87,10 @@ pub(crate) fn message(encoded: Encoded) -> Message {
     }
 }
 
-/// Counts a frame on its way out.
-fn count_out(frame: &ServerFrame) {
-    metrics::FRAMES_OUT.inc(&[frame.type_name()]);
-    if let ServerFrame::Error { code, .. } = frame {
-        metrics::ERRORS.inc(&[code.as_str()]);
-    }
-}
-
 impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
     /// Sends a frame outside the numbered stream (no `seq`), flushed.
     pub async fn send(&mut self, frame: &ServerFrame) -> bool {
-        count_out(frame);
+        self.metrics.sent(frame);
         self.ws
             .send(message(codec::encode(self.encoding, None, frame)))
             .await
@@ -105,7 +99,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
 
     /// Queues a frame outside the numbered stream (no `seq`).
     pub async fn feed(&mut self, frame: &ServerFrame) -> bool {
-        count_out(frame);
+        self.metrics.sent(frame);
         self.ws
             .feed(message(codec::encode(self.encoding, None, frame)))
             .await
@@ -120,7 +114,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
         frame: &ServerFrame,
         keep: usize,
     ) -> bool {
-        count_out(frame);
+        self.metrics.sent(frame);
         let message = state.number(frame, keep);
         self.ws.feed(message).await.is_ok()
     }
@@ -188,7 +182,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
             };
             return match decoded {
                 Ok(f) => {
-                    metrics::FRAMES_IN.inc(&[f.type_name()]);
+                    self.metrics.frames_in.inc(f.type_index());
                     self.bad_streak = 0;
                     Incoming::Frame(f)
                 }

@@ -6,11 +6,10 @@ use crate::conn::Refusal;
 use crate::guard::check_stats;
 use crate::resume::PeerState;
 use crate::wire::signal_kind_in;
-use roomlet_protocol::{ErrorCode, ErrorText, Inbound, Stats};
+use roomlet_protocol::{ErrorCode, ErrorText, Inbound};
 use roomlet_rooms::{Delivery, LeaveReason};
 use roomlet_runtime::bindings::relay_policy::{Frame, FrameKind, Verdict};
 use roomlet_runtime::bindings::types::{Grants, RoomMessage, Signal, SignalKind, Target};
-use roomlet_telemetry as metrics;
 
 /// What handling a client frame asks of the session.
 pub(crate) enum Handled {
@@ -156,7 +155,7 @@ pub(crate) async fn handle(gw: &Gateway, state: &mut PeerState, frame: Inbound) 
         }
         Inbound::Stats(s) => match check_stats(&s) {
             Ok(()) => {
-                record_stats(&s);
+                gw.metrics.call_quality(&s);
                 Handled::Done
             }
             Err(m) => refuse(ErrorCode::StatsInvalid, m),
@@ -180,24 +179,6 @@ pub(crate) async fn handle(gw: &Gateway, state: &mut PeerState, frame: Inbound) 
             }
             state.room.set_metadata(metadata).await;
             Handled::Done
-        }
-    }
-}
-
-/// Aggregates a client's call-quality report.
-fn record_stats(s: &Stats) {
-    let ms = |v: Option<f64>| v.map(|v| v / 1000.0);
-    for (h, v) in [
-        (&metrics::CALL_RTT, ms(s.rtt_ms)),
-        (&metrics::CALL_JITTER, ms(s.jitter_ms)),
-        (&metrics::CALL_LOSS, s.packet_loss),
-        (&metrics::CALL_FPS, s.fps),
-        (&metrics::CALL_HEIGHT, s.height),
-        (&metrics::CALL_FREEZES, s.freeze_count),
-        (&metrics::CALL_CONCEALED, s.concealed_samples),
-    ] {
-        if let Some(v) = v {
-            h.observe(&[], v);
         }
     }
 }

@@ -10,12 +10,14 @@ mod conn;
 mod deliver;
 mod guard;
 mod inbound;
+mod metrics;
 mod resume;
 mod session;
 pub mod topology;
 pub mod turn;
 mod wire;
 
+pub use metrics::GatewayMetrics;
 pub use roomlet_protocol::Encoding;
 pub use session::{ClientInfo, serve};
 pub use topology::{AuthUnavailable, Local, RemoteRoom, RoomLink, RoomOp, Topology};
@@ -30,6 +32,21 @@ use roomlet_runtime::secrets::Secret;
 use roomlet_runtime::{AuthFunction, RelayFunction};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+
+/// What a gateway tells and allows its clients.
+#[derive(Debug, Clone, Default)]
+pub struct Settings {
+    /// Client limits.
+    pub limits: LimitsSection,
+    /// This node's region.
+    pub region: String,
+    /// Nearby regions for `joined`.
+    pub regions: Vec<RegionLink>,
+    /// Static ICE servers for `joined`.
+    pub ice_servers: Vec<IceServer>,
+    /// TURN with REST credentials.
+    pub turn: Option<(TurnSection, Secret)>,
+}
 
 /// What sessions share.
 pub struct Gateway {
@@ -54,34 +71,33 @@ pub struct Gateway {
     resumable: Arc<resume::Resumable>,
     /// Where rooms live: this process, or homes across the bus.
     topology: Arc<dyn Topology>,
+    /// What sessions count.
+    pub(crate) metrics: Arc<GatewayMetrics>,
     /// Tells every session to move elsewhere: `Some(url hint)`.
     drain: tokio::sync::watch::Sender<Option<Option<String>>>,
 }
 
 impl Gateway {
     /// A gateway over these functions and settings, reaching rooms
-    /// through `topology`.
-    #[allow(clippy::too_many_arguments)]
+    /// through `topology`, counting in `metrics`.
     pub fn new(
         topology: Arc<dyn Topology>,
         rooms: Rooms,
-        auth: Arc<AuthFunction>,
-        relay: Arc<RelayFunction>,
-        limits: LimitsSection,
-        region: String,
-        regions: Vec<RegionLink>,
-        ice_servers: Vec<IceServer>,
-        turn: Option<(TurnSection, Secret)>,
+        functions: (Arc<AuthFunction>, Arc<RelayFunction>),
+        settings: Settings,
+        metrics: Arc<GatewayMetrics>,
     ) -> Self {
+        let (auth, relay) = functions;
         Self {
             rooms,
             auth: Swap::new(auth),
             relay: Swap::new(relay),
-            limits,
-            region,
-            regions,
-            ice_servers,
-            turn,
+            limits: settings.limits,
+            region: settings.region,
+            regions: settings.regions,
+            ice_servers: settings.ice_servers,
+            turn: settings.turn,
+            metrics,
             connections: AtomicUsize::new(0),
             all_closed: tokio::sync::Notify::new(),
             draining: AtomicBool::new(false),

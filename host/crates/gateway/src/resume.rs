@@ -43,8 +43,9 @@ pub(crate) struct PeerState {
 /// A frame sent and not yet acknowledged.
 pub(crate) struct Unacked {
     pub seq: u64,
-    /// Its type, for the frames-out metric when it is replayed.
-    pub kind: &'static str,
+    /// Its type's index in `ServerFrame::TYPES`, for the frames-out
+    /// metric when it is replayed.
+    pub kind: u8,
     pub message: Message,
 }
 
@@ -60,7 +61,7 @@ impl PeerState {
         let message = crate::conn::message(codec::encode(self.encoding, Some(seq), frame));
         self.unacked.push_back(Unacked {
             seq,
-            kind: frame.type_name(),
+            kind: frame.type_index() as u8,
             message: message.clone(),
         });
         while self.unacked.len() > keep {

@@ -11,7 +11,6 @@ use crate::resume::PeerState;
 use futures_util::SinkExt;
 use roomlet_protocol::{CloseCode, Encoding, ErrorCode, ServerFrame};
 use roomlet_rooms::LeaveReason;
-use roomlet_telemetry as metrics;
 use std::collections::VecDeque;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -99,6 +98,7 @@ async fn open_and_join<S: AsyncRead + AsyncWrite + Unpin>(
         bad_streak: 0,
         last_heard: Instant::now(),
         max_frame: l.max_frame_bytes,
+        metrics: gw.metrics.clone(),
     };
     if open > l.max_connections {
         conn.send(&ServerFrame::error(
@@ -187,7 +187,7 @@ async fn open_stream<S: AsyncRead + AsyncWrite + Unpin>(
         tracing::debug!(replay = state.unacked.len(), "session resumed");
     }
     for u in &state.unacked {
-        metrics::FRAMES_OUT.inc(&[u.kind]);
+        gw.metrics.frames_out.inc(usize::from(u.kind));
         if conn.ws.feed(u.message.clone()).await.is_err() {
             return false;
         }

@@ -159,20 +159,39 @@ pub enum Inbound {
 }
 
 impl Inbound {
-    /// The frame's `type`, for metrics.
-    pub fn type_name(&self) -> &'static str {
+    /// Every client frame `type`, indexed by [`Inbound::type_index`].
+    pub const TYPES: &[&str] = &[
+        "join",
+        "resume",
+        "signal",
+        "message",
+        "leave",
+        "ping",
+        "ack",
+        "stats",
+        "kick",
+        "room-metadata",
+    ];
+
+    /// The frame's place in [`Inbound::TYPES`] (metrics count by it).
+    pub fn type_index(&self) -> usize {
         match self {
-            Inbound::Join { .. } => "join",
-            Inbound::Resume { .. } => "resume",
-            Inbound::Signal { .. } => "signal",
-            Inbound::Message { .. } => "message",
-            Inbound::Leave => "leave",
-            Inbound::Ping { .. } => "ping",
-            Inbound::Ack { .. } => "ack",
-            Inbound::Stats(_) => "stats",
-            Inbound::Kick { .. } => "kick",
-            Inbound::RoomMetadata { .. } => "room-metadata",
+            Inbound::Join { .. } => 0,
+            Inbound::Resume { .. } => 1,
+            Inbound::Signal { .. } => 2,
+            Inbound::Message { .. } => 3,
+            Inbound::Leave => 4,
+            Inbound::Ping { .. } => 5,
+            Inbound::Ack { .. } => 6,
+            Inbound::Stats(_) => 7,
+            Inbound::Kick { .. } => 8,
+            Inbound::RoomMetadata { .. } => 9,
         }
+    }
+
+    /// The frame's `type`.
+    pub fn type_name(&self) -> &'static str {
+        Self::TYPES[self.type_index()]
     }
 }
 
@@ -314,20 +333,39 @@ pub enum ServerFrame {
 }
 
 impl ServerFrame {
-    /// The frame's `type`, for metrics.
-    pub fn type_name(&self) -> &'static str {
+    /// Every server frame `type`, indexed by [`ServerFrame::type_index`].
+    pub const TYPES: &[&str] = &[
+        "joined",
+        "peer-joined",
+        "peer-left",
+        "signal",
+        "message",
+        "pong",
+        "error",
+        "kicked",
+        "room-metadata",
+        "reconnect",
+    ];
+
+    /// The frame's place in [`ServerFrame::TYPES`] (metrics count by it).
+    pub fn type_index(&self) -> usize {
         match self {
-            ServerFrame::Joined { .. } => "joined",
-            ServerFrame::PeerJoined { .. } => "peer-joined",
-            ServerFrame::PeerLeft { .. } => "peer-left",
-            ServerFrame::Signal { .. } => "signal",
-            ServerFrame::Message { .. } => "message",
-            ServerFrame::Pong { .. } => "pong",
-            ServerFrame::Error { .. } => "error",
-            ServerFrame::Kicked { .. } => "kicked",
-            ServerFrame::RoomMetadata { .. } => "room-metadata",
-            ServerFrame::Reconnect { .. } => "reconnect",
+            ServerFrame::Joined { .. } => 0,
+            ServerFrame::PeerJoined { .. } => 1,
+            ServerFrame::PeerLeft { .. } => 2,
+            ServerFrame::Signal { .. } => 3,
+            ServerFrame::Message { .. } => 4,
+            ServerFrame::Pong { .. } => 5,
+            ServerFrame::Error { .. } => 6,
+            ServerFrame::Kicked { .. } => 7,
+            ServerFrame::RoomMetadata { .. } => 8,
+            ServerFrame::Reconnect { .. } => 9,
         }
+    }
+
+    /// The frame's `type`.
+    pub fn type_name(&self) -> &'static str {
+        Self::TYPES[self.type_index()]
     }
 
     /// An `error` frame.

@@ -11,7 +11,6 @@ use roomlet_protocol::ErrorCode;
 use roomlet_runtime::bindings::room::{Action, CreateCause, Outgoing};
 use roomlet_runtime::bindings::types::{Grants, Peer, Signal};
 use roomlet_runtime::{CallError, RoomInstance, RoomsFunction};
-use roomlet_telemetry as metrics;
 use std::collections::VecDeque;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -252,7 +251,7 @@ impl RoomActor {
             Command::PutSnapshot { version, state } => {
                 self.instance = None;
                 if self.snapshot.replace(Snapshot { version, state }).is_none() {
-                    metrics::ROOMS_HIBERNATED.add(1);
+                    self.config.metrics.hibernated.inc();
                 }
                 // It existed elsewhere: a new instance restores, not creates.
                 self.created = true;
@@ -332,7 +331,7 @@ impl RoomActor {
             .members
             .write()
             .insert(peer.id.as_str().into(), (outbox.clone(), peer.grants));
-        metrics::PEERS.add(1);
+        self.config.metrics.peers.inc();
         self.members.push(Member {
             peer: peer.clone(),
             outbox,
@@ -363,7 +362,7 @@ impl RoomActor {
         match self.members.iter_mut().find(|m| m.peer.id == peer.id) {
             Some(m) => m.outbox = outbox,
             None => {
-                metrics::PEERS.add(1);
+                self.config.metrics.peers.inc();
                 self.members.push(Member { peer, outbox });
             }
         }
@@ -377,7 +376,7 @@ impl RoomActor {
             return;
         };
         let member = self.members.remove(pos);
-        metrics::PEERS.add(-1);
+        self.config.metrics.peers.dec();
         self.shared.members.write().remove(peer_id);
         self.refresh_peers();
         if !member.peer.grants.contains(Grants::HIDDEN) {
@@ -698,7 +697,7 @@ impl RoomActor {
     fn take_snapshot(&mut self) -> Option<Snapshot> {
         let s = self.snapshot.take();
         if s.is_some() {
-            metrics::ROOMS_HIBERNATED.add(-1);
+            self.config.metrics.hibernated.dec();
         }
         s
     }
@@ -719,7 +718,7 @@ impl RoomActor {
             Ok((version, state)) => {
                 tracing::debug!(bytes = state.len(), "room hibernated");
                 if self.snapshot.replace(Snapshot { version, state }).is_none() {
-                    metrics::ROOMS_HIBERNATED.add(1);
+                    self.config.metrics.hibernated.inc();
                 }
                 true
             }
@@ -737,7 +736,7 @@ impl RoomActor {
         }
         self.closed = true;
         self.shared.closed.store(true, Ordering::Relaxed);
-        metrics::PEERS.add(-(self.members.len() as i64));
+        self.config.metrics.peers.sub(self.members.len() as i64);
         self.take_snapshot();
         for m in self.members.drain(..) {
             let _ = self.config.events.record(

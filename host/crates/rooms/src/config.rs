@@ -21,6 +21,8 @@ pub struct RoomsConfig {
     pub mailbox: usize,
     /// Where rooms record joins, leaves, opens, closes and errors.
     pub events: roomlet_events::EventSink,
+    /// Where rooms count peers and hibernations.
+    pub metrics: crate::RoomsMetrics,
 }
 
 impl Default for RoomsConfig {
@@ -33,6 +35,7 @@ impl Default for RoomsConfig {
             trap_window: Duration::from_secs(60),
             mailbox: 256,
             events: Default::default(),
+            metrics: Default::default(),
         }
     }
 }

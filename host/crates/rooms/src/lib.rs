@@ -11,6 +11,7 @@ mod delivery;
 mod handle;
 mod inbox;
 mod members;
+mod metrics;
 mod registry;
 mod table;
 
@@ -19,4 +20,5 @@ pub use delivery::{Delivery, LeaveReason};
 pub use handle::{JoinError, Joined, RoomHandle, RoomStatus};
 pub use inbox::{Gone, Inbox, Outbox, outbox};
 pub use members::RoomShared;
+pub use metrics::RoomsMetrics;
 pub use registry::Rooms;

@@ -18,6 +18,7 @@ pub mod error;
 mod imports;
 pub mod kv;
 pub mod limits;
+mod metrics;
 #[cfg(feature = "native-modules")]
 mod native;
 mod pool;
@@ -30,6 +31,7 @@ pub mod stateless;
 pub use auth::AuthFunction;
 pub use error::{CallError, LoadError};
 pub use limits::Limits;
+pub use metrics::RuntimeMetrics;
 pub use relay::RelayFunction;
 pub use rooms::{RoomInstance, RoomsFunction};
 pub use state::{Function, ModuleEnv};
@@ -96,12 +98,24 @@ impl Default for FunctionSpec {
 pub struct Loader {
     engine: wasmtime::Engine,
     cache_dir: Option<PathBuf>,
+    metrics: std::sync::Arc<RuntimeMetrics>,
 }
 
 impl Loader {
     /// A loader on `engine`, caching artifacts under `cache_dir`.
     pub fn new(engine: wasmtime::Engine, cache_dir: Option<PathBuf>) -> Self {
-        Self { engine, cache_dir }
+        Self {
+            engine,
+            cache_dir,
+            metrics: Default::default(),
+        }
+    }
+
+    /// Counts what the components it loads do in `metrics` (by default,
+    /// nowhere anyone reads).
+    pub fn with_metrics(mut self, metrics: std::sync::Arc<RuntimeMetrics>) -> Self {
+        self.metrics = metrics;
+        self
     }
 
     /// The engine components are compiled for.
@@ -117,11 +131,14 @@ impl Loader {
     ) -> Result<(wasmtime::component::Component, std::sync::Arc<ModuleEnv>), LoadError> {
         let bytes = spec.source.read(function)?;
         let component = cache::load(&self.engine, &bytes, self.cache_dir.as_deref())?;
+        let version: std::sync::Arc<str> = version_label(&bytes).into();
         let env = ModuleEnv {
             function,
-            version: version_label(&bytes).into(),
+            calls: self.metrics.calls_of(function.name(), &version),
+            version,
             config: spec.config.clone(),
             secrets,
+            metrics: self.metrics.clone(),
         };
         Ok((component, std::sync::Arc::new(env)))
     }

@@ -31,23 +31,23 @@ pub(crate) fn classify(store: &Store<HostState>, e: wasmtime::Error) -> CallErro
     } else {
         CallError::Trap(brief(&e))
     };
-    roomlet_telemetry::TRAPS.inc(&[data.env.function.name(), err.kind()]);
+    data.env
+        .metrics
+        .failed(data.env.function.name(), err.kind());
     err
 }
 
 /// Records a call's duration under its function and version.
 pub(crate) fn timed(env: &ModuleEnv, started: std::time::Instant) {
-    roomlet_telemetry::CALL_SECONDS.observe(
-        &[env.function.name(), &env.version],
-        started.elapsed().as_secs_f64(),
-    );
+    env.calls.observe(started.elapsed().as_secs_f64());
 }
 
 /// Counts an instantiation (and its failure).
-pub(crate) fn instantiated<T>(function: super::Function, r: &Result<T, CallError>) {
-    roomlet_telemetry::INSTANTIATIONS.inc(&[function.name()]);
+pub(crate) fn instantiated<T>(env: &ModuleEnv, r: &Result<T, CallError>) {
+    let function = env.function.name();
+    env.metrics.instantiated(function);
     if let Err(e) = r {
-        roomlet_telemetry::TRAPS.inc(&[function.name(), e.kind()]);
+        env.metrics.failed(function, e.kind());
     }
 }
 

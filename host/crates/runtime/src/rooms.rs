@@ -81,9 +81,9 @@ impl RoomsFunction {
             .instantiate_async(&mut store)
             .await
             .map_err(|e| CallError::Instantiate(brief(&e)));
-        instantiated(self.env.function, &r);
+        instantiated(&self.env, &r);
         let bindings = r?;
-        roomlet_telemetry::ROOMS_LIVE.add(1);
+        self.env.metrics.rooms_live.inc();
         Ok(RoomInstance {
             store,
             bindings,
@@ -108,7 +108,7 @@ pub struct RoomInstance {
 
 impl Drop for RoomInstance {
     fn drop(&mut self) {
-        roomlet_telemetry::ROOMS_LIVE.add(-1);
+        self.store.data().env.metrics.rooms_live.dec();
     }
 }
 

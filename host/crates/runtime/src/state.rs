@@ -3,7 +3,9 @@
 use super::bindings::types::Peer;
 use super::limits::{CallBudget, Limits, MemoryLimiter, TICK};
 use crate::kv::KvTxn;
+use crate::metrics::RuntimeMetrics;
 use crate::secrets::ApiKeys;
+use roomlet_telemetry::Histogram;
 use std::collections::HashMap;
 use std::sync::Arc;
 use wasmtime::component::ResourceTable;
@@ -66,6 +68,10 @@ pub struct ModuleEnv {
     pub config: HashMap<String, String>,
     /// API secrets; only ever set for auth.
     pub secrets: Option<Arc<ApiKeys>>,
+    /// Where its instances and failures are counted.
+    pub metrics: Arc<RuntimeMetrics>,
+    /// Its calls' durations, under its function and version.
+    pub calls: Histogram,
 }
 
 /// Per-call context of a room actor's store.

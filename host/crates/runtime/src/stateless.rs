@@ -114,7 +114,7 @@ impl<W: World> Stateless<W> {
         let r = W::instantiate(&self.pre, &mut store)
             .await
             .map_err(|e| CallError::Instantiate(brief(&e)));
-        instantiated(W::FUNCTION, &r);
+        instantiated(&self.env, &r);
         Ok(Warm {
             store,
             bindings: r?,

@@ -57,6 +57,8 @@ type Current<'k> = Vec<(&'k str, Option<Vec<u8>>)>;
 /// The node's room key-value store.
 pub struct KvStore {
     replica: parking_lot::RwLock<Option<std::sync::Arc<dyn KvReplica>>>,
+    /// `roomlet_kv_unreplicated_keys_total`, once there is a replica.
+    unreplicated_keys: parking_lot::RwLock<Option<roomlet_telemetry::IntCounterVec>>,
     /// Keys whose last commit did not reach the replica (NATS was away),
     /// by room. The room's next commit or [`KvStore::replay`] sends their
     /// current values, so the replica catches up instead of keeping a
@@ -97,15 +99,29 @@ impl KvStore {
         txn.commit().map_err(store_err)?;
         Ok(Self {
             replica: parking_lot::RwLock::new(None),
+            unreplicated_keys: parking_lot::RwLock::new(None),
             unreplicated: parking_lot::Mutex::default(),
             db: parking_lot::RwLock::new(Some(db)),
             limits,
         })
     }
 
-    /// Sends every later commit to `replica` too.
-    pub fn set_replica(&self, replica: std::sync::Arc<dyn KvReplica>) {
+    /// Sends every later commit to `replica` too, counting in `keys` (by
+    /// result: deferred, replayed, dropped) the keys it did not take at once.
+    pub fn set_replica(
+        &self,
+        replica: std::sync::Arc<dyn KvReplica>,
+        keys: roomlet_telemetry::IntCounterVec,
+    ) {
         *self.replica.write() = Some(replica);
+        *self.unreplicated_keys.write() = Some(keys);
+    }
+
+    /// Counts `n` keys under `result` in the replica's key counter.
+    fn count(&self, result: &str, n: usize) {
+        if let Some(keys) = &*self.unreplicated_keys.read() {
+            keys.with_label_values(&[result]).inc_by(n as u64);
+        }
     }
 
     /// Replaces everything `room` holds with `entries` (a room arriving
@@ -260,12 +276,13 @@ impl KvStore {
                 .iter()
                 .filter(|(k, _)| waiting.insert((*k).to_owned()))
                 .count();
-            roomlet_telemetry::KV_UNREPLICATED.add(&["deferred"], new as u64);
+            drop(unreplicated);
+            self.count("deferred", new);
             return Ok(Err(e));
         }
         if !keys.is_empty() {
             self.unreplicated.lock().remove(room);
-            roomlet_telemetry::KV_UNREPLICATED.add(&["replayed"], keys.len() as u64);
+            self.count("replayed", keys.len());
         }
         Ok(Ok(keys.len()))
     }
@@ -275,7 +292,7 @@ impl KvStore {
     /// The number of keys given up.
     pub fn forget_unreplicated(&self, room: &str) -> usize {
         let n = self.unreplicated.lock().remove(room).map_or(0, |k| k.len());
-        roomlet_telemetry::KV_UNREPLICATED.add(&["dropped"], n as u64);
+        self.count("dropped", n);
         n
     }
 
@@ -349,7 +366,10 @@ mod tests {
     fn store() -> (KvStore, Arc<Flaky>) {
         let kv = KvStore::in_memory(KvLimits::default()).expect("store");
         let replica = Arc::new(Flaky::default());
-        kv.set_replica(replica.clone());
+        kv.set_replica(
+            replica.clone(),
+            roomlet_telemetry::Registry::unserved().counter_vec("t_total", "test", &["result"]),
+        );
         (kv, replica)
     }
 
