@@ -3,9 +3,9 @@
 
 use crate::guard::{MAX_BAD_STREAK, Rate, RateLimit};
 use crate::metrics::GatewayMetrics;
-use crate::resume::PeerState;
+use crate::resume::{PeerState, message};
 use futures_util::{SinkExt, StreamExt};
-use roomlet_protocol::codec::{self, DecodeError, Encoded, Encoding};
+use roomlet_protocol::codec::{self, DecodeError, Encoding};
 use roomlet_protocol::{CloseCode, ErrorCode, ErrorText, Inbound, ServerFrame};
 use std::sync::Arc;
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -77,14 +77,6 @@ pub(crate) struct Conn<S> {
     pub last_heard: Instant,
     pub max_frame: usize,
     pub metrics: Arc<GatewayMetrics>,
-}
-
-/// An encoded frame as the WebSocket message that carries it.
-pub(crate) fn message(encoded: Encoded) -> Message {
-    match encoded {
-        Encoded::Text(t) => Message::text(t),
-        Encoded::Binary(b) => Message::binary(b),
-    }
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
@@ -204,4 +196,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
             };
         }
     }
+}
+
+/// How a joined session ended.
+pub(crate) enum End {
+    /// For good: the peer left, was kicked, or the room closed.
+    Over,
+    /// The socket is gone; the session may be resumed.
+    Dropped,
 }

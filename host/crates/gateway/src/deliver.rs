@@ -1,8 +1,7 @@
 //! What a room sends a peer, as the frame its session writes.
 
-use crate::conn::Conn;
+use crate::conn::{Conn, End};
 use crate::resume::PeerState;
-use crate::session::End;
 use crate::wire::{signal_kind, wire_peer};
 use futures_util::SinkExt;
 use roomlet_protocol::{CloseCode, ErrorCode, ErrorText, ServerFrame};

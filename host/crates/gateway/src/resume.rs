@@ -9,7 +9,7 @@
 
 use super::topology::RoomLink;
 use parking_lot::Mutex;
-use roomlet_protocol::codec::{self, Encoding};
+use roomlet_protocol::codec::{self, Encoded, Encoding};
 use roomlet_protocol::frames::ServerFrame;
 use roomlet_rooms::{Inbox, LeaveReason};
 use roomlet_runtime::bindings::types::Peer;
@@ -58,7 +58,7 @@ impl PeerState {
     pub fn number(&mut self, frame: &ServerFrame, keep: usize) -> Message {
         let seq = self.next_seq;
         self.next_seq += 1;
-        let message = crate::conn::message(codec::encode(self.encoding, Some(seq), frame));
+        let message = message(codec::encode(self.encoding, Some(seq), frame));
         self.unacked.push_back(Unacked {
             seq,
             kind: frame.type_index() as u8,
@@ -260,5 +260,13 @@ impl Resumable {
                 }
             }
         }
+    }
+}
+
+/// An encoded frame as the WebSocket message that carries it.
+pub(crate) fn message(encoded: Encoded) -> Message {
+    match encoded {
+        Encoded::Text(t) => Message::text(t),
+        Encoded::Binary(b) => Message::binary(b),
     }
 }

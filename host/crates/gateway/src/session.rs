@@ -3,7 +3,7 @@
 
 use crate::Gateway;
 use crate::admission::before_join;
-use crate::conn::{Conn, Incoming};
+use crate::conn::{Conn, End, Incoming};
 use crate::deliver::deliver;
 use crate::guard::RateLimit;
 use crate::inbound::{Handled, handle};
@@ -111,14 +111,6 @@ async fn open_and_join<S: AsyncRead + AsyncWrite + Unpin>(
     }
     let (state, resumed) = before_join(gw, &mut conn, &client).await?;
     Some((conn, state, resumed))
-}
-
-/// How a joined session ended.
-pub(crate) enum End {
-    /// For good: the peer left, was kicked, or the room closed.
-    Over,
-    /// The socket is gone; the session may be resumed.
-    Dropped,
 }
 
 /// A joined session, from its first frames until it ends or moves.

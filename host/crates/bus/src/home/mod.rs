@@ -8,22 +8,29 @@
 //! `P.home.NODE` carrying the directory revision they were routed by; a
 //! frame for a revision this node does not hold (or while its lease is
 //! not valid) is refused with `Moved`, so a room never has two homes.
+//!
+//! The traffic itself (deliveries out, frames in) is in [`traffic`]; the
+//! upkeep of the rooms held (leases, orphans, kv catch-up, hand-off) in
+//! [`upkeep`].
 
-use super::Bus;
-use super::directory::{DirectoryError, RoomEntry};
-use super::store::JetStreamKv;
-use super::wire::{
-    self, HomeOp, JoinReply, JoinRequest, Reap, ToGateway, ToHome, WireDelivery, WirePeer,
-};
+mod traffic;
+mod upkeep;
+
+pub use traffic::forwarder;
+use upkeep::Orphaned;
+
+use crate::Bus;
+use crate::directory::{DirectoryError, RoomEntry};
+use crate::store::JetStreamKv;
+use crate::wire::{self, JoinReply, JoinRequest, Reap, ToHome, WirePeer};
 use futures_util::StreamExt;
 use parking_lot::{Mutex, RwLock};
 use roomlet_protocol::{ErrorCode, ErrorText};
-use roomlet_rooms::{Delivery, JoinError, Joined, Outbox, RoomHandle, Rooms};
-use roomlet_runtime::bindings::types::{Peer, RoomMessage, Signal, Target};
+use roomlet_rooms::{JoinError, Joined, Outbox, RoomHandle, Rooms};
+use roomlet_runtime::bindings::types::Peer;
 use roomlet_runtime::kv::KvStore;
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Duration;
 
 /// Peer id → the gateway node holding its socket, per room.
 pub type Locations = Arc<RwLock<HashMap<String, String>>>;
@@ -47,66 +54,6 @@ pub struct Home {
     claims: tokio::sync::Mutex<()>,
     /// Handing rooms off: the sweep leaves them to [`Home::release_all`].
     draining: std::sync::atomic::AtomicBool,
-}
-
-/// Sends a peer's deliveries to the gateway `gateway` on the bus, in order.
-pub fn forwarder(
-    bus: Arc<Bus>,
-    room: String,
-    peer: String,
-    gateway: String,
-    at: Locations,
-) -> Outbox {
-    let (tx, mut rx) = roomlet_rooms::outbox();
-    let subject = bus.subject("gw", Some(&gateway));
-    tokio::spawn(async move {
-        while let Some(d) = rx.recv().await {
-            // A kicked peer is no member any more, and its id is never
-            // used again (a kick ends the session; no resume, no rejoin):
-            // its location goes with this, its last delivery.
-            let kicked = matches!(d, Delivery::Kicked { .. });
-            let (peer, delivery) = match &d {
-                // A room moving away is not a room closing for its peers.
-                // The notice is the room's, addressed to no peer: `Moved`
-                // for a peer says its frame was refused, which would tell
-                // every member that something they sent was lost.
-                Delivery::Moved => (
-                    String::new(),
-                    WireDelivery::Moved {
-                        from: bus.node.clone(),
-                    },
-                ),
-                d => (
-                    peer.clone(),
-                    WireDelivery::from_delivery(d, |id| {
-                        at.read()
-                            .get(id)
-                            .cloned()
-                            .unwrap_or_else(|| bus.node.clone())
-                    }),
-                ),
-            };
-            let msg = ToGateway {
-                room: room.clone(),
-                peer,
-                delivery,
-            };
-            if let Err(e) = bus
-                .client()
-                .publish(subject.clone(), wire::encode(&msg))
-                .await
-            {
-                tracing::debug!(error = %e, "forwarding a delivery failed");
-            }
-            if kicked {
-                let mut at = at.write();
-                if at.get(&msg.peer) == Some(&gateway) {
-                    at.remove(&msg.peer);
-                }
-            }
-        }
-    });
-    tx
 }
 
 impl Home {
@@ -484,286 +431,6 @@ impl Home {
             .get(room)
             .filter(|h| h.epoch == epoch && also(h))
             .map(|h| h.handle.clone())
-    }
-
-    async fn frame(&self, m: ToHome) {
-        let Some(handle) = self.holds(&m.room, m.rev) else {
-            self.bus.metrics.fenced.inc();
-            // The sender is told its frame was not delivered.
-            let sender = match &m.op {
-                HomeOp::Leave { .. } => String::new(),
-                HomeOp::Message { sender, .. } | HomeOp::Signal { sender, .. } => sender.clone(),
-                HomeOp::Kick { .. } | HomeOp::SetMetadata { .. } => String::new(),
-            };
-            let moved = ToGateway {
-                room: m.room,
-                peer: sender,
-                delivery: WireDelivery::Moved {
-                    from: self.bus.node.clone(),
-                },
-            };
-            let _ = self
-                .bus
-                .client()
-                .publish(
-                    self.bus.subject("gw", Some(&m.gateway)),
-                    wire::encode(&moved),
-                )
-                .await;
-            return;
-        };
-        match m.op {
-            HomeOp::Leave { peer, reason } => {
-                handle.leave(&peer, HomeOp::leave_reason(reason)).await;
-                if let Some(h) = self.held.lock().get(&m.room) {
-                    h.at.write().remove(&peer);
-                }
-            }
-            HomeOp::Message { sender, to, data } => {
-                handle
-                    .message(RoomMessage {
-                        sender,
-                        target: to.map(Target::Peer).unwrap_or(Target::Room),
-                        data,
-                    })
-                    .await
-            }
-            HomeOp::Signal {
-                sender,
-                to,
-                kind,
-                payload,
-            } => {
-                handle
-                    .signal(Signal {
-                        sender,
-                        to,
-                        kind: HomeOp::signal_kind(kind),
-                        payload,
-                    })
-                    .await
-            }
-            HomeOp::Kick { peer, reason } => handle.kick(&peer, &reason).await,
-            HomeOp::SetMetadata { metadata } => handle.set_metadata(metadata).await,
-        }
-    }
-
-    /// Gives up rooms this node may no longer serve (lease lost) and
-    /// releases the directory entries of rooms that closed.
-    async fn sweep(self: Arc<Self>) {
-        let mut tick = tokio::time::interval(Duration::from_millis(200));
-        let mut ticks = 0u64;
-        loop {
-            tick.tick().await;
-            if self.draining.load(std::sync::atomic::Ordering::Relaxed) {
-                return;
-            }
-            ticks += 1;
-            // Once a second: a directory read per gateway each time.
-            if ticks.is_multiple_of(5) {
-                self.drop_orphans().await;
-            }
-            let epoch = self.bus.lease_epoch();
-            let valid = self.bus.lease_valid();
-            let mut lost = Vec::new();
-            let mut ended = Vec::new();
-            self.held.lock().retain(|room, h| {
-                if !valid || h.epoch != epoch {
-                    lost.push(h.handle.clone());
-                    false
-                } else if h.handle.shared().is_closed() {
-                    ended.push((room.clone(), h.rev, h.handle.clone()));
-                    false
-                } else {
-                    true
-                }
-            });
-            for h in lost {
-                tracing::warn!(room = %h.name(), "bus lease lost: no longer this room's home");
-                self.forget_unreplicated(h.name());
-                h.release().await;
-            }
-            for (room, rev, handle) in ended {
-                // Its last writes reach JetStream before another node may
-                // claim it, or never.
-                self.catch_up(&room, &handle, false).await;
-                if let Err(e) = self.bus.directory.release(&room, rev).await {
-                    tracing::debug!(%room, error = %e, "releasing the directory entry failed");
-                }
-            }
-            if self.bus.is_ready() {
-                for room in self.local_kv.unreplicated_rooms() {
-                    match self.held_now(&room) {
-                        Some(handle) => self.catch_up(&room, &handle, true).await,
-                        None => self.forget_unreplicated(&room),
-                    }
-                }
-            }
-        }
-    }
-
-    /// Peers whose gateway's lease is gone leave their rooms (reason
-    /// `timeout`). Nothing else would remove them: a gateway that crashed
-    /// sends no `leave`, and one that lost NATS for longer than the TTL has
-    /// told its sessions to join again ([`super::edge`]). Without this they
-    /// stayed members for the room's life, listed to everyone, filling
-    /// one-to-one rooms. (A gateway restarted under its old name says
-    /// `hello` instead: its key never lapses.)
-    async fn drop_orphans(&self) {
-        if !self.bus.lease_valid() {
-            return; // this node is letting its rooms go anyway
-        }
-        // Each gateway's name once, not once per peer.
-        let mut gateways = std::collections::HashSet::new();
-        for (_, at) in self.rooms_and_locations() {
-            for gw in at.read().values() {
-                if *gw != self.bus.node && !gateways.contains(gw) {
-                    gateways.insert(gw.clone());
-                }
-            }
-        }
-        for gw in gateways {
-            match self.bus.directory.node(&gw).await {
-                Ok(Some(_)) => {}
-                Ok(None) => self.drop_peers_of(&gw, Orphaned::Expired).await,
-                Err(_) => return, // the bus is down: nothing to learn now
-            }
-        }
-    }
-
-    /// The peers held by gateway `gw` leave their rooms here. All of them
-    /// are taken off the location tables first, in one pass without a
-    /// wait: a restarted gateway's first joins, arriving meanwhile, are
-    /// not caught up in it. Only members are made to leave and counted: an
-    /// entry may outlive its peer's membership for a moment (a kicked
-    /// peer's, until its forwarder has sent the kick).
-    async fn drop_peers_of(&self, gw: &str, cause: Orphaned) {
-        let mut gone: Vec<(RoomHandle, String)> = Vec::new();
-        for (handle, at) in self.rooms_and_locations() {
-            let members = handle.shared();
-            at.write().retain(|peer, g| {
-                if g == gw && members.peer(peer).is_some() {
-                    gone.push((handle.clone(), peer.clone()));
-                }
-                g != gw
-            });
-        }
-        self.bus
-            .metrics
-            .orphaned
-            .with_label_values(&[cause.label()])
-            .inc_by(gone.len() as u64);
-        for (handle, peer) in gone {
-            tracing::info!(room = %handle.name(), %peer, gateway = %gw, cause = cause.label(), "the peer's gateway is gone; it leaves the room");
-            handle
-                .leave(&peer, roomlet_rooms::LeaveReason::Timeout)
-                .await;
-        }
-    }
-
-    fn rooms_and_locations(&self) -> Vec<(RoomHandle, Locations)> {
-        self.held
-            .lock()
-            .values()
-            .map(|h| (h.handle.clone(), h.at.clone()))
-            .collect()
-    }
-
-    /// Sends JetStream the room's kv writes it missed while NATS was away:
-    /// through the room's task, in line with its commits, or directly once
-    /// that task has ended. Failing that, unless the room `stays` here,
-    /// they are given up.
-    async fn catch_up(&self, room: &str, handle: &RoomHandle, stays: bool) {
-        if !self.local_kv.is_behind(room) {
-            return;
-        }
-        let sent = match handle.replay_kv().await {
-            Some(r) => r,
-            None => {
-                let kv = self.local_kv.clone();
-                let r = room.to_owned();
-                tokio::task::spawn_blocking(move || kv.replay(&r))
-                    .await
-                    .unwrap_or_else(|e| Err(e.to_string()))
-            }
-        };
-        match sent {
-            Ok(0) => {}
-            Ok(n) => tracing::info!(
-                room,
-                keys = n,
-                "kv writes made while NATS was away sent to JetStream"
-            ),
-            Err(e) => {
-                tracing::warn!(room, error = %e, "sending missed kv writes to JetStream failed");
-                if !stays {
-                    self.forget_unreplicated(room);
-                }
-            }
-        }
-    }
-
-    fn forget_unreplicated(&self, room: &str) {
-        let n = self.local_kv.forget_unreplicated(room);
-        if n > 0 {
-            tracing::warn!(
-                room,
-                keys = n,
-                "kv writes that never reached JetStream are lost: the room left this node"
-            );
-        }
-    }
-
-    /// Orderly stop: each room's memory is snapshotted into JetStream
-    /// (its kv is there already), then its entry released, so gateways
-    /// re-home it at once and the new home restores the snapshot.
-    pub async fn release_all(&self, info: super::directory::NodeInfo) {
-        self.draining
-            .store(true, std::sync::atomic::Ordering::Relaxed);
-        self.bus.announce_draining(info).await;
-        let held: Vec<(String, Held)> = self.held.lock().drain().collect();
-        for (room, h) in held {
-            self.catch_up(&room, &h.handle, false).await;
-            let shared = h.handle.shared();
-            let observe = Some((shared.observe_signals(), shared.observe_messages()));
-            if let Some((version, state)) = h.handle.take_snapshot().await
-                && let Err(e) = self
-                    .replica
-                    .put_snapshot(
-                        &room,
-                        &wire::HandOff {
-                            version,
-                            state,
-                            observe,
-                        },
-                    )
-                    .await
-            {
-                tracing::warn!(%room, error = %e, "handing off the room's memory failed");
-            }
-            if let Err(e) = self.bus.directory.release(&room, h.rev).await {
-                tracing::debug!(%room, error = %e, "releasing the directory entry failed");
-            }
-            h.handle.release().await;
-        }
-    }
-}
-
-/// How a home learned that a gateway's peers are gone.
-#[derive(Clone, Copy)]
-enum Orphaned {
-    /// The gateway's liveness key expired.
-    Expired,
-    /// The gateway said `hello` from a new process.
-    Restarted,
-}
-
-impl Orphaned {
-    fn label(self) -> &'static str {
-        match self {
-            Self::Expired => "expired",
-            Self::Restarted => "restarted",
-        }
     }
 }
 

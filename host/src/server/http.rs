@@ -1,0 +1,114 @@
+//! The HTTP front: the public listener (`/v1/ws`, `/demo`, `/healthz`,
+//! `/readyz`, and `/v1/dev/token` in dev mode) and the internal one
+//! (`/metrics`, `/v1/admin/...`), on hyper 1.x.
+
+use super::dev::dev_token;
+use super::front::{Http, text, with_type, with_type_owned};
+use super::upgrade::upgrade;
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+static DEMO_HTML: &str = include_str!("../../../clients/js/demo.html");
+static CLIENT_JS: &str = include_str!("../../../clients/js/roomlet.js");
+
+pub(super) async fn accept(
+    listener: TcpListener,
+    http: Arc<Http>,
+    mut shutdown: watch::Receiver<bool>,
+    internal: bool,
+) {
+    loop {
+        let (stream, addr) = tokio::select! {
+            r = listener.accept() => match r {
+                Ok(x) => x,
+                Err(e) => {
+                    // Out of file descriptors and the like: back off
+                    // instead of spinning.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = shutdown.changed() => return,
+        };
+        let _ = stream.set_nodelay(true);
+        let http = http.clone();
+        tokio::spawn(async move {
+            let service = service_fn(move |req| {
+                let http = http.clone();
+                async move {
+                    Ok::<_, Infallible>(if internal {
+                        route_internal(&http, req).await
+                    } else {
+                        route_public(http, req, addr)
+                    })
+                }
+            });
+            let conn = hyper::server::conn::http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), service)
+                .with_upgrades();
+            if let Err(e) = conn.await {
+                tracing::trace!(error = %e, "http connection ended with an error");
+            }
+        });
+    }
+}
+
+fn route_public(
+    http: Arc<Http>,
+    req: Request<Incoming>,
+    addr: SocketAddr,
+) -> Response<Full<Bytes>> {
+    if req.method() != Method::GET {
+        return text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n");
+    }
+    match req.uri().path() {
+        "/v1/ws" if !http.relay => text(
+            StatusCode::NOT_FOUND,
+            "this node does not run the relay function; connect to a gateway\n",
+        ),
+        "/v1/ws" => upgrade(http, req, addr),
+        "/demo" | "/demo/" => with_type(DEMO_HTML, "text/html; charset=utf-8"),
+        "/demo/roomlet.js" => with_type(CLIENT_JS, "text/javascript; charset=utf-8"),
+        "/healthz" => text(StatusCode::OK, "ok\n"),
+        "/readyz" => ready(&http),
+        "/v1/dev/token" => dev_token(&http, &req),
+        _ => text(StatusCode::NOT_FOUND, "not found\n"),
+    }
+}
+
+async fn route_internal(http: &Http, req: Request<Incoming>) -> Response<Full<Bytes>> {
+    if req.uri().path().starts_with("/v1/admin/") {
+        return http.admin.handle(req).await;
+    }
+    match req.uri().path() {
+        "/healthz" => text(StatusCode::OK, "ok\n"),
+        "/readyz" => ready(http),
+        "/metrics" => metrics(http),
+        _ => text(StatusCode::NOT_FOUND, "not found\n"),
+    }
+}
+
+fn ready(http: &Http) -> Response<Full<Bytes>> {
+    match http.gateway.readiness() {
+        Ok(()) => text(StatusCode::OK, "ready\n"),
+        Err(why) => text(StatusCode::SERVICE_UNAVAILABLE, format!("{why}\n")),
+    }
+}
+
+fn metrics(http: &Http) -> Response<Full<Bytes>> {
+    with_type_owned(
+        http.registry.render(),
+        "text/plain; version=0.0.4; charset=utf-8",
+    )
+}
