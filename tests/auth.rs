@@ -16,8 +16,8 @@ use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use roomlet::config::TurnSection;
 use roomlet::runtime::secrets::{ApiKeys, Secret};
 use roomlet::server::Secrets;
-use roomlet::tokens::{self, TokenRequest};
 use roomlet_tests::server::{Client, Got, TestServer, Wire, dev_token, start, start_with};
+use roomlet_tests::tokens::{Token, hs256};
 use roomlet_tests::{DEADLINE, now_secs, sign_jwt, wait_for};
 use serde_json::{Value, json};
 use std::net::SocketAddr;
@@ -25,7 +25,6 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpStream, UdpSocket};
 use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::Message;
@@ -288,35 +287,18 @@ impl Spy {
 
 /// A plain HTTP/1.1 GET; the whole response (status line, headers, body).
 async fn http_get(addr: SocketAddr, path: &str) -> String {
-    let mut stream = TcpStream::connect(addr).await.expect("http connect");
-    let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
-    stream
-        .write_all(request.as_bytes())
+    roomlet_tests::http::fetch(addr, "GET", path, None, b"")
         .await
-        .expect("http write");
-    let mut response = Vec::new();
-    tokio::time::timeout(DEADLINE, stream.read_to_end(&mut response))
-        .await
-        .expect("an http response within the deadline")
-        .expect("http read");
-    String::from_utf8_lossy(&response).into_owned()
+        .whole()
 }
 
 /// A token from roomlet's own minter (what `roomlet token create` prints).
 fn mint(key: &str, secret: &str, room: &str, identity: &str, admin: bool, create: bool) -> String {
-    tokens::mint(
-        key,
-        &Secret::new(secret),
-        &TokenRequest {
-            room: room.into(),
-            identity: identity.into(),
-            name: Some(identity.to_uppercase()),
-            metadata: None,
-            ttl: Duration::from_secs(600),
-            admin,
-            create,
-        },
-    )
+    Token::new(room, identity)
+        .key(key, secret)
+        .admin(admin)
+        .create(create)
+        .mint()
 }
 
 /// Join-token claims with `video` extended by `grant`.
@@ -327,10 +309,6 @@ fn claims(key: &str, room: &str, identity: &str, grant: Value) -> Value {
         v.extend(g.clone());
     }
     json!({"iss": key, "sub": identity, "nbf": now - 5, "exp": now + 600, "video": video})
-}
-
-fn hs256(claims: &Value, secret: &str) -> String {
-    sign_jwt(&json!({"alg": "HS256", "typ": "JWT"}), claims, secret)
 }
 
 fn api_keys(pairs: &str) -> ApiKeys {

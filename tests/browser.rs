@@ -11,6 +11,7 @@
 
 use futures_util::{SinkExt, StreamExt};
 use roomlet::config::IceServer;
+use roomlet_tests::process::{Serve, ServeCommand};
 use roomlet_tests::server;
 use serde_json::{Value, json};
 use std::path::{Path, PathBuf};
@@ -585,39 +586,26 @@ async fn two_chromium_pages_connect_and_chat_over_a_data_channel() {
 // ------------------------------------------------- a server that restarts
 
 /// `roomlet serve --dev` as a process of its own, so the test can kill it
-/// the way a crash would (every socket gone at once) and start it again.
-struct ServerProcess {
-    child: Child,
-    addr: std::net::SocketAddr,
-}
-
-impl ServerProcess {
-    /// Starts on `listen` (port 0: any) with `data` as its data directory
-    /// (its log goes there too).
-    fn start(listen: &str, data: &Path) -> ServerProcess {
-        let log = data.join("server.log");
-        let mut child = Command::new(env!("CARGO_BIN_EXE_roomlet-node"))
-            .args(["serve", "--dev", "--listen", listen])
-            .args(["--internal-listen", "127.0.0.1:0", "--data-dir"])
-            .arg(data)
-            .stdout(Stdio::piped())
-            .stderr(std::fs::File::create(&log).expect("log file"))
-            .spawn()
-            .expect("roomlet-node starts");
-        let Some((addr, _)) = roomlet_tests::listening(&mut child, BROWSER_START) else {
-            let log = std::fs::read_to_string(&log).unwrap_or_default();
-            panic!("the server did not say where it listens:\n{log}")
-        };
-        ServerProcess { child, addr }
-    }
-}
-
-/// SIGKILL: every socket goes at once, nothing is drained.
-impl Drop for ServerProcess {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// the way a crash would (every socket gone at once: dropping a
+/// [`Serve`] SIGKILLs it) and start it again. Listens on `listen` (port
+/// 0: any), with `data` as its data directory (its log goes there too).
+fn start_server(listen: &str, data: &Path) -> Serve {
+    ServeCommand::new(
+        Path::new(env!("CARGO_BIN_EXE_roomlet-node")),
+        &data.join("server.log"),
+    )
+    .args([
+        "--dev",
+        "--listen",
+        listen,
+        "--internal-listen",
+        "127.0.0.1:0",
+    ])
+    .arg("--data-dir")
+    .arg(data)
+    .within(BROWSER_START)
+    .start()
+    .unwrap_or_else(|log| panic!("the server did not say where it listens:\n{log}"))
 }
 
 /// A crash and restart loses every session: the page's client tries to
@@ -625,8 +613,8 @@ impl Drop for ServerProcess {
 /// afresh with its token (a new peer id) instead of giving up.
 async fn rejoin_after_restart(binary: &Path) {
     let data = tempfile::tempdir().expect("data dir");
-    let first = ServerProcess::start("127.0.0.1:0", data.path());
-    let addr = first.addr;
+    let first = start_server("127.0.0.1:0", data.path());
+    let addr = first.public;
     let browser = Browser::launch(binary).await;
     let mut browser_cdp = Cdp::connect(&browser.ws_url(&browser.browser_ws_path))
         .await
@@ -634,7 +622,7 @@ async fn rejoin_after_restart(binary: &Path) {
     let (mut page, before) = join_page(&browser, &mut browser_cdp, addr, "restart", "alice").await;
 
     drop(first); // killed, as a crash would
-    let _second = ServerProcess::start(&addr.to_string(), data.path());
+    let _second = start_server(&addr.to_string(), data.path());
     wait_until(
         "the page to join again under a new peer id",
         PAGE_JOIN,

@@ -5,11 +5,12 @@
 
 use roomlet::events::{Event, EventKind, EventSink, EventsConfig};
 use roomlet_tests::DEADLINE;
+use roomlet_tests::process::{Serve, ServeCommand};
 use roomlet_tests::server::{Client, dev_token};
 use serde_json::{Value, json};
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::mpsc as std_mpsc;
 use std::time::{Duration, Instant};
 
@@ -18,65 +19,29 @@ fn roomlet_binary() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_roomlet-node"))
 }
 
-/// A `roomlet serve` child, SIGKILLed on drop.
-struct Serve {
-    child: Child,
-    /// Public address, from the line the binary prints when listening.
-    addr: String,
-    /// stderr lines (the logs), as they come.
-    logs: std_mpsc::Receiver<String>,
-}
-
-impl Drop for Serve {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
+/// A `roomlet serve --dev` child on `data_dir`, its log kept line by line.
 fn serve(data_dir: &Path, extra: &[&str], env: &[(&str, &str)]) -> Serve {
-    let mut cmd = Command::new(roomlet_binary());
-    cmd.args(["serve", "--dev", "--data-dir"])
-        .arg(data_dir)
+    let mut cmd = ServeCommand::new(&roomlet_binary(), &data_dir.join("unused.log"))
+        .log_lines()
         .args([
+            "--dev",
             "--listen",
             "127.0.0.1:0",
             "--internal-listen",
             "127.0.0.1:0",
         ])
-        .args(extra)
+        .arg("--data-dir")
+        .arg(data_dir)
+        .args(extra.iter().copied())
         .env_remove("ROOMLET_CONFIG")
         .env_remove("ROOMLET_API_KEYS")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
+        // Compiling the embedded components takes a while in a debug build.
+        .within(Duration::from_secs(120));
     for (k, v) in env {
-        cmd.env(k, v);
+        cmd = cmd.env(k, v);
     }
-    let mut child = cmd.spawn().expect("spawn roomlet serve");
-    let stdout = child.stdout.take().expect("stdout");
-    let stderr = child.stderr.take().expect("stderr");
-    let (addr_tx, addr_rx) = std_mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if let Some(a) = line.strip_prefix("roomlet is listening on http://") {
-                let _ = addr_tx.send(a.trim().to_owned());
-            }
-        }
-    });
-    let (log_tx, logs) = std_mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if log_tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    // Compiling the embedded components takes a while in a debug build.
-    let addr = addr_rx
-        .recv_timeout(Duration::from_secs(120))
-        .expect("roomlet serve prints its address");
-    Serve { child, addr, logs }
+    cmd.start()
+        .unwrap_or_else(|log| panic!("roomlet serve did not start:\n{log}"))
 }
 
 /// `roomlet events tail --data-dir DIR ARGS…`, parsed.
@@ -125,7 +90,7 @@ async fn try_join(url: &str, room: &str, identity: &str) -> Option<Value> {
 async fn sigkill_right_after_joined_keeps_the_joins() {
     let dir = tempfile::tempdir().expect("tempdir");
     let mut server = serve(dir.path(), &[], &[("RUST_LOG", "warn")]);
-    let url = format!("ws://{}/v1/ws", server.addr);
+    let url = server.ws();
     // Many joins at once, so several share a sync; the node dies the
     // moment the first `joined` arrives.
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
@@ -141,8 +106,7 @@ async fn sigkill_right_after_joined_keeps_the_joins() {
         .await
         .expect("a join answer in time")
         .expect("a join task answered");
-    server.child.kill().expect("SIGKILL");
-    let _ = server.child.wait();
+    server.kill();
     let mut joined: Vec<Value> = first.into_iter().collect();
     while let Some(r) = tokio::time::timeout(DEADLINE, rx.recv())
         .await
@@ -185,7 +149,7 @@ async fn sigkill_right_after_joined_keeps_the_joins() {
     );
     // A restarted node appends to the same log after the crash.
     let server = serve(dir.path(), &[], &[("RUST_LOG", "warn")]);
-    let url = format!("ws://{}/v1/ws", server.addr);
+    let url = server.ws();
     let j = try_join(&url, "after-crash", "zed").await.expect("joined");
     drop(server);
     let events = events_tail(dir.path(), &["-n", "2"]);
@@ -340,7 +304,7 @@ async fn json_logs_carry_room_and_peer_ids_in_spans() {
         &["--log-format", "json"],
         &[("RUST_LOG", "roomlet=debug")],
     );
-    let url = format!("ws://{}/v1/ws", server.addr);
+    let url = server.ws();
     let j = try_join(&url, "span-room", "spanner")
         .await
         .expect("joined");
@@ -357,8 +321,7 @@ async fn json_logs_carry_room_and_peer_ids_in_spans() {
     while !(session_line && room_line) {
         let left = deadline.saturating_duration_since(Instant::now());
         let line = server
-            .logs
-            .recv_timeout(left)
+            .next_log_line(left)
             .expect("log lines with the session and room spans in time");
         let Ok(v) = serde_json::from_str::<Value>(&line) else {
             panic!("--log-format json writes JSON lines only: {line}");

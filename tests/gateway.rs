@@ -159,11 +159,7 @@ async fn sequence_numbers_are_gapless_and_acks_are_checked() {
 
 /// Mints a token with arbitrary claims using the dev secret.
 fn custom_token(claims: Value) -> String {
-    roomlet_tests::sign_jwt(
-        &json!({"alg": "HS256", "typ": "JWT"}),
-        &claims,
-        roomlet::runtime::secrets::DEV_API_SECRET,
-    )
+    roomlet_tests::tokens::hs256(&claims, roomlet::runtime::secrets::DEV_API_SECRET)
 }
 
 fn claims(room: &str, identity: &str, grant: Value) -> Value {

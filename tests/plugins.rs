@@ -59,21 +59,9 @@ async fn start_with_rooms(path: impl Into<PathBuf>) -> TestServer {
 
 /// A dev-key token for `room`/`identity` carrying `metadata`.
 fn token(room: &str, identity: &str, metadata: Option<&str>) -> String {
-    let keys = roomlet::runtime::secrets::ApiKeys::dev();
-    let (key, secret) = keys.first().expect("dev key");
-    roomlet::tokens::mint(
-        key,
-        secret,
-        &roomlet::tokens::TokenRequest {
-            room: room.into(),
-            identity: identity.into(),
-            name: Some(identity.to_uppercase()),
-            metadata: metadata.map(str::to_owned),
-            ttl: std::time::Duration::from_secs(600),
-            admin: false,
-            create: true,
-        },
-    )
+    roomlet_tests::tokens::Token::new(room, identity)
+        .metadata(metadata)
+        .mint()
 }
 
 /// Connects to `url` and joins; returns the client and its peer id.

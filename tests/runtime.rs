@@ -48,8 +48,7 @@ async fn auth_component_verifies_tokens_through_the_host() {
         "iss": "APIkey1", "sub": "alice", "name": "Alice", "exp": now + 600, "nbf": now - 10,
         "video": {"room": "r1", "roomJoin": true, "canPublish": false}
     });
-    let header = json!({"alg": "HS256", "typ": "JWT"});
-    let token = sign_jwt(&header, &claims, "s3cret-s3cret-s3cret-s3cret-s3cret");
+    let token = roomlet_tests::tokens::hs256(&claims, "s3cret-s3cret-s3cret-s3cret-s3cret");
     let req = |token: &str, room: &str| AuthRequest {
         token: token.into(),
         room: room.into(),
@@ -84,7 +83,7 @@ async fn auth_component_verifies_tokens_through_the_host() {
         matches!(wrong_room, Err(AuthError::WrongRoom)),
         "{wrong_room:?}"
     );
-    let forged = sign_jwt(&header, &claims, "another-secret-another-secret-xx");
+    let forged = roomlet_tests::tokens::hs256(&claims, "another-secret-another-secret-xx");
     let bad = auth
         .authenticate(&req(&forged, "r1"))
         .await

@@ -65,14 +65,13 @@ fn bearer(req: &Request<Incoming>) -> Option<String> {
     Some(t.trim().to_owned())
 }
 
-/// Compares without leaking where the first difference is.
+/// Compares without leaking where the first difference is, nor (hashed
+/// first) the credential's length.
 fn same(a: &str, b: &str) -> bool {
     use sha2::{Digest, Sha256};
+    use subtle::ConstantTimeEq;
     let (ha, hb) = (Sha256::digest(a.as_bytes()), Sha256::digest(b.as_bytes()));
-    ha.iter()
-        .zip(hb.iter())
-        .fold(0u8, |acc, (x, y)| acc | (x ^ y))
-        == 0
+    ha.ct_eq(&hb).into()
 }
 
 impl Admin {

@@ -159,24 +159,18 @@ enum TokenCommand {
     },
 }
 
+/// A lifetime: `90s`, `30m`, `1h`, `7d`, `1h30m` (humantime), or bare seconds.
 fn parse_ttl(s: &str) -> Result<Duration, String> {
     let s = s.trim();
-    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
-    let (n, unit) = s.split_at(split);
-    let n: u64 = n
-        .parse()
-        .map_err(|_| format!("bad duration {s:?}: expected e.g. 30m or 1h"))?;
-    let secs = match unit {
-        "" | "s" => n,
-        "m" => n * 60,
-        "h" => n * 3600,
-        "d" => n * 86_400,
-        _ => return Err(format!("bad duration unit in {s:?}: use s, m, h or d")),
+    let d = match s.parse::<u64>() {
+        Ok(secs) => Duration::from_secs(secs),
+        Err(_) => humantime::parse_duration(s)
+            .map_err(|e| format!("bad duration {s:?} ({e}): expected e.g. 30m or 1h"))?,
     };
-    if secs == 0 {
+    if d.is_zero() {
         return Err("the lifetime must be positive".into());
     }
-    Ok(Duration::from_secs(secs))
+    Ok(d)
 }
 
 fn init_tracing(json: bool) {

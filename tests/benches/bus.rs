@@ -17,11 +17,10 @@
 
 use roomlet::config::Config;
 use roomlet::server::{Running, Secrets};
-use roomlet_tests::DEADLINE;
+use roomlet_tests::process::{Nats, nats_server};
 use roomlet_tests::server::{Client, Wire, test_config, token};
 use serde_json::{Value, json};
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 const WARMUP: usize = 200;
@@ -49,7 +48,7 @@ fn main() {
 }
 
 async fn run(bin: PathBuf, iters: usize, warmup: usize) {
-    let nats = Nats::start(&bin);
+    let nats = Nats::start(bin, None);
     let url = nats.url();
 
     let local = Node::start(|_| {}).await;
@@ -274,59 +273,4 @@ fn us(d: Duration) -> String {
 
 fn ratio(a: Duration, b: Duration) -> f64 {
     a.as_secs_f64() / b.as_secs_f64().max(1e-9)
-}
-
-fn nats_server() -> Option<PathBuf> {
-    std::env::var_os("PATH").and_then(|paths| {
-        std::env::split_paths(&paths)
-            .map(|d| d.join("nats-server"))
-            .find(|p| p.is_file())
-    })
-}
-
-/// A nats-server child with JetStream on a free loopback port.
-struct Nats {
-    child: Child,
-    port: u16,
-    _store: tempfile::TempDir,
-}
-
-impl Nats {
-    fn start(bin: &std::path::Path) -> Nats {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .map(|a| a.port())
-            .expect("a free port");
-        let store = tempfile::tempdir().expect("tempdir");
-        let child = Command::new(bin)
-            .args(["-js", "-a", "127.0.0.1", "-p", &port.to_string()])
-            .arg("-sd")
-            .arg(store.path())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("nats-server starts");
-        let n = Nats {
-            child,
-            port,
-            _store: store,
-        };
-        let deadline = Instant::now() + DEADLINE;
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(Instant::now() < deadline, "nats-server did not listen");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        n
-    }
-
-    fn url(&self) -> String {
-        format!("nats://127.0.0.1:{}", self.port)
-    }
-}
-
-impl Drop for Nats {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }

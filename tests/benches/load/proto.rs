@@ -71,21 +71,10 @@ pub struct Conn {
 /// A dev-key token (roomlet's `--dev` key pair) with every grant a
 /// publishing peer needs, minted here rather than over `/v1/dev/token`.
 fn token(room: &str, identity: &str) -> String {
-    let keys = roomlet::runtime::secrets::ApiKeys::dev();
-    let (key, secret) = keys.first().expect("the dev key pair exists");
-    roomlet::tokens::mint(
-        key,
-        secret,
-        &roomlet::tokens::TokenRequest {
-            room: room.into(),
-            identity: identity.into(),
-            name: None,
-            metadata: None,
-            ttl: Duration::from_secs(3600),
-            admin: false,
-            create: true,
-        },
-    )
+    roomlet_tests::tokens::Token::new(room, identity)
+        .name(None)
+        .ttl(Duration::from_secs(3600))
+        .mint()
 }
 
 /// Connects from `source` (an address on loopback, so 50,000 sockets do

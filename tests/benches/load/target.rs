@@ -3,7 +3,6 @@
 //! and what `/proc` says about it.
 
 use anyhow::{Context, Result, bail};
-use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -237,21 +236,9 @@ impl Spawn {
 
 /// A plain HTTP/1.1 GET: status code and body.
 pub fn http_get(addr: SocketAddr, path: &str) -> Result<(u16, String)> {
-    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
-    s.set_read_timeout(Some(Duration::from_secs(5)))?;
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
-    )?;
-    let mut buf = String::new();
-    s.read_to_string(&mut buf)?;
-    let code = buf
-        .split(' ')
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .context("no status line")?;
-    let body = buf.split_once("\r\n\r\n").map(|(_, b)| b).unwrap_or("");
-    Ok((code, body.to_string()))
+    roomlet_tests::http::request(addr, "GET", path, None, b"", Duration::from_secs(5))
+        .map(|r| (r.status, r.body))
+        .with_context(|| format!("no HTTP answer from {addr}{path}"))
 }
 
 /// One reading of `/proc/PID/{status,stat}`.

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 /// `[nats]`: the bus between nodes. Credentials are secrets
 /// (`ROOMLET_NATS_USER`/`ROOMLET_NATS_PASSWORD`, `ROOMLET_NATS_TOKEN` or
 /// `ROOMLET_NATS_NKEY`, each also as `*_FILE`), never in this file.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, serde::Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct NatsSection {
     /// Server URL(s), comma-separated; none runs without a bus.

@@ -27,7 +27,7 @@ use std::sync::mpsc::{SyncSender, TrySendError};
 use tokio::sync::oneshot;
 
 /// `[events]` in the configuration.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, serde::Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct EventsConfig {
     /// A file is closed and a new one started once it would grow past this.

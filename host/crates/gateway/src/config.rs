@@ -4,7 +4,7 @@
 use serde::Deserialize;
 
 /// `[limits]`: what one client may do.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, serde::Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct LimitsSection {
     /// Largest client frame, in bytes.
@@ -45,7 +45,7 @@ impl Default for LimitsSection {
 
 /// `[turn]`: a TURN server using coturn's REST scheme; the shared secret
 /// comes from `ROOMLET_TURN_SECRET` (or `_FILE`).
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct TurnSection {
     /// `turn:` URLs.

@@ -23,6 +23,7 @@ pub use session::{ClientInfo, serve};
 pub use topology::{AuthUnavailable, Local, RemoteRoom, RoomLink, RoomOp, Topology};
 
 use crate::config::{LimitsSection, TurnSection};
+use arc_swap::ArcSwap;
 use roomlet_protocol::{IceServer, RegionLink};
 use roomlet_rooms::Rooms;
 use roomlet_rooms::{JoinError, Joined, Outbox};
@@ -52,8 +53,9 @@ pub struct Settings {
 pub struct Gateway {
     /// The node's rooms.
     pub rooms: Rooms,
-    auth: Swap<AuthFunction>,
-    relay: Swap<RelayFunction>,
+    /// Replaced whole by a reload; calls in flight keep the one they took.
+    auth: ArcSwap<AuthFunction>,
+    relay: ArcSwap<RelayFunction>,
     /// Client limits.
     pub limits: LimitsSection,
     /// This node's region.
@@ -90,8 +92,8 @@ impl Gateway {
         let (auth, relay) = functions;
         Self {
             rooms,
-            auth: Swap::new(auth),
-            relay: Swap::new(relay),
+            auth: ArcSwap::new(auth),
+            relay: ArcSwap::new(relay),
             limits: settings.limits,
             region: settings.region,
             regions: settings.regions,
@@ -189,22 +191,22 @@ impl Gateway {
 
     /// The current auth function.
     pub fn auth(&self) -> Arc<AuthFunction> {
-        self.auth.get()
+        self.auth.load_full()
     }
 
     /// The current relay function.
     pub fn relay(&self) -> Arc<RelayFunction> {
-        self.relay.get()
+        self.relay.load_full()
     }
 
     /// Replaces the auth function (hot reload); calls in flight finish on the old one.
     pub fn set_auth(&self, f: Arc<AuthFunction>) {
-        self.auth.set(f);
+        self.auth.store(f);
     }
 
     /// Replaces the relay function (hot reload).
     pub fn set_relay(&self, f: Arc<RelayFunction>) {
-        self.relay.set(f);
+        self.relay.store(f);
     }
 
     /// Open WebSocket connections.
@@ -251,22 +253,5 @@ impl Gateway {
             });
         }
         out
-    }
-}
-
-/// A value replaced atomically while readers keep the one they took.
-struct Swap<T>(parking_lot::RwLock<Arc<T>>);
-
-impl<T> Swap<T> {
-    fn new(v: Arc<T>) -> Self {
-        Self(parking_lot::RwLock::new(v))
-    }
-
-    fn get(&self) -> Arc<T> {
-        self.0.read().clone()
-    }
-
-    fn set(&self, v: Arc<T>) {
-        *self.0.write() = v;
     }
 }

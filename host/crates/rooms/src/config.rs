@@ -41,7 +41,7 @@ impl Default for RoomsConfig {
 }
 
 /// `[rooms]`: node-level room policy.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, serde::Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct RoomsSection {
     /// Most rooms on this node.

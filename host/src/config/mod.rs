@@ -3,6 +3,8 @@
 //! never in the file: they come from the environment or from `*_FILE`
 //! files (`roomlet_runtime::secrets`).
 
+pub mod env;
+
 pub use roomlet_bus::config::NatsSection;
 pub use roomlet_gateway::config::{LimitsSection, TurnSection};
 pub use roomlet_protocol::{IceServer, RegionLink};
@@ -38,8 +40,22 @@ pub enum ConfigError {
     Invalid(String),
 }
 
+/// The configuration's top-level keys: each section, and the lists.
+pub const TOP_LEVEL: &[&str] = &[
+    "server",
+    "limits",
+    "rooms",
+    "ice_servers",
+    "turn",
+    "regions",
+    "modules",
+    "nats",
+    "events",
+    "webhooks",
+];
+
 /// The whole configuration.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, serde::Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Config {
     /// Listeners, identity and deployment shape.
@@ -86,7 +102,7 @@ impl Default for Config {
 }
 
 /// `[server]`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, serde::Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ServerSection {
     /// Public listener (`/v1/ws`, `/demo`, `/healthz`, `/readyz`).
@@ -127,7 +143,7 @@ impl Default for ServerSection {
 }
 
 /// `[modules.<function>]`.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, serde::Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ModuleSection {
     /// A component file replacing the embedded default.
@@ -142,15 +158,58 @@ pub struct ModuleSection {
 
 impl Config {
     /// Reads `path`, or the defaults when there is none.
+    /// Reads `path` (or the defaults when there is none), with the settings
+    /// of this process's environment laid over it ([`env`]).
     pub fn load(path: Option<&Path>) -> Result<Self, ConfigError> {
-        let Some(path) = path else {
-            return Ok(Self::default());
+        Self::load_with_env(path, std::env::vars())
+    }
+
+    /// [`Config::load`] with the environment given: `vars` instead of the
+    /// process's.
+    pub fn load_with_env(
+        path: Option<&Path>,
+        vars: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Self, ConfigError> {
+        let (mut table, origin) = match path {
+            Some(path) => {
+                let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                    path: path.display().to_string(),
+                    source,
+                })?;
+                let origin = path.display().to_string();
+                let table = text
+                    .parse::<toml::Table>()
+                    .map_err(|e| ConfigError::Parse {
+                        path: origin.clone(),
+                        message: e.to_string(),
+                    })?;
+                (table, origin)
+            }
+            None => (toml::Table::new(), "the defaults".to_owned()),
         };
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-            path: path.display().to_string(),
-            source,
-        })?;
-        Self::parse(&text, &path.display().to_string())
+        let defaults = toml::Table::try_from(Config::default()).unwrap_or_default();
+        let env = env::overlay(vars, &defaults, TOP_LEVEL);
+        for name in &env.unknown {
+            tracing::warn!(
+                variable = %name,
+                "unknown ROOMLET_* variable, ignored: settings are ROOMLET_SECTION__KEY (docs/deploy.md), and it is no flag or secret either"
+            );
+        }
+        let origin = if env.from.is_empty() {
+            origin
+        } else {
+            format!("{origin} with {}", env.from.join(", "))
+        };
+        env::merge(&mut table, env.settings);
+        let config: Config =
+            toml::Value::Table(table)
+                .try_into()
+                .map_err(|e: toml::de::Error| ConfigError::Parse {
+                    path: origin,
+                    message: e.to_string(),
+                })?;
+        config.validate()?;
+        Ok(config)
     }
 
     /// Parses TOML text; `origin` names it in errors.
@@ -283,3 +342,6 @@ impl Config {
             .unwrap_or_else(|| "node".into())
     }
 }
+
+#[cfg(test)]
+mod tests;
