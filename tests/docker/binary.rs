@@ -53,16 +53,6 @@ pub(crate) fn static_build() -> Result<StaticBuild, String> {
         .clone()
 }
 
-/// A `roomlet serve` child process, killed on drop.
-struct ServeProcess(Child);
-
-impl Drop for ServeProcess {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 #[test]
 fn static_binary_is_static_and_audited() {
     let build = match static_build() {
@@ -140,57 +130,27 @@ fn every_edge_config_starts_a_ready_node() {
     assert!(configs.len() >= 2, "expected the region configs");
     for config in &configs {
         let dir = tempfile::tempdir().expect("tempdir");
-        let mut child = ServeProcess(
-            Command::new(&build.binary)
-                .args(["serve", "--config"])
-                .arg(config)
-                .args([
-                    "--listen",
-                    "127.0.0.1:0",
-                    "--internal-listen",
-                    "127.0.0.1:0",
-                    "--data-dir",
-                ])
-                .arg(dir.path())
-                .env("ROOMLET_API_KEYS", "testkey:config-check-secret")
-                .env_remove("ROOMLET_DEV")
-                .env_remove("ROOMLET_CONFIG")
-                .stdout(Stdio::piped())
-                .stderr(Stdio::piped())
-                .spawn()
-                .expect("spawn roomlet serve"),
-        );
-        // It prints "roomlet is listening on http://127.0.0.1:PORT" when ready.
-        let stdout = child.0.stdout.take().expect("stdout");
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        let line = rx
-            .recv_timeout(Duration::from_secs(60))
-            .unwrap_or_else(|_| {
-                let _ = child.0.kill();
-                let mut err = String::new();
-                if let Some(mut e) = child.0.stderr.take() {
-                    let _ = e.read_to_string(&mut err);
-                }
-                panic!("{} did not start:\n{err}", config.display())
-            });
-        let addr = line
-            .strip_prefix("roomlet is listening on http://")
-            .unwrap_or_else(|| panic!("unexpected first line {line:?}"));
+        let server = ServeCommand::new(&build.binary, &dir.path().join("serve.log"))
+            .arg("--config")
+            .arg(config)
+            .args([
+                "--listen",
+                "127.0.0.1:0",
+                "--internal-listen",
+                "127.0.0.1:0",
+            ])
+            .arg("--data-dir")
+            .arg(dir.path())
+            .env("ROOMLET_API_KEYS", "testkey:config-check-secret")
+            .env_remove("ROOMLET_DEV")
+            .env_remove("ROOMLET_CONFIG")
+            .within(Duration::from_secs(60))
+            .start()
+            .unwrap_or_else(|log| panic!("{} did not start:\n{log}", config.display()));
+        let addr = server.public;
         let url = format!("http://{addr}/readyz");
         check(Command::new(&build.binary).args(["health", "--url", &url]));
-        let port: u16 = addr
-            .rsplit(':')
-            .next()
-            .and_then(|p| p.parse().ok())
-            .expect("port");
-        let (status, _) = http_get(port, "/healthz", None).expect("healthz answers");
+        let (status, _) = http_get(addr.port(), "/healthz", None).expect("healthz answers");
         assert_eq!(status, 200);
         assert!(
             dir.path().join("kv.redb").exists(),

@@ -29,12 +29,13 @@ use binary::{assert_audit_info, static_build};
 use compose::{compose_down, compose_image, compose_up, standin};
 use image::set_mode;
 
+use roomlet_tests::process::ServeCommand;
 use roomlet_tests::server::{Client, Wire};
 use roomlet_tests::tokens::Token;
 use serde_json::{Value, json};
-use std::io::{BufRead, BufReader, Read};
+use std::io::{BufRead, Read};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output, Stdio};
 use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
