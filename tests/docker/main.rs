@@ -33,7 +33,7 @@ use roomlet_tests::process::ServeCommand;
 use roomlet_tests::server::{Client, Wire};
 use roomlet_tests::tokens::Token;
 use serde_json::{Value, json};
-use std::io::{BufRead, Read};
+use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::sync::{Mutex, OnceLock};
