@@ -10,7 +10,7 @@
 # Also used by docker/Dockerfile (the from-source build) so both images get
 # the same binary. The explicit --target keeps build scripts and
 # proc-macros dynamic (crt-static only applies to the target artifacts);
-# host/build.rs removes RUSTFLAGS and the auditable wrapper before building
+# host/crates/runtime/build.rs removes RUSTFLAGS and the auditable wrapper before building
 # the wasm32-wasip2 guests. The separate target dir keeps these flags from
 # invalidating the ordinary debug/release builds.
 set -euo pipefail
