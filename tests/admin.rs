@@ -542,3 +542,47 @@ fn with_contract_version(component: &[u8], version: &str) -> Vec<u8> {
     assert!(moved > 0, "the component names no roomlet:signal interface");
     out
 }
+
+/// `--dev` with no operator credential configured takes the well-known one,
+/// so the documented upload works on a developer's machine; the modules
+/// listing names its fields as docs/admin-api.md does. Without `--dev`
+/// there is no such default.
+#[tokio::test]
+async fn dev_mode_takes_the_well_known_operator_token_and_field_names_hold() {
+    let dev = roomlet_tests::server::start(|_| {}).await;
+    let dev_token = roomlet::runtime::secrets::DEV_OPERATOR_TOKEN;
+    let internal = dev.running.internal_addr;
+    let (status, body) = http(internal, "GET", "/v1/admin/modules", Some(dev_token), b"").await;
+    assert_eq!(status, 200, "{body}");
+    let modules = parse(&body);
+    for function in ["auth", "rooms", "relay"] {
+        let v = &modules[function]["versions"][0];
+        for field in ["version", "origin", "deployed_at"] {
+            assert!(
+                !v[field].is_null(),
+                "{function}: no {field} in {v} (docs/admin-api.md names it)"
+            );
+        }
+        assert_eq!(modules[function]["current"], v["version"]);
+    }
+    let production = roomlet_tests::server::start_with(
+        |c| c.server.dev = false,
+        Secrets {
+            api_keys: ApiKeys::dev(),
+            ..Default::default()
+        },
+    )
+    .await;
+    let (status, _) = http(
+        production.running.internal_addr,
+        "GET",
+        "/v1/admin/modules",
+        Some(dev_token),
+        b"",
+    )
+    .await;
+    assert!(
+        matches!(status, 401 | 403),
+        "the dev operator token outside --dev: {status}"
+    );
+}

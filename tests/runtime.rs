@@ -565,3 +565,76 @@ async fn default_room_policy_through_the_actor() {
     })
     .await;
 }
+
+/// A component that does not load says all the parser said and, where the
+/// bytes show the mistake, what to do about it.
+#[test]
+fn load_errors_print_in_full_and_name_the_fix() {
+    use roomlet::runtime::{Function, embedded};
+    let node = TestNode::new();
+    let load_as_relay = |bytes: Vec<u8>| {
+        let spec = FunctionSpec {
+            source: ComponentSource::Bytes(bytes),
+            ..FunctionSpec::default()
+        };
+        node.loader
+            .relay(&spec)
+            .err()
+            .expect("the component is refused")
+            .to_string()
+    };
+    let not_wasm = load_as_relay(b"#!/bin/sh\necho hello\n".to_vec());
+    assert!(
+        not_wasm.contains("not a WebAssembly file") && not_wasm.contains("wasm32-wasip2"),
+        "{not_wasm}"
+    );
+    // The parser's message runs past its first line ("expected=[" and the
+    // bytes it expected): all of it is there.
+    let tail = not_wasm
+        .split("expected=[")
+        .nth(1)
+        .unwrap_or_else(|| panic!("the parser's message: {not_wasm}"));
+    assert!(tail.contains(']'), "cut off: {not_wasm}");
+    // An empty core module: what `--target wasm32-wasip1` builds.
+    let core = load_as_relay(b"\0asm\x01\0\0\0".to_vec());
+    assert!(
+        core.contains("core WebAssembly module") && core.contains("--target wasm32-wasip2"),
+        "{core}"
+    );
+    let rooms_as_relay = load_as_relay(embedded::bytes(Function::Rooms).to_vec());
+    assert!(
+        rooms_as_relay.contains("this is a rooms component")
+            && rooms_as_relay.contains("--module rooms="),
+        "{rooms_as_relay}"
+    );
+}
+
+/// The command line prints a refused component as its causes, the fix
+/// among them, and never a backtrace, even with `RUST_BACKTRACE` set.
+#[test]
+fn a_refused_component_at_start_is_a_user_error_without_a_backtrace() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let core = dir.path().join("core.wasm");
+    std::fs::write(&core, b"\0asm\x01\0\0\0").expect("write");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_roomlet-node"))
+        .args(["serve", "--dev", "--listen", "127.0.0.1:0"])
+        .args(["--internal-listen", "127.0.0.1:0", "--data-dir"])
+        .arg(dir.path().join("data"))
+        .arg("--module")
+        .arg(format!("rooms={}", core.display()))
+        .env("RUST_BACKTRACE", "1")
+        .output()
+        .expect("roomlet-node runs");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("error: starting roomlet")
+            && stderr.contains("caused by: rooms component")
+            && stderr.contains("--target wasm32-wasip2"),
+        "{stderr}"
+    );
+    assert!(
+        !stderr.to_lowercase().contains("backtrace"),
+        "a user error came with a backtrace:\n{stderr}"
+    );
+}

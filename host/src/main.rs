@@ -197,7 +197,24 @@ fn init_tracing(json: bool) {
     }
 }
 
-pub(crate) fn main() -> Result<()> {
+/// Runs the command. A failure prints as its chain of causes, one a line,
+/// and exits 1: never with a backtrace, whatever `RUST_BACKTRACE` says,
+/// since these are a user's errors (a missing file, a refused component),
+/// not the program's.
+pub(crate) fn main() -> std::process::ExitCode {
+    match run() {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            for cause in e.chain().skip(1) {
+                eprintln!("  caused by: {cause}");
+            }
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn run() -> Result<()> {
     let cli = Cli::parse();
     match cli.command {
         Command::Serve(args) => serve(args),
@@ -343,8 +360,22 @@ fn serve(args: ServeArgs) -> Result<()> {
         };
         println!("roomlet is listening on http://{shown}");
         println!("internal listener on http://{}", running.internal_addr);
+        let modules = running.modules.list();
+        for f in roomlet::runtime::Function::ALL {
+            if let Some(v) = modules.get(&f).and_then(|v| v.last()) {
+                println!("{f}: {} ({})", v.origin, v.version);
+            }
+        }
         if dev {
             println!("demo: open http://{shown}/demo in two browser tabs");
+            if std::env::var_os("ROOMLET_OPERATOR_TOKEN").is_none()
+                && std::env::var_os("ROOMLET_OPERATOR_TOKEN_FILE").is_none()
+            {
+                println!(
+                    "admin API: operator token {:?} (dev only)",
+                    roomlet::runtime::secrets::DEV_OPERATOR_TOKEN
+                );
+            }
         }
         let _ = std::io::stdout().flush();
         shutdown_signal().await;

@@ -6,6 +6,6 @@
 #[path = "../../host/src/main.rs"]
 mod cli;
 
-fn main() -> anyhow::Result<()> {
+fn main() -> std::process::ExitCode {
     cli::main()
 }

@@ -21,7 +21,7 @@ use roomlet_gateway::{Gateway, GatewayMetrics, Local, Settings as GatewaySetting
 use roomlet_rooms::{Rooms, RoomsConfig, RoomsMetrics};
 use roomlet_runtime::engine::{self, EngineSettings};
 use roomlet_runtime::kv::{KvLimits, KvStore, KvStoreError};
-use roomlet_runtime::secrets::{ApiKeys, Secret, SecretError};
+use roomlet_runtime::secrets::{ApiKeys, DEV_OPERATOR_TOKEN, Secret, SecretError};
 use roomlet_runtime::{
     AuthFunction, Function, FunctionSpec, Limits, LoadError, Loader, RelayFunction, RuntimeMetrics,
 };
@@ -49,13 +49,14 @@ pub enum ServerError {
          or start with --dev for local development"
     )]
     NoApiKeys,
-    /// A component failed to load.
-    #[error("{function} component: {source}")]
+    /// A component failed to load. (Not a `source`: the message already
+    /// carries it, and a report would print it twice.)
+    #[error("{function} component: {error}")]
     Component {
         /// Which function.
         function: Function,
         /// Why.
-        source: LoadError,
+        error: LoadError,
     },
     /// The kv store could not be opened.
     #[error("opening the key-value store: {0}")]
@@ -312,7 +313,7 @@ pub async fn start(config: Config, secrets: Secrets) -> Result<Running, ServerEr
         admin: crate::admin::Admin {
             gateway: gateway.clone(),
             modules: modules.clone(),
-            operator: secrets.operator.clone(),
+            operator: operator(&config, &secrets),
         },
         dev_keys: config.server.dev.then(|| api_keys.clone()),
         public_url: config.server.public_url.clone(),
@@ -370,6 +371,18 @@ fn api_keys(
     }
 }
 
+/// The operator credential: configured, or in `--dev` the well-known one.
+fn operator(config: &Config, secrets: &Secrets) -> Option<Secret> {
+    secrets.operator.clone().or_else(|| {
+        config.server.dev.then(|| {
+            tracing::warn!(
+                "--dev: the admin API takes the well-known operator token {DEV_OPERATOR_TOKEN:?}; never do this in production"
+            );
+            Secret::new(DEV_OPERATOR_TOKEN)
+        })
+    })
+}
+
 /// The three functions, loaded by an engine sized for the node.
 type Loaded = (AuthFunction, RelayFunction, roomlet_runtime::RoomsFunction);
 
@@ -395,7 +408,7 @@ fn load(
     .map_err(|e| ServerError::Engine(format!("{e:#}")))?;
     let loader = Loader::new(engine, Some(config.server.data_dir.join("cache")))
         .with_metrics(Arc::new(RuntimeMetrics::new(registry)));
-    let component_err = |function| move |source| ServerError::Component { function, source };
+    let component_err = |function| move |error| ServerError::Component { function, error };
     let auth = loader
         .auth(&config.function_spec(Function::Auth), api_keys.clone())
         .map_err(component_err(Function::Auth))?;

@@ -46,7 +46,19 @@ pub fn load(
             ),
         }
     }
+    // A large component (a Python one is ~18 MB) compiles for seconds:
+    // say so, rather than be silent.
+    let started = std::time::Instant::now();
+    tracing::info!(
+        bytes = bytes.len(),
+        "compiling a component (cached for the next start)"
+    );
     let component = compile(engine, bytes)?;
+    tracing::info!(
+        bytes = bytes.len(),
+        seconds = started.elapsed().as_secs_f64(),
+        "component compiled"
+    );
     if let Err(e) = store(&component, dir, &path) {
         tracing::warn!(artifact = %path.display(), error = %e, "cannot cache precompiled artifact");
     }
@@ -54,7 +66,7 @@ pub fn load(
 }
 
 fn compile(engine: &Engine, bytes: &[u8]) -> Result<Component, LoadError> {
-    Component::new(engine, bytes).map_err(|e| LoadError::Compile(super::error::brief(&e)))
+    Component::new(engine, bytes).map_err(|e| LoadError::compile(bytes, &e))
 }
 
 fn store(component: &Component, dir: &Path, path: &Path) -> std::io::Result<()> {

@@ -71,15 +71,62 @@ impl LoadError {
         component: &wasmtime::component::Component,
         e: &wasmtime::Error,
     ) -> Self {
-        let reason = match contract_of(engine, component) {
-            Some(theirs) if theirs != CONTRACT => format!(
+        let reason = match (contract_of(engine, component), world_of(engine, component)) {
+            (Some(theirs), _) if theirs != CONTRACT => format!(
                 "built against {theirs}, this host implements {CONTRACT}: \
                  rebuild it against this host's wit/ (`roomlet new plugin` writes a copy)"
             ),
-            _ => brief(e),
+            (_, Some(theirs)) if theirs != function => format!(
+                "this is a {theirs} component: load it as {theirs} \
+                 (`--module {theirs}=PATH`, `[modules.{theirs}] path`, or PUT /v1/admin/modules/{theirs}) ({})",
+                full(e)
+            ),
+            _ => full(e),
         };
         LoadError::World { function, reason }
     }
+
+    /// `bytes` did not compile: `e`, in full, with what to do about it when
+    /// the bytes say what they are.
+    pub(crate) fn compile(bytes: &[u8], e: &wasmtime::Error) -> Self {
+        let hint = match bytes {
+            [0x00, b'a', b's', b'm', 1, 0, 0, 0, ..] => Some(
+                "this is a core WebAssembly module, not a component: build the plugin \
+                 with `--target wasm32-wasip2` (wasm32-wasip1 and wasm32-unknown-unknown \
+                 give core modules)",
+            ),
+            [0x00, b'a', b's', b'm', ..] => None,
+            _ => Some(
+                "this is not a WebAssembly file: pass the `.wasm` that \
+                 `cargo build --target wasm32-wasip2 --release` writes under \
+                 target/wasm32-wasip2/release/",
+            ),
+        };
+        let text = full(e);
+        LoadError::Compile(match hint {
+            Some(hint) => format!("{hint} ({text})"),
+            None => text,
+        })
+    }
+}
+
+/// The function whose world `component` exports (`rooms`, `auth` or
+/// `relay`), if it exports one of them.
+fn world_of(
+    engine: &wasmtime::Engine,
+    component: &wasmtime::component::Component,
+) -> Option<&'static str> {
+    let ty = component.component_type();
+    let mut exports = ty.exports(engine).map(|(name, _)| name);
+    exports.find_map(|name| {
+        let (_, interface) = name.split_once('/')?;
+        match interface.split('@').next()? {
+            "room" => Some("rooms"),
+            "authenticator" => Some("auth"),
+            "relay-policy" => Some("relay"),
+            _ => None,
+        }
+    })
 }
 
 /// The `roomlet:signal@VERSION` a component's imports or exports name, if
@@ -105,6 +152,20 @@ fn contract_of(
 pub(crate) fn brief(e: &wasmtime::Error) -> String {
     let s = format!("{e:#}");
     s.lines().next().unwrap_or("").chars().take(300).collect()
+}
+
+/// A wasmtime error chain in full, on one line and without a backtrace:
+/// for an operator or a plugin's author, who must see all of it (a parser's
+/// message can run over several lines, and its first ends mid-sentence).
+pub(crate) fn full(e: &wasmtime::Error) -> String {
+    let s = format!("{e:#}");
+    let text: Vec<&str> = s
+        .lines()
+        .take_while(|l| !l.starts_with("Stack backtrace"))
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect();
+    text.join(" ").chars().take(4000).collect()
 }
 
 #[cfg(test)]

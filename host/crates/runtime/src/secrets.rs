@@ -139,3 +139,8 @@ impl ApiKeys {
 pub const DEV_API_KEY: &str = "devkey";
 /// The development API secret.
 pub const DEV_API_SECRET: &str = "secret";
+/// The operator credential `--dev` accepts when `ROOMLET_OPERATOR_TOKEN` is
+/// not set, so the admin API (component upload, rollback) works on a
+/// developer's machine as the docs describe. Never in production: without
+/// `--dev` there is no default.
+pub const DEV_OPERATOR_TOKEN: &str = "dev-operator";
