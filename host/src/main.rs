@@ -351,6 +351,8 @@ fn serve(args: ServeArgs) -> Result<()> {
             .iter()
             .find(|r| r.name != config.server.region)
             .map(|r| r.url.clone());
+        // As the server decides it: --dev and no operator credential set.
+        let dev_operator = dev && secrets.operator.is_none();
         let running = server::start(config, secrets)
             .await
             .context("starting roomlet")?;
@@ -368,9 +370,7 @@ fn serve(args: ServeArgs) -> Result<()> {
         }
         if dev {
             println!("demo: open http://{shown}/demo in two browser tabs");
-            if std::env::var_os("ROOMLET_OPERATOR_TOKEN").is_none()
-                && std::env::var_os("ROOMLET_OPERATOR_TOKEN_FILE").is_none()
-            {
+            if dev_operator {
                 println!(
                     "admin API: operator token {:?} (dev only)",
                     roomlet::runtime::secrets::DEV_OPERATOR_TOKEN

@@ -93,24 +93,24 @@ impl ServeCommand {
     /// Starts it and waits until it says where it listens; `Err` holds its
     /// log when it never does.
     pub fn start(mut self) -> Result<Serve, String> {
-        let (log, lines) = match &self.log {
+        let log = match &self.log {
             Log::File(path) => {
                 let file =
                     std::fs::File::create(path).map_err(|e| format!("{}: {e}", path.display()))?;
                 self.cmd.stderr(file);
-                (Some(path.clone()), None)
+                Some(path.clone())
             }
             Log::Lines => {
                 self.cmd.stderr(Stdio::piped());
-                (None, Some(()))
+                None
             }
         };
         let mut child = self
             .cmd
             .spawn()
             .map_err(|e| format!("starting roomlet serve: {e}"))?;
-        let logs = lines.and_then(|()| {
-            let stderr = child.stderr.take()?;
+        // Piped only for line logs.
+        let logs = child.stderr.take().map(|stderr| {
             let (tx, rx) = mpsc::channel();
             std::thread::spawn(move || {
                 use std::io::BufRead;
@@ -123,7 +123,7 @@ impl ServeCommand {
                     }
                 }
             });
-            Some(rx)
+            rx
         });
         match crate::listening(&mut child, self.within) {
             Some((public, internal)) => Ok(Serve {

@@ -212,16 +212,6 @@ impl Config {
         Ok(config)
     }
 
-    /// Parses TOML text; `origin` names it in errors.
-    pub fn parse(text: &str, origin: &str) -> Result<Self, ConfigError> {
-        let config: Config = toml::from_str(text).map_err(|e| ConfigError::Parse {
-            path: origin.to_owned(),
-            message: e.to_string(),
-        })?;
-        config.validate()?;
-        Ok(config)
-    }
-
     /// Checks ranges and names.
     pub fn validate(&self) -> Result<(), ConfigError> {
         let invalid = |m: String| Err(ConfigError::Invalid(m));

@@ -223,7 +223,11 @@ pub async fn start(config: Config, secrets: Secrets) -> Result<Running, ServerEr
         webhooks.as_ref().map(|w| w.listener()),
         &registry,
     )?;
-    let (loader, functions_loaded) = load(&config, &api_keys, &kv, &registry)?;
+    let specs: HashMap<Function, FunctionSpec> = Function::ALL
+        .iter()
+        .map(|f| (*f, config.function_spec(*f)))
+        .collect();
+    let (loader, functions_loaded) = load(&config, &specs, &api_keys, &kv, &registry)?;
     let (auth, relay, rooms_fn) = functions_loaded;
     let rooms = Rooms::new(
         Arc::new(rooms_fn),
@@ -291,10 +295,6 @@ pub async fn start(config: Config, secrets: Secrets) -> Result<Running, ServerEr
     if let Some(bus) = &bus {
         tasks.push(join_bus(bus, &gateway, &functions, &node_info).await?);
     }
-    let specs: HashMap<Function, FunctionSpec> = Function::ALL
-        .iter()
-        .map(|f| (*f, config.function_spec(*f)))
-        .collect();
     let modules = Arc::new(Modules::new(
         loader,
         specs,
@@ -386,16 +386,17 @@ fn operator(config: &Config, secrets: &Secrets) -> Option<Secret> {
 /// The three functions, loaded by an engine sized for the node.
 type Loaded = (AuthFunction, RelayFunction, roomlet_runtime::RoomsFunction);
 
-/// Builds the engine and loads the functions' components.
+/// Builds the engine and loads the functions' components as `specs` say.
 fn load(
     config: &Config,
+    specs: &HashMap<Function, FunctionSpec>,
     api_keys: &Arc<ApiKeys>,
     kv: &Arc<KvStore>,
     registry: &Registry,
 ) -> Result<(Loader, Loaded), ServerError> {
-    let max_memory = Function::ALL
-        .iter()
-        .map(|f| config.function_spec(*f).limits.memory_cap)
+    let max_memory = specs
+        .values()
+        .map(|s| s.limits.memory_cap)
         .max()
         .unwrap_or(Limits::default().memory_cap)
         .max(1 << 20);
@@ -410,13 +411,13 @@ fn load(
         .with_metrics(Arc::new(RuntimeMetrics::new(registry)));
     let component_err = |function| move |error| ServerError::Component { function, error };
     let auth = loader
-        .auth(&config.function_spec(Function::Auth), api_keys.clone())
+        .auth(&specs[&Function::Auth], api_keys.clone())
         .map_err(component_err(Function::Auth))?;
     let relay = loader
-        .relay(&config.function_spec(Function::Relay))
+        .relay(&specs[&Function::Relay])
         .map_err(component_err(Function::Relay))?;
     let rooms = loader
-        .rooms(&config.function_spec(Function::Rooms), kv.clone())
+        .rooms(&specs[&Function::Rooms], kv.clone())
         .map_err(component_err(Function::Rooms))?;
     Ok((loader, (auth, relay, rooms)))
 }

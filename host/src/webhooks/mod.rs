@@ -23,7 +23,6 @@ use roomlet_runtime::secrets::{ApiKeys, Secret};
 use serde::{Deserialize, Serialize};
 use sha2::Digest as _;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 use tokio::sync::mpsc;
 
@@ -97,15 +96,19 @@ pub struct WebhookStats {
     pub retries: u64,
 }
 
-/// This node's delivery counts, kept twice: for [`Webhooks::stats`] and,
-/// labelled with the node, for `/metrics`.
+/// This node's delivery counts, as `/metrics` serves them;
+/// [`Webhooks::stats`] reads them back.
 struct Counts {
-    delivered: AtomicU64,
-    failed: AtomicU64,
-    dropped: AtomicU64,
-    retries: AtomicU64,
     results: roomlet_telemetry::IntCounterVec,
     retried: roomlet_telemetry::IntCounter,
+}
+
+impl Counts {
+    fn add(&self, result: &str) -> u64 {
+        let c = self.results.with_label_values(&[result]);
+        c.inc();
+        c.get()
+    }
 }
 
 struct Policy {
@@ -243,10 +246,6 @@ impl Webhooks {
                 "roomlet_webhook_retries_total",
                 "Webhook delivery attempts that failed and were retried.",
             ),
-            delivered: Default::default(),
-            failed: Default::default(),
-            dropped: Default::default(),
-            retries: Default::default(),
         });
         let queues = targets
             .into_iter()
@@ -289,8 +288,7 @@ impl Webhooks {
         };
         for (receiver, tx) in &self.queues {
             if tx.try_send(body.clone()).is_err() {
-                self.counts.results.with_label_values(&["dropped"]).inc();
-                let dropped = self.counts.dropped.fetch_add(1, Ordering::Relaxed) + 1;
+                let dropped = self.counts.add("dropped");
                 // Not once per drop: an outage would flood the log.
                 if dropped.is_power_of_two() {
                     tracing::warn!(%receiver, dropped, "webhook queue full; notifications dropped");
@@ -308,11 +306,12 @@ impl Webhooks {
     /// Delivery counts so far.
     pub fn stats(&self) -> WebhookStats {
         let c = &self.counts;
+        let result = |r: &str| c.results.with_label_values(&[r]).get();
         WebhookStats {
-            delivered: c.delivered.load(Ordering::Relaxed),
-            failed: c.failed.load(Ordering::Relaxed),
-            dropped: c.dropped.load(Ordering::Relaxed),
-            retries: c.retries.load(Ordering::Relaxed),
+            delivered: result("delivered"),
+            failed: result("failed"),
+            dropped: result("dropped"),
+            retries: c.retried.get(),
         }
     }
 }
@@ -359,21 +358,18 @@ async fn deliver(
                     .unwrap_or_else(|_| Err("timed out".into()));
             let error = match outcome {
                 Ok(status) if status.is_success() => {
-                    counts.results.with_label_values(&["delivered"]).inc();
-                    counts.delivered.fetch_add(1, Ordering::Relaxed);
+                    counts.add("delivered");
                     break;
                 }
                 Ok(status) => format!("answered {status}"),
                 Err(e) => e,
             };
             if attempt >= policy.max_attempts {
-                counts.results.with_label_values(&["failed"]).inc();
-                counts.failed.fetch_add(1, Ordering::Relaxed);
+                counts.add("failed");
                 tracing::warn!(%receiver, attempts = attempt, %error, "webhook not delivered; giving up on it");
                 break;
             }
             counts.retried.inc();
-            counts.retries.fetch_add(1, Ordering::Relaxed);
             tracing::debug!(%receiver, attempt, %error, "webhook attempt failed; retrying");
             tokio::time::sleep(backoff(&policy, attempt)).await;
             attempt += 1;

@@ -54,11 +54,23 @@ pub trait KvReplica: Send + Sync {
 /// Keys with their committed values (`None`: deleted).
 type Current<'k> = Vec<(&'k str, Option<Vec<u8>>)>;
 
+/// Where commits are copied, and the count of the keys it did not take at
+/// once (`roomlet_kv_unreplicated_keys_total`, by result).
+#[derive(Clone)]
+struct Replica {
+    sink: std::sync::Arc<dyn KvReplica>,
+    keys: roomlet_telemetry::IntCounterVec,
+}
+
+impl Replica {
+    fn count(&self, result: &str, n: usize) {
+        self.keys.with_label_values(&[result]).inc_by(n as u64);
+    }
+}
+
 /// The node's room key-value store.
 pub struct KvStore {
-    replica: parking_lot::RwLock<Option<std::sync::Arc<dyn KvReplica>>>,
-    /// `roomlet_kv_unreplicated_keys_total`, once there is a replica.
-    unreplicated_keys: parking_lot::RwLock<Option<roomlet_telemetry::IntCounterVec>>,
+    replica: parking_lot::RwLock<Option<Replica>>,
     /// Keys whose last commit did not reach the replica (NATS was away),
     /// by room. The room's next commit or [`KvStore::replay`] sends their
     /// current values, so the replica catches up instead of keeping a
@@ -99,7 +111,6 @@ impl KvStore {
         txn.commit().map_err(store_err)?;
         Ok(Self {
             replica: parking_lot::RwLock::new(None),
-            unreplicated_keys: parking_lot::RwLock::new(None),
             unreplicated: parking_lot::Mutex::default(),
             db: parking_lot::RwLock::new(Some(db)),
             limits,
@@ -113,15 +124,10 @@ impl KvStore {
         replica: std::sync::Arc<dyn KvReplica>,
         keys: roomlet_telemetry::IntCounterVec,
     ) {
-        *self.replica.write() = Some(replica);
-        *self.unreplicated_keys.write() = Some(keys);
-    }
-
-    /// Counts `n` keys under `result` in the replica's key counter.
-    fn count(&self, result: &str, n: usize) {
-        if let Some(keys) = &*self.unreplicated_keys.read() {
-            keys.with_label_values(&[result]).inc_by(n as u64);
-        }
+        *self.replica.write() = Some(Replica {
+            sink: replica,
+            keys,
+        });
     }
 
     /// Replaces everything `room` holds with `entries` (a room arriving
@@ -207,7 +213,7 @@ impl KvStore {
             return self.with_db(|db| Self::write(db, room, writes));
         };
         let writes: Vec<_> = writes.into_iter().collect();
-        if let Err(e) = self.replicate(&*r, room, &writes)? {
+        if let Err(e) = self.replicate(&r, room, &writes)? {
             // The room keeps working on this node; what did not reach the
             // replica goes with the room's next commit or replay, and is
             // lost only if the node dies first.
@@ -235,7 +241,7 @@ impl KvStore {
         let Some(r) = self.replica.read().clone() else {
             return Ok(0);
         };
-        self.replicate(&*r, room, &[]).map_err(|e| e.to_string())?
+        self.replicate(&r, room, &[]).map_err(|e| e.to_string())?
     }
 
     /// Sends `writes` to the replica with the keys `room` missed earlier,
@@ -246,7 +252,7 @@ impl KvStore {
     /// number of earlier keys sent.
     fn replicate(
         &self,
-        r: &dyn KvReplica,
+        r: &Replica,
         room: &str,
         writes: &[(&str, Option<&[u8]>)],
     ) -> Result<Result<usize, String>, KvStoreError> {
@@ -267,7 +273,7 @@ impl KvStore {
         if sent.is_empty() {
             return Ok(Ok(0));
         }
-        if let Err(e) = r.commit(room, &sent) {
+        if let Err(e) = r.sink.commit(room, &sent) {
             let mut unreplicated = self.unreplicated.lock();
             let waiting = unreplicated.entry(room.to_owned()).or_default();
             // Counted once per key, so deferred − replayed − dropped is
@@ -276,13 +282,12 @@ impl KvStore {
                 .iter()
                 .filter(|(k, _)| waiting.insert((*k).to_owned()))
                 .count();
-            drop(unreplicated);
-            self.count("deferred", new);
+            r.count("deferred", new);
             return Ok(Err(e));
         }
         if !keys.is_empty() {
             self.unreplicated.lock().remove(room);
-            self.count("replayed", keys.len());
+            r.count("replayed", keys.len());
         }
         Ok(Ok(keys.len()))
     }
@@ -292,7 +297,9 @@ impl KvStore {
     /// The number of keys given up.
     pub fn forget_unreplicated(&self, room: &str) -> usize {
         let n = self.unreplicated.lock().remove(room).map_or(0, |k| k.len());
-        self.count("dropped", n);
+        if let Some(r) = &*self.replica.read() {
+            r.count("dropped", n);
+        }
         n
     }
 
