@@ -231,7 +231,7 @@ async fn drain_makes_the_node_unready_and_refuses_joins() {
     assert_eq!(c.closed().await, 4006);
 }
 
-/// SIGTERM's drain: `reconnect` to every session, then the node stops as
+/// The drain (SIGTERM on a node with a bus): `reconnect` to every session, then the node stops as
 /// soon as the last client has gone, not when the grace period ends.
 #[tokio::test]
 async fn a_drain_ends_when_the_last_client_has_gone() {

@@ -3,7 +3,10 @@
 //! asserts that their RTCPeerConnections reach `connected` and that a chat
 //! line makes the round trip over the WebRTC data channel. A second test
 //! kills and restarts the server under a joined page: the page's client
-//! must join again by itself. No mocks.
+//! must join again by itself. A third restarts the server with SIGTERM
+//! under a call: both pages keep their peer ids, tiles and peer
+//! connections, and an ICE restart through the new process completes.
+//! No mocks.
 //!
 //! Chromium is driven over the DevTools protocol (`--remote-debugging-port`)
 //! with `Runtime.evaluate`. Without a `chromium` binary the test is skipped,
@@ -304,6 +307,11 @@ const SNAPSHOT_JS: &str = r#"(() => {
     state: d ? d.state : null,
     connectionStates: d ? d.connectionStates : {},
     chatLog: d ? d.chatLog : [],
+    pcCreated: d ? d.pcCreated : null,
+    pcClosed: d ? d.pcClosed : null,
+    tiles: d ? d.tiles() : null,
+    iceRestarts: d ? d.iceRestarts : {},
+    tokenTest: window.tokenTest || null,
     log: log ? log.textContent : '',
   };
 })()"#;
@@ -645,4 +653,185 @@ async fn a_page_joins_again_after_the_server_restarted() {
     tokio::time::timeout(WHOLE_TEST, rejoin_after_restart(&binary))
         .await
         .unwrap_or_else(|_| panic!("the restart test took longer than {WHOLE_TEST:?}"));
+}
+
+/// SIGTERM and a new process on the same data directory and port under a
+/// call: both pages resume with their peer ids, no RTCPeerConnection is
+/// created or closed, each page shows one tile per person, and an ICE
+/// restart negotiated through the new process completes.
+async fn call_survives_a_restart(binary: &Path) {
+    let t0 = Instant::now();
+    let lap = |what: &str| println!("[{:6.2} s] {what}", t0.elapsed().as_secs_f64());
+    let data = tempfile::tempdir().expect("data dir");
+    let listen = format!("127.0.0.1:{}", roomlet_tests::process::free_port());
+    let mut first = start_server(&listen, data.path());
+    let addr = first.public;
+    let browser = Browser::launch(binary).await;
+    let mut browser_cdp = Cdp::connect(&browser.ws_url(&browser.browser_ws_path))
+        .await
+        .unwrap_or_else(|e| panic!("browser target: {e}\n{}", browser.stderr_tail()));
+    let room = "restart-call";
+    let (mut a, a_id) = join_page(&browser, &mut browser_cdp, addr, room, "alice").await;
+    let (mut b, b_id) = join_page(&browser, &mut browser_cdp, addr, room, "bob").await;
+    let connected = |s: &Value, other: &str| s["connectionStates"][other] == "connected";
+    let before = wait_until(
+        "the call to connect",
+        PEERS_CONNECT,
+        &browser,
+        &mut [&mut a, &mut b],
+        |s| {
+            if let Some(why) = hopeless(&s[0]).or_else(|| hopeless(&s[1])) {
+                return Err(why);
+            }
+            Ok(connected(&s[0], &b_id) && connected(&s[1], &a_id))
+        },
+    )
+    .await;
+    lap("the call is connected");
+
+    first.signal("TERM");
+    assert_eq!(
+        first.exit_within(Duration::from_secs(15)),
+        Some(0),
+        "the server stops within its drain grace"
+    );
+    lap("the server stopped");
+    let _second = start_server(&listen, data.path());
+    lap("the server is back");
+    let resumed = |s: &Value| {
+        s["log"].as_str().unwrap_or("").contains("session resumed") && s["state"] == "connected"
+    };
+    let after = wait_until(
+        "both pages to resume",
+        PAGE_JOIN,
+        &browser,
+        &mut [&mut a, &mut b],
+        |s| {
+            if let Some(why) = hopeless(&s[0]).or_else(|| hopeless(&s[1])) {
+                return Err(why);
+            }
+            Ok(resumed(&s[0]) && resumed(&s[1]))
+        },
+    )
+    .await;
+    lap("both pages resumed");
+    for (i, (id, page)) in [(&a_id, &after[0]), (&b_id, &after[1])]
+        .into_iter()
+        .enumerate()
+    {
+        assert_eq!(peer_id(page), Some(id.as_str()), "the same peer id");
+        assert_eq!(
+            page["tiles"],
+            2,
+            "one tile per person: {}",
+            describe("page", page)
+        );
+        assert_eq!(
+            (&page["pcCreated"], &page["pcClosed"]),
+            (&before[i]["pcCreated"], &before[i]["pcClosed"]),
+            "no peer connection created or closed across the restart"
+        );
+        assert!(
+            !page["log"].as_str().unwrap_or("").contains("peer left"),
+            "nobody left: {}",
+            describe("page", page)
+        );
+    }
+
+    // An ICE restart, offered and answered through the new process.
+    let expr = format!("window.roomletDemo.restartIce({})", json!(b_id));
+    a.cdp
+        .eval(&expr)
+        .await
+        .unwrap_or_else(|e| panic!("restartIce: {e}\n{}", browser.stderr_tail()));
+    wait_until(
+        "the ICE restart to complete",
+        PEERS_CONNECT,
+        &browser,
+        &mut [&mut a, &mut b],
+        |s| {
+            Ok(s[0]["iceRestarts"][b_id.as_str()].as_u64() >= Some(1)
+                && connected(&s[0], &b_id)
+                && connected(&s[1], &a_id))
+        },
+    )
+    .await;
+    lap("the ICE restart completed");
+    browser.close(&mut browser_cdp).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_survives_a_server_restart() {
+    let Some(binary) = browser_or_skip() else {
+        return;
+    };
+    tokio::time::timeout(WHOLE_TEST, call_survives_a_restart(&binary))
+        .await
+        .unwrap_or_else(|_| panic!("the restart test took longer than {WHOLE_TEST:?}"));
+}
+
+/// The JS client's `getToken`: a join refused as expired is tried again
+/// once with a fresh token; a token about to expire is refreshed over the
+/// session (`refresh` → `refreshed`) before it does.
+async fn js_client_tokens(binary: &Path) {
+    let data = tempfile::tempdir().expect("data dir");
+    let server = start_server("127.0.0.1:0", data.path());
+    let browser = Browser::launch(binary).await;
+    let mut browser_cdp = Cdp::connect(&browser.ws_url(&browser.browser_ws_path))
+        .await
+        .unwrap_or_else(|e| panic!("browser target: {e}\n{}", browser.stderr_tail()));
+    let (mut page, _) = join_page(&browser, &mut browser_cdp, server.public, "host", "host").await;
+    let expired = roomlet_tests::tokens::dev_token_expiring("tok", "ann", -60);
+    let short = roomlet_tests::tokens::dev_token_expiring("tok", "ann", 3);
+    let script = format!(
+        r#"(async () => {{
+  const {{ RoomletClient }} = await import('/demo/roomlet.js');
+  const url = `ws://${{location.host}}/v1/ws`;
+  const t = window.tokenTest = {{ calls: 0, refreshed: 0, callsAtJoin: null }};
+  const getToken = async () => {{
+    t.calls += 1;
+    const r = await fetch('/v1/dev/token?room=tok&identity=ann');
+    return (await r.json()).token;
+  }};
+  const a = new RoomletClient(url, {{ token: {expired}, room: 'tok', getToken }});
+  await a.connect();
+  t.callsAtJoin = t.calls;
+  await a.leave();
+  const b = new RoomletClient(url, {{ token: {short}, room: 'tok', getToken }});
+  b.addEventListener('refreshed', () => {{ t.refreshed += 1; }});
+  await b.connect();
+  window.tokenClient = b;
+  return t.callsAtJoin;
+}})()"#,
+        expired = json!(expired),
+        short = json!(short),
+    );
+    let calls = page
+        .cdp
+        .eval(&script)
+        .await
+        .unwrap_or_else(|e| panic!("token script: {e}\n{}", browser.stderr_tail()));
+    assert_eq!(
+        calls, 1,
+        "the expired token was refused and getToken called once"
+    );
+    wait_until(
+        "the short token to be refreshed",
+        CHAT_ARRIVES,
+        &browser,
+        &mut [&mut page],
+        |s| Ok(s[0]["tokenTest"]["refreshed"].as_u64() >= Some(1)),
+    )
+    .await;
+    browser.close(&mut browser_cdp).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_js_client_gets_fresh_tokens() {
+    let Some(binary) = browser_or_skip() else {
+        return;
+    };
+    tokio::time::timeout(WHOLE_TEST, js_client_tokens(&binary))
+        .await
+        .unwrap_or_else(|_| panic!("the token test took longer than {WHOLE_TEST:?}"));
 }

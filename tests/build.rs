@@ -6,6 +6,7 @@ use std::path::PathBuf;
 /// (cargo package, env var the tests read its path from).
 const FIXTURES: &[(&str, &str)] = &[
     ("roomlet-fixture-hostile", "ROOMLET_FIXTURE_HOSTILE"),
+    ("roomlet-fixture-leaky-auth", "ROOMLET_FIXTURE_LEAKY_AUTH"),
     ("roomlet-example-one-to-one", "ROOMLET_EXAMPLE_ONE_TO_ONE"),
     ("roomlet-example-classroom", "ROOMLET_EXAMPLE_CLASSROOM"),
     (

@@ -46,22 +46,7 @@ fn serve(data_dir: &Path, extra: &[&str], env: &[(&str, &str)]) -> Serve {
 
 /// `roomlet events tail --data-dir DIR ARGS…`, parsed.
 fn events_tail(data_dir: &Path, args: &[&str]) -> Vec<Value> {
-    let out = Command::new(roomlet_binary())
-        .args(["events", "tail", "--data-dir"])
-        .arg(data_dir)
-        .args(args)
-        .env_remove("ROOMLET_CONFIG")
-        .output()
-        .expect("run roomlet events tail");
-    assert!(
-        out.status.success(),
-        "events tail failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
-        .collect()
+    roomlet_tests::process::events_tail(&roomlet_binary(), data_dir, args)
 }
 
 /// Connects and sends `join`; the `joined` frame, or `None` if the server

@@ -4,6 +4,7 @@
 
 use roomlet::config::{Config, ModuleSection};
 use roomlet::runtime::kv::{KvLimits, KvStore};
+use roomlet::scaffold::Lang;
 use roomlet::server::Secrets;
 use roomlet_tests::server::{self, Client, TestServer, Wire};
 use serde_json::{Value, json};
@@ -429,10 +430,53 @@ async fn python_echo_plugin() {
     );
 }
 
+/// `roomlet new plugin --lang python`, built with the command it prints,
+/// is a working room.
+#[tokio::test]
+async fn generated_python_plugin_builds_and_runs() {
+    if !available("componentize-py") {
+        let what = "componentize-py is not installed: pip install componentize-py";
+        assert!(!in_ci(), "{what}");
+        eprintln!("skipping generated_python_plugin_builds_and_runs: {what}");
+        return;
+    }
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let root =
+        roomlet::scaffold::new_plugin("py-room", tmp.path(), Lang::Python).expect("generate");
+    let build = roomlet::scaffold::build_command("py-room", Lang::Python);
+    let words: Vec<&str> = build.split_whitespace().collect();
+    let out = Command::new(words[0])
+        .args(&words[1..])
+        .current_dir(&root)
+        .output()
+        .expect("run componentize-py");
+    assert!(
+        out.status.success(),
+        "{build} failed:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let wasm = root.join(roomlet::scaffold::wasm_path("py-room", Lang::Python));
+    assert!(wasm.is_file(), "{} was built", wasm.display());
+
+    let s = start_with_rooms(&wasm).await;
+    let url = s.ws_url();
+    let (mut alice, alice_id) = join(&url, "py-tpl", "alice", None).await;
+    let (mut bob, bob_id) = join(&url, "py-tpl", "bob", None).await;
+    say(&mut alice, None, json!({"text": "round trip"})).await;
+    assert_eq!(
+        heard(&mut bob).await,
+        (alice_id.clone(), json!({"text": "round trip"}))
+    );
+    say(&mut bob, Some(&alice_id), json!({"text": "back"})).await;
+    assert_eq!(heard(&mut alice).await, (bob_id, json!({"text": "back"})));
+}
+
 #[tokio::test]
 async fn generated_plugin_builds_and_runs() {
     let tmp = tempfile::tempdir().expect("tempdir");
-    let root = roomlet::scaffold::new_plugin("echo-room", tmp.path()).expect("generate");
+    let root =
+        roomlet::scaffold::new_plugin("echo-room", tmp.path(), Lang::Rust).expect("generate");
     // A stable target directory under target/ keeps wit-bindgen compiled
     // between runs; the crate is outside our workspace, so it cannot share
     // the workspace's.

@@ -35,7 +35,13 @@ const SIGNAL_KINDS = new Set(['offer', 'answer', 'candidate']);
 /** Server frame types that are dispatched as events of the same name. */
 const FRAME_EVENTS = new Set([
   'peer-joined', 'peer-left', 'signal', 'message', 'error', 'kicked', 'room-metadata', 'reconnect',
+  'refreshed',
 ]);
+
+/** Token errors after which a fresh token (getToken) is worth one more try. */
+const TOKEN_STALE = new Set(['token-expired', 'token-not-yet-valid']);
+/** A refresh goes out when a third of the token's remaining life is left, at most this early. */
+const REFRESH_MARGIN_MAX_MS = 60000;
 
 /**
  * An error from roomlet: a refused `join`/`resume`, a failed connection, a ping timeout.
@@ -81,6 +87,15 @@ export class RoomletClient extends EventTarget {
   #initialUrl;
   #url;
   #token;
+  /** () => Promise<string>: a fresh access token (refresh, fresh joins). */
+  #getToken = null;
+  /** The token's expiry as the server last said it (Unix ms), or 0. */
+  #expiresAt = 0;
+  #refreshTimer = null;
+  /** A token sent in `refresh`, kept once the server answers `refreshed`. */
+  #refreshing = null;
+  /** Whether the join in flight already retried with a fresh token. */
+  #retriedToken = false;
   #room;
   #protocol;
   #codec;
@@ -122,7 +137,10 @@ export class RoomletClient extends EventTarget {
   /**
    * @param {string} url ws:// or wss:// URL of the server's `/v1/ws`.
    * @param {object} options
-   * @param {string} options.token access token for `join`.
+   * @param {string} [options.token] access token for `join` (required without `getToken`).
+   * @param {() => Promise<string>} [options.getToken] returns a fresh access token: called before
+   *   the token expires (sent as `refresh`, so the session always holds a valid one), for every
+   *   fresh join after the first (a resume needs no token), and when a join is refused as expired.
    * @param {string} options.room room to join.
    * @param {string} [options.protocol='roomlet.v1.json'] WebSocket subprotocol:
    *   `roomlet.v1.json` or `roomlet.v1.msgpack`.
@@ -130,14 +148,16 @@ export class RoomletClient extends EventTarget {
    *   (or join afresh when the server no longer has the session).
    * @param {number} [options.statsIntervalMs=5000] period of the stats reporter (attachPeerConnection).
    */
-  constructor(url, { token, room, protocol = 'roomlet.v1.json', reconnect = true, statsIntervalMs = 5000 } = {}) {
+  constructor(url, { token, getToken, room, protocol = 'roomlet.v1.json', reconnect = true, statsIntervalMs = 5000 } = {}) {
     super();
     if (typeof url !== 'string' || url === '') throw new TypeError('RoomletClient: url must be a ws(s):// URL');
-    if (typeof token !== 'string' || token === '') throw new TypeError('RoomletClient: token is required');
+    if (getToken !== undefined && typeof getToken !== 'function') throw new TypeError('RoomletClient: getToken must be a function');
+    if ((typeof token !== 'string' || token === '') && !getToken) throw new TypeError('RoomletClient: token (or getToken) is required');
+    this.#getToken = getToken || null;
     if (typeof room !== 'string' || room === '') throw new TypeError('RoomletClient: room is required');
     this.#initialUrl = url;
     this.#url = url;
-    this.#token = token;
+    this.#token = typeof token === 'string' ? token : '';
     this.#room = room;
     this.#protocol = protocol;
     this.#codec = codecFor(protocol);
@@ -184,7 +204,8 @@ export class RoomletClient extends EventTarget {
     });
     // The caller may not await; avoid an unhandled-rejection report for this copy.
     this.#connectPromise.catch(() => {});
-    this.#openSocket({ type: 'join', room: this.#room, token: this.#token });
+    this.#retriedToken = false;
+    this.#openJoin(this.#token === '');
     return this.#connectPromise;
   }
 
@@ -353,6 +374,59 @@ export class RoomletClient extends EventTarget {
     this.#queue = [];
   }
 
+  /**
+   * Open a socket and send `join`, with a token from getToken when `fresh`
+   * (and getToken is set); a getToken that fails ends the attempt like a
+   * socket that closed at once.
+   */
+  #openJoin(fresh) {
+    if (!fresh || !this.#getToken) {
+      this.#openSocket({ type: 'join', room: this.#room, token: this.#token });
+      return;
+    }
+    const state = this.#state;
+    Promise.resolve()
+      .then(() => this.#getToken())
+      .then((token) => {
+        if (this.#state !== state) return;
+        if (typeof token !== 'string' || token === '') throw new Error('getToken returned no token');
+        this.#token = token;
+        this.#openSocket({ type: 'join', room: this.#room, token });
+      })
+      .catch((err) => {
+        if (this.#state !== state) return;
+        this.#ws = null;
+        this.#socketClosed(null, 1006, `getToken failed: ${err && err.message || err}`);
+      });
+  }
+
+  /** Ask for a fresh token before this one expires (when the server said when). */
+  #scheduleRefresh() {
+    clearTimeout(this.#refreshTimer);
+    this.#refreshTimer = null;
+    if (!this.#getToken || !this.#expiresAt) return;
+    const left = this.#expiresAt - Date.now();
+    const delay = Math.max(0, left - Math.min(REFRESH_MARGIN_MAX_MS, left / 3));
+    this.#refreshTimer = setTimeout(() => this.#refresh(), delay);
+  }
+
+  #refresh() {
+    this.#refreshTimer = null;
+    if (this.#state !== 'joined' && this.#state !== 'reconnecting') return;
+    Promise.resolve()
+      .then(() => this.#getToken())
+      .then((token) => {
+        if (typeof token !== 'string' || token === '') throw new Error('getToken returned no token');
+        this.#refreshing = token;
+        this.#sendRoomFrame({ type: 'refresh', token });
+      })
+      .catch((err) => {
+        this.#emit('error', { type: 'error', code: 'refresh-failed', message: `getToken failed: ${err && err.message || err}` });
+        // Try again in a while, if the token has not expired meanwhile.
+        if (this.#expiresAt > Date.now() + 2000) this.#refreshTimer = setTimeout(() => this.#refresh(), 2000);
+      });
+  }
+
   /** Open a socket to the current URL and send `firstFrame` (join or resume) on open. */
   #openSocket(firstFrame) {
     let ws;
@@ -450,6 +524,21 @@ export class RoomletClient extends EventTarget {
     if (frame.type === 'reconnect') {
       // Without a hint, the same URL: the load balancer picks a node that is not draining.
       this.#redirectUrl = typeof frame.url === 'string' && frame.url !== '' ? frame.url : this.#url;
+    } else if (frame.type === 'refreshed') {
+      if (this.#refreshing) this.#token = this.#refreshing;
+      this.#refreshing = null;
+      if (typeof frame.expiresAt === 'number') this.#expiresAt = frame.expiresAt;
+      this.#scheduleRefresh();
+    } else if (frame.type === 'error' && !this.#socketJoined && TOKEN_STALE.has(frame.code)
+      && this.#getToken && !this.#retriedToken && (this.#state === 'connecting' || this.#rejoining)) {
+      // The join was refused for its token's age: one more try with a fresh one.
+      this.#retriedToken = true;
+      const ws = this.#ws;
+      this.#ws = null;
+      try { ws.close(1000); } catch { /* closing already */ }
+      clearTimeout(this.#attemptTimer);
+      this.#openJoin(true);
+      return;
     } else if (frame.type === 'error' && !this.#socketJoined && this.#connectWaiter) {
       // The join was refused. Reject now; the server normally closes right after.
       const waiter = this.#connectWaiter;
@@ -477,6 +566,11 @@ export class RoomletClient extends EventTarget {
     }
     const resuming = this.#state === 'reconnecting' && !moved;
     this.#joinedFrame = frame;
+    this.#retriedToken = false;
+    if (typeof frame.expiresAt === 'number' && frame.expiresAt > 0) {
+      this.#expiresAt = frame.expiresAt;
+      this.#scheduleRefresh();
+    }
     if (typeof frame.peerId === 'string') this.#peerId = frame.peerId;
     if (typeof frame.resumeToken === 'string' && frame.resumeToken !== '') this.#resumeToken = frame.resumeToken;
     if (!resuming && typeof frame.seq === 'number') {
@@ -574,9 +668,12 @@ export class RoomletClient extends EventTarget {
     this.#reconnectTimer = setTimeout(() => {
       this.#reconnectTimer = null;
       if (this.#state !== 'reconnecting') return;
-      this.#openSocket(this.#rejoining
-        ? { type: 'join', room: this.#room, token: this.#token }
-        : { type: 'resume', resumeToken: this.#resumeToken, lastSeq: this.#highestSeq });
+      if (this.#rejoining) {
+        this.#retriedToken = false;
+        this.#openJoin(true);
+      } else {
+        this.#openSocket({ type: 'resume', resumeToken: this.#resumeToken, lastSeq: this.#highestSeq });
+      }
     }, delayMs);
   }
 
@@ -591,6 +688,8 @@ export class RoomletClient extends EventTarget {
     this.#reconnectTimer = null;
     clearTimeout(this.#ackTimer);
     this.#ackTimer = null;
+    clearTimeout(this.#refreshTimer);
+    this.#refreshTimer = null;
     this.#queue = [];
     for (const pc of [...this.#statsReporters.keys()]) this.#detachPeerConnection(pc);
     const waiter = this.#connectWaiter;

@@ -26,7 +26,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run a node (all functions in one process by default).
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Access tokens.
     Token {
         #[command(subcommand)]
@@ -68,9 +68,19 @@ struct ServeArgs {
     /// Functions to run: any of auth,rooms,relay.
     #[arg(long, env = "ROOMLET_FUNCTIONS", value_delimiter = ',')]
     functions: Option<Vec<String>>,
-    /// Replace a default component: FUNCTION=PATH.wasm (repeatable).
+    /// Replace a default component: FUNCTION=PATH.wasm (repeatable). With
+    /// --dev the file is watched: rebuild it and the node reloads it, live
+    /// rooms and sockets kept.
     #[arg(long = "module", env = "ROOMLET_MODULES", value_delimiter = ',')]
     modules: Vec<String>,
+    /// A module's own config (what its `config.get` sees): FUNCTION.KEY=VALUE
+    /// for one key, or FUNCTION=FILE.toml for a table of them (repeatable;
+    /// VALUE is read as TOML when it parses, as a string otherwise).
+    #[arg(
+        long = "module-config",
+        value_name = "FUNCTION.KEY=VALUE|FUNCTION=FILE"
+    )]
+    module_config: Vec<String>,
     /// Data directory (kv, event log, artifact cache).
     #[arg(long, env = "ROOMLET_DATA_DIR")]
     data_dir: Option<PathBuf>,
@@ -92,20 +102,24 @@ struct ServeArgs {
     /// Log format.
     #[arg(long, env = "ROOMLET_LOG_FORMAT", default_value = "text", value_parser = ["text", "json"])]
     log_format: String,
-    /// Development mode: well-known API key, demo token endpoint.
+    /// Development mode: well-known API key and operator token, demo token
+    /// endpoint, --module files watched and reloaded when they change.
     #[arg(long, env = "ROOMLET_DEV")]
     dev: bool,
 }
 
 #[derive(Subcommand)]
 enum NewCommand {
-    /// A rooms plugin crate (Rust, wasm32-wasip2): see docs/plugins.md.
+    /// A rooms plugin (Rust crate or Python app) to start from: see docs/plugins.md.
     Plugin {
-        /// Crate name; also the directory created.
+        /// Plugin name; also the directory created.
         name: String,
-        /// Where to create the crate's directory.
+        /// Where to create the plugin's directory.
         #[arg(long, default_value = ".")]
         dir: PathBuf,
+        /// rust (cargo, wasm32-wasip2) or python (componentize-py).
+        #[arg(long, default_value = "rust", value_parser = ["rust", "python"])]
+        lang: String,
     },
 }
 
@@ -217,7 +231,7 @@ pub(crate) fn main() -> std::process::ExitCode {
 fn run() -> Result<()> {
     let cli = Cli::parse();
     match cli.command {
-        Command::Serve(args) => serve(args),
+        Command::Serve(args) => serve(*args),
         Command::Token {
             command:
                 TokenCommand::Create {
@@ -259,14 +273,17 @@ fn run() -> Result<()> {
             Ok(())
         }
         Command::New {
-            what: NewCommand::Plugin { name, dir },
+            what: NewCommand::Plugin { name, dir, lang },
         } => {
-            let root = roomlet::scaffold::new_plugin(&name, &dir)?;
+            use roomlet::scaffold;
+            let lang: scaffold::Lang = lang.parse().map_err(anyhow::Error::msg)?;
+            let root = scaffold::new_plugin(&name, &dir, lang)?;
             println!(
-                "created {}\nbuild it:  cd {} && cargo build --target wasm32-wasip2 --release\nrun it:    roomlet serve --dev --module rooms=target/wasm32-wasip2/release/{}",
+                "created {}\nbuild it:  cd {} && {}\nrun it:    roomlet serve --dev --module rooms={}\n(--dev reloads the plugin each time the build rewrites it)",
                 root.display(),
                 root.display(),
-                roomlet::scaffold::wasm_file_name(&name)
+                scaffold::build_command(&name, lang),
+                scaffold::wasm_path(&name, lang).display(),
             );
             Ok(())
         }
@@ -292,6 +309,45 @@ fn run() -> Result<()> {
         }
         Command::Health { url } => health(&url),
     }
+}
+
+/// One `--module-config`: `FUNCTION.KEY=VALUE` or `FUNCTION=FILE.toml`.
+fn module_config(
+    arg: &str,
+) -> Result<(
+    roomlet::runtime::Function,
+    std::collections::HashMap<String, toml::Value>,
+)> {
+    let Some((lhs, rhs)) = arg.split_once('=') else {
+        bail!("--module-config {arg:?}: expected FUNCTION.KEY=VALUE or FUNCTION=FILE.toml");
+    };
+    let (function, key) = match lhs.split_once('.') {
+        Some((f, k)) => (f, Some(k)),
+        None => (lhs, None),
+    };
+    let function: roomlet::runtime::Function = function
+        .parse()
+        .map_err(|e| anyhow::anyhow!("--module-config {arg:?}: {e}"))?;
+    let table = match key {
+        Some("") => bail!("--module-config {arg:?}: the key is empty"),
+        Some(key) => {
+            // `x = VALUE` parses as TOML when VALUE is a TOML value
+            // (50, true, [1, 2], "quoted"); anything else is a plain string.
+            let value = toml::from_str::<toml::Table>(&format!("x = {rhs}"))
+                .ok()
+                .and_then(|mut t| t.remove("x"))
+                .unwrap_or_else(|| toml::Value::String(rhs.to_owned()));
+            [(key.to_owned(), value)].into()
+        }
+        None => {
+            let text = std::fs::read_to_string(rhs)
+                .with_context(|| format!("--module-config {arg:?}: reading {rhs}"))?;
+            let table: toml::Table = toml::from_str(&text)
+                .with_context(|| format!("--module-config {arg:?}: {rhs} is not TOML"))?;
+            table.into_iter().collect()
+        }
+    };
+    Ok((function, table))
 }
 
 fn serve(args: ServeArgs) -> Result<()> {
@@ -337,6 +393,15 @@ fn serve(args: ServeArgs) -> Result<()> {
             .or_insert_with(ModuleSection::default)
             .path = Some(PathBuf::from(path));
     }
+    for c in &args.module_config {
+        let (function, table) = module_config(c)?;
+        config
+            .modules
+            .entry(function.name().to_owned())
+            .or_insert_with(ModuleSection::default)
+            .config
+            .extend(table);
+    }
     let secrets = Secrets::from_env().context("reading secrets")?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -379,11 +444,22 @@ fn serve(args: ServeArgs) -> Result<()> {
         }
         let _ = std::io::stdout().flush();
         shutdown_signal().await;
-        tracing::info!(
-            grace_ms = grace.as_millis() as u64,
-            "shutting down: sending clients elsewhere, moving rooms"
-        );
-        running.drain(hint, grace).await;
+        if running.bus().is_none() {
+            // The whole deployment in one process: the next process on
+            // this data directory carries the calls on (docs/protocol.md,
+            // "Restarts"); there is nowhere else to send them.
+            tracing::info!(
+                grace_ms = grace.as_millis() as u64,
+                "shutting down: writing rooms and sessions for the next run"
+            );
+            running.restart(grace).await;
+        } else {
+            tracing::info!(
+                grace_ms = grace.as_millis() as u64,
+                "shutting down: sending clients elsewhere, moving rooms"
+            );
+            running.drain(hint, grace).await;
+        }
         Ok(())
     })
 }

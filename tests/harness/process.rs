@@ -311,3 +311,24 @@ impl Drop for Nats {
         self.kill();
     }
 }
+
+/// `bin events tail --data-dir DIR ARGS…` (`bin`: the tests' roomlet
+/// binary), each line parsed.
+pub fn events_tail(bin: &Path, data_dir: &Path, args: &[&str]) -> Vec<serde_json::Value> {
+    let out = Command::new(bin)
+        .args(["events", "tail", "--data-dir"])
+        .arg(data_dir)
+        .args(args)
+        .env_remove("ROOMLET_CONFIG")
+        .output()
+        .expect("run roomlet events tail");
+    assert!(
+        out.status.success(),
+        "events tail failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect()
+}

@@ -157,7 +157,6 @@ pub struct ModuleSection {
 }
 
 impl Config {
-    /// Reads `path`, or the defaults when there is none.
     /// Reads `path` (or the defaults when there is none), with the settings
     /// of this process's environment laid over it ([`env`]).
     pub fn load(path: Option<&Path>) -> Result<Self, ConfigError> {

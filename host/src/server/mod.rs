@@ -6,6 +6,8 @@
 mod dev;
 mod front;
 mod http;
+mod output;
+mod restart;
 mod upgrade;
 
 use crate::config::{Config, ConfigError};
@@ -21,6 +23,7 @@ use roomlet_gateway::{Gateway, GatewayMetrics, Local, Settings as GatewaySetting
 use roomlet_rooms::{Rooms, RoomsConfig, RoomsMetrics};
 use roomlet_runtime::engine::{self, EngineSettings};
 use roomlet_runtime::kv::{KvLimits, KvStore, KvStoreError};
+use roomlet_runtime::output::OutputSink;
 use roomlet_runtime::secrets::{ApiKeys, DEV_OPERATOR_TOKEN, Secret, SecretError};
 use roomlet_runtime::{
     AuthFunction, Function, FunctionSpec, Limits, LoadError, Loader, RelayFunction, RuntimeMetrics,
@@ -139,6 +142,7 @@ pub struct Running {
     home: Option<Arc<Home>>,
     node_info: NodeInfo,
     tasks: Vec<tokio::task::JoinHandle<()>>,
+    data_dir: std::path::PathBuf,
 }
 
 impl Running {
@@ -173,9 +177,34 @@ impl Running {
     /// Graceful drain (SIGTERM): readiness fails, every client is sent
     /// `reconnect` (to `url`, or to wherever the client's list says) and
     /// closed; waits up to `grace` for the sessions to end, then stops.
+    /// (SIGTERM on a node with a bus; one that is its whole deployment
+    /// restarts instead, [`Running::restart`].)
     pub async fn drain(self, url: Option<String>, grace: Duration) {
         self.gateway.send_reconnect(url);
         let _ = tokio::time::timeout(grace, self.gateway.until_all_closed()).await;
+        self.stop().await;
+    }
+
+    /// Stops an all-in-one node so that the next one on its data directory
+    /// carries on its calls: sessions hand themselves over (within half of
+    /// `grace`), rooms are imaged, both are written to the data directory,
+    /// then the node stops. Clients see a close with 1012 and resume.
+    pub async fn restart(self, grace: Duration) {
+        self.shutdown();
+        let image = self.gateway.image_for_restart(grace / 2).await;
+        let (rooms, sessions) = (image.rooms.len(), image.sessions.len());
+        let dir = self.data_dir.clone();
+        match tokio::task::spawn_blocking(move || restart::save(&dir, image)).await {
+            Ok(Ok(())) => tracing::info!(
+                rooms,
+                sessions,
+                "rooms and sessions written for the next run"
+            ),
+            Ok(Err(e)) => {
+                tracing::error!(error = %e, "cannot write rooms and sessions for the next run; its clients will join afresh")
+            }
+            Err(e) => tracing::error!(error = %e, "writing rooms and sessions failed"),
+        }
         self.stop().await;
     }
 
@@ -227,7 +256,8 @@ pub async fn start(config: Config, secrets: Secrets) -> Result<Running, ServerEr
         .iter()
         .map(|f| (*f, config.function_spec(*f)))
         .collect();
-    let (loader, functions_loaded) = load(&config, &specs, &api_keys, &kv, &registry)?;
+    let output = Arc::new(output::ToEventLog(events.clone()));
+    let (loader, functions_loaded) = load(&config, &specs, &api_keys, &kv, &registry, output)?;
     let (auth, relay, rooms_fn) = functions_loaded;
     let rooms = Rooms::new(
         Arc::new(rooms_fn),
@@ -285,6 +315,17 @@ pub async fn start(config: Config, secrets: Secrets) -> Result<Running, ServerEr
         Arc::new(GatewayMetrics::new(&registry)),
     ));
     sample_node(&registry, &gateway);
+    if bus.is_none()
+        && let Some(image) = restart::take(data_dir)
+    {
+        let grace = Duration::from_millis(config.limits.resume_grace_ms);
+        let (rooms, sessions) = gateway.restore(image, grace);
+        tracing::info!(
+            rooms,
+            sessions,
+            "the last run's rooms and sessions are back; clients have the resume grace to come back"
+        );
+    }
     let node_info = NodeInfo {
         region: config.server.region.clone(),
         functions: functions.iter().map(|f| f.to_string()).collect(),
@@ -346,6 +387,7 @@ pub async fn start(config: Config, secrets: Secrets) -> Result<Running, ServerEr
         home,
         node_info,
         tasks,
+        data_dir: data_dir.clone(),
     })
 }
 
@@ -393,6 +435,7 @@ fn load(
     api_keys: &Arc<ApiKeys>,
     kv: &Arc<KvStore>,
     registry: &Registry,
+    output: Arc<dyn OutputSink>,
 ) -> Result<(Loader, Loaded), ServerError> {
     let max_memory = specs
         .values()
@@ -408,7 +451,8 @@ fn load(
     })
     .map_err(|e| ServerError::Engine(format!("{e:#}")))?;
     let loader = Loader::new(engine, Some(config.server.data_dir.join("cache")))
-        .with_metrics(Arc::new(RuntimeMetrics::new(registry)));
+        .with_metrics(Arc::new(RuntimeMetrics::new(registry)))
+        .with_output(output);
     let component_err = |function| move |error| ServerError::Component { function, error };
     let auth = loader
         .auth(&specs[&Function::Auth], api_keys.clone())

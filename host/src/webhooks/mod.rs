@@ -182,7 +182,7 @@ pub fn event_name(kind: EventKind) -> Option<&'static str> {
         EventKind::RoomClosed => "room_finished",
         EventKind::PeerJoined => "participant_joined",
         EventKind::PeerLeft | EventKind::PeerKicked => "participant_left",
-        EventKind::ComponentError => return None,
+        EventKind::ComponentError | EventKind::ComponentOutput => return None,
     })
 }
 

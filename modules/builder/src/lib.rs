@@ -9,6 +9,8 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+pub mod toolchain;
+
 /// The profile the guests are built with (see the root `Cargo.toml`).
 pub const PROFILE: &str = "wasm";
 /// The target the guests are built for.
@@ -20,6 +22,23 @@ pub const TARGET: &str = "wasm32-wasip2";
 /// `workspace` is the workspace root. Panics with cargo's output on failure:
 /// this runs in build scripts, where a panic is how a failure is reported.
 pub fn build(workspace: &Path, packages: &[&str]) -> Vec<PathBuf> {
+    let rustc = std::env::var_os("RUSTC").unwrap_or_else(|| "rustc".into());
+    match toolchain::ensure_target(&rustc, &[]) {
+        Ok(toolchain::Target::Present) => {}
+        Ok(toolchain::Target::Installed) => {
+            println!(
+                "cargo:warning=the {TARGET} target was missing: installed it with `rustup target add {TARGET}`"
+            );
+        }
+        Err(e) => panic!("{e}"),
+    }
+    // On stderr, not as a cargo warning: cargo would replay a warning on
+    // every later build. It shows with `cargo build -vv`, and with the
+    // nested build's output when that fails.
+    eprintln!(
+        "building the WebAssembly components {} ({TARGET}, profile {PROFILE}) into target/guests",
+        packages.join(", ")
+    );
     let target_dir = workspace.join("target").join("guests");
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
     let mut cmd = Command::new(cargo);

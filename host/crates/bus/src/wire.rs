@@ -10,7 +10,7 @@
 use roomlet_protocol::ErrorText;
 use roomlet_rooms::{Delivery, LeaveReason};
 use roomlet_runtime::bindings::authenticator::{AuthError, AuthRequest};
-use roomlet_runtime::bindings::types::{Grants, Identity, Peer, SignalKind};
+use roomlet_runtime::bindings::types::{Identity, SignalKind};
 use roomlet_telemetry::IntCounterVec;
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
@@ -42,65 +42,8 @@ pub fn decode<'a, T: Deserialize<'a>>(
     v
 }
 
-/// A peer on the bus.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct WirePeer {
-    pub id: String,
-    pub identity: String,
-    pub name: String,
-    pub metadata: String,
-    pub grants: u8,
-}
-
-impl From<&Peer> for WirePeer {
-    fn from(p: &Peer) -> Self {
-        Self {
-            id: p.id.clone(),
-            identity: p.identity.clone(),
-            name: p.name.clone(),
-            metadata: p.metadata.clone(),
-            grants: grants_bits(p.grants),
-        }
-    }
-}
-
-impl From<WirePeer> for Peer {
-    fn from(p: WirePeer) -> Self {
-        Self {
-            id: p.id,
-            identity: p.identity,
-            name: p.name,
-            metadata: p.metadata,
-            grants: grants_from(p.grants),
-        }
-    }
-}
-
-const GRANTS: [Grants; 7] = [
-    Grants::JOIN,
-    Grants::ROOM_CREATE,
-    Grants::PUBLISH,
-    Grants::SUBSCRIBE,
-    Grants::PUBLISH_DATA,
-    Grants::ROOM_ADMIN,
-    Grants::HIDDEN,
-];
-
-fn grants_bits(g: Grants) -> u8 {
-    GRANTS
-        .iter()
-        .enumerate()
-        .filter(|(_, f)| g.contains(**f))
-        .fold(0, |acc, (i, _)| acc | (1 << i))
-}
-
-fn grants_from(bits: u8) -> Grants {
-    GRANTS
-        .iter()
-        .enumerate()
-        .filter(|(i, _)| bits & (1 << i) != 0)
-        .fold(Grants::empty(), |acc, (_, f)| acc | *f)
-}
+/// A peer on the bus: the same record a restarting node writes to disk.
+pub use roomlet_rooms::MemberImage as WirePeer;
 
 fn kind_code(k: SignalKind) -> u8 {
     match k {
@@ -472,7 +415,7 @@ impl WireAuthReply {
                 name: i.name.clone(),
                 metadata: i.metadata.clone(),
                 room: i.room.clone(),
-                grants: grants_bits(i.grants),
+                grants: roomlet_rooms::grants_bits(i.grants),
                 expires_at_ms: i.expires_at_ms,
             },
             Err(e) => {
@@ -509,7 +452,7 @@ impl WireAuthReply {
                 name,
                 metadata,
                 room,
-                grants: grants_from(grants),
+                grants: roomlet_rooms::grants_from(grants),
                 expires_at_ms,
             })),
             WireAuthReply::Refused { kind, detail } => Some(Err(match kind.as_str() {

@@ -82,8 +82,11 @@ pub enum EventKind {
     /// A peer was removed by a room admin or the room's module.
     PeerKicked,
     /// The room's component failed (trap, deadline, memory cap…); `reason`
-    /// is the kind of failure.
+    /// is the kind of failure, `message` the whole error.
     ComponentError,
+    /// A line a component wrote to stdout or stderr (a panic message);
+    /// `reason` is the stream, `message` the line. Rate-limited per room.
+    ComponentOutput,
 }
 
 impl EventKind {
@@ -96,6 +99,7 @@ impl EventKind {
             EventKind::PeerLeft => "peer_left",
             EventKind::PeerKicked => "peer_kicked",
             EventKind::ComponentError => "component_error",
+            EventKind::ComponentOutput => "component_output",
         }
     }
 }
@@ -122,9 +126,15 @@ pub struct Event {
     /// Why (leaves, kicks, closes, component errors).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
-    /// The rooms component version (component errors).
+    /// The component version (component errors and output).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub module_version: Option<String>,
+    /// The function whose component it was (component output).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub function: Option<String>,
+    /// What the component said, or the whole error (component events).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
 }
 
 impl Event {
@@ -140,6 +150,8 @@ impl Event {
             identity: None,
             reason: None,
             module_version: None,
+            function: None,
+            message: None,
         }
     }
 
@@ -159,6 +171,18 @@ impl Event {
     /// Names the component version.
     pub fn module_version(mut self, version: &str) -> Self {
         self.module_version = Some(version.to_owned());
+        self
+    }
+
+    /// Names the function.
+    pub fn function(mut self, function: &str) -> Self {
+        self.function = Some(function.to_owned());
+        self
+    }
+
+    /// Says what the component said (or the whole error).
+    pub fn message(mut self, message: &str) -> Self {
+        self.message = Some(message.to_owned());
         self
     }
 }

@@ -75,7 +75,7 @@ pub(crate) async fn before_join<S: AsyncRead + AsyncWrite + Unpin>(
     }
 }
 
-fn auth_error(e: &AuthError) -> Refusal {
+pub(crate) fn auth_error(e: &AuthError) -> Refusal {
     let (code, message) = match e {
         AuthError::Malformed => (
             ErrorCode::TokenMalformed,
@@ -206,6 +206,7 @@ async fn join_inner(
     if !identity.grants.contains(Grants::JOIN) {
         return Err(auth_error(&AuthError::MissingGrant("roomJoin".into())));
     }
+    let expires_at_ms = identity.expires_at_ms;
     let peer = Peer {
         id: random_id("p-"),
         identity: identity.identity,
@@ -266,6 +267,7 @@ async fn join_inner(
         next_seq: 1,
         unacked: VecDeque::new(),
         trimmed_before: 0,
+        expires_at_ms,
     };
     let frame = ServerFrame::Joined {
         peer_id: state.peer.id.clone(),
@@ -277,6 +279,7 @@ async fn join_inner(
         regions: gw.regions.clone(),
         metadata: joined.metadata,
         resumed: false,
+        expires_at: state.expires_at_ms,
     };
     state.number(&frame, gw.limits.resume_buffer);
     Ok(state)
@@ -314,6 +317,11 @@ async fn resume_inner(
         }
         return Err(failed("unknown or expired resume token"));
     };
+    // A session the last process on this data directory left is known
+    // by its token's hash only.
+    if state.resume_token.is_empty() {
+        token.clone_into(&mut state.resume_token);
+    }
     if state.room.shared().is_closed() {
         return Err(failed("the room has closed"));
     }

@@ -15,7 +15,23 @@ pub(crate) async fn deliver<S: AsyncRead + AsyncWrite + Unpin>(
     d: Delivery,
     keep: usize,
 ) -> Option<End> {
-    let (frame, close_with) = match d {
+    let (frame, close_with) = frame_of(d);
+    let sent = conn.feed_numbered(state, &frame, keep).await;
+    if let Some((code, reason)) = close_with {
+        let _ = conn.ws.flush().await;
+        conn.close(code, reason).await;
+        return Some(End::Over);
+    }
+    if !sent {
+        return Some(End::Dropped);
+    }
+    None
+}
+
+/// The frame a delivery becomes, and the close that follows it when the
+/// delivery ends the session.
+pub(crate) fn frame_of(d: Delivery) -> (ServerFrame, Option<(CloseCode, &'static str)>) {
+    match d {
         Delivery::PeerJoined(p) => (
             ServerFrame::PeerJoined {
                 peer: wire_peer(&p),
@@ -64,15 +80,5 @@ pub(crate) async fn deliver<S: AsyncRead + AsyncWrite + Unpin>(
             ServerFrame::error(ErrorCode::RoomClosed, reason),
             Some((CloseCode::RoomClosed, "room closed")),
         ),
-    };
-    let sent = conn.feed_numbered(state, &frame, keep).await;
-    if let Some((code, reason)) = close_with {
-        let _ = conn.ws.flush().await;
-        conn.close(code, reason).await;
-        return Some(End::Over);
     }
-    if !sent {
-        return Some(End::Dropped);
-    }
-    None
 }

@@ -6,8 +6,9 @@ use crate::conn::Refusal;
 use crate::guard::check_stats;
 use crate::resume::PeerState;
 use crate::wire::signal_kind_in;
-use roomlet_protocol::{ErrorCode, ErrorText, Inbound};
+use roomlet_protocol::{ErrorCode, ErrorText, Inbound, ServerFrame};
 use roomlet_rooms::{Delivery, LeaveReason};
+use roomlet_runtime::bindings::authenticator::AuthRequest;
 use roomlet_runtime::bindings::relay_policy::{Frame, FrameKind, Verdict};
 use roomlet_runtime::bindings::types::{Grants, RoomMessage, Signal, SignalKind, Target};
 
@@ -15,6 +16,8 @@ use roomlet_runtime::bindings::types::{Grants, RoomMessage, Signal, SignalKind, 
 pub(crate) enum Handled {
     Done,
     Reply(Refusal),
+    /// A stream frame to send (numbered, kept for resume).
+    Send(ServerFrame),
     Pong(Option<f64>),
     Left,
 }
@@ -179,6 +182,44 @@ pub(crate) async fn handle(gw: &Gateway, state: &mut PeerState, frame: Inbound) 
             }
             state.room.set_metadata(metadata).await;
             Handled::Done
+        }
+        Inbound::Refresh { token } => refresh(gw, state, token).await,
+    }
+}
+
+/// `refresh`: a new token for the same identity and room. The session
+/// keeps its grants (a token's grants are read at `join`); what changes is
+/// the expiry `joined` reports and the token a fresh join would use. A
+/// refused token leaves the session as it was.
+async fn refresh(gw: &Gateway, state: &mut PeerState, token: String) -> Handled {
+    let request = AuthRequest {
+        token,
+        room: state.room.name().to_string(),
+        client_addr: String::new(),
+        region: gw.region.clone(),
+        headers: Vec::new(),
+    };
+    match gw.authenticate(&request).await {
+        Ok(Ok(id)) if id.identity == state.peer.identity => {
+            state.expires_at_ms = id.expires_at_ms;
+            Handled::Send(ServerFrame::Refreshed {
+                expires_at: id.expires_at_ms,
+            })
+        }
+        Ok(Ok(_)) => refuse(
+            ErrorCode::RefreshRefused,
+            "the token is for another identity than this session's",
+        ),
+        Ok(Err(e)) => {
+            let r = crate::admission::auth_error(&e);
+            refuse(r.code, r.message)
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "token refresh could not be checked");
+            refuse(
+                ErrorCode::Unavailable,
+                "the token cannot be checked right now; send refresh again shortly",
+            )
         }
     }
 }

@@ -11,6 +11,7 @@ mod deliver;
 mod guard;
 mod inbound;
 mod metrics;
+mod restart;
 mod resume;
 mod session;
 pub mod topology;
@@ -18,6 +19,7 @@ pub mod turn;
 mod wire;
 
 pub use metrics::GatewayMetrics;
+pub use restart::{FrameImage, NodeImage, SessionImage};
 pub use roomlet_protocol::Encoding;
 pub use session::{ClientInfo, serve};
 pub use topology::{AuthUnavailable, Local, RemoteRoom, RoomLink, RoomOp, Topology};
@@ -75,8 +77,21 @@ pub struct Gateway {
     topology: Arc<dyn Topology>,
     /// What sessions count.
     pub(crate) metrics: Arc<GatewayMetrics>,
-    /// Tells every session to move elsewhere: `Some(url hint)`.
-    drain: tokio::sync::watch::Sender<Option<Option<String>>>,
+    /// Tells every session to move elsewhere, or to hand itself over for
+    /// a restart.
+    drain: tokio::sync::watch::Sender<Option<Drain>>,
+    /// Sessions handed over for a restart ([`Drain::Restart`]).
+    handed: parking_lot::Mutex<Vec<resume::PeerState>>,
+}
+
+/// How sessions leave a node that stops.
+#[derive(Debug, Clone)]
+pub(crate) enum Drain {
+    /// Follow a `reconnect` frame (to the URL, or anywhere).
+    Reconnect(Option<String>),
+    /// The all-in-one node restarts on the same data directory: hand the
+    /// session over to be written to disk, close with 1012.
+    Restart,
 }
 
 impl Gateway {
@@ -106,6 +121,7 @@ impl Gateway {
             resumable: Arc::default(),
             topology,
             drain: tokio::sync::watch::channel(None).0,
+            handed: parking_lot::Mutex::default(),
         }
     }
 
@@ -181,11 +197,11 @@ impl Gateway {
     /// Tells every session to reconnect (to `url`, or anywhere).
     pub fn send_reconnect(&self, url: Option<String>) {
         self.set_draining();
-        let _ = self.drain.send(Some(url));
+        let _ = self.drain.send(Some(Drain::Reconnect(url)));
     }
 
     /// Resolves when the gateway asks sessions to move.
-    pub(crate) fn drain_signal(&self) -> tokio::sync::watch::Receiver<Option<Option<String>>> {
+    pub(crate) fn drain_signal(&self) -> tokio::sync::watch::Receiver<Option<Drain>> {
         self.drain.subscribe()
     }
 

@@ -38,6 +38,9 @@ pub(crate) struct PeerState {
     pub unacked: VecDeque<Unacked>,
     /// Frames before this seq were dropped from `unacked` for room.
     pub trimmed_before: u64,
+    /// When the session's access token expires (Unix ms), as its last
+    /// `join` or `refresh` said: what `joined` tells the client.
+    pub expires_at_ms: u64,
 }
 
 /// A frame sent and not yet acknowledged.
@@ -108,6 +111,17 @@ enum Slot {
     },
 }
 
+/// What the table is keyed by: a resume token's SHA-256. The token itself
+/// is the client's credential and is kept nowhere, so the table can be
+/// written to disk across a restart ([`crate::restart`]) without it.
+pub(crate) type Key = [u8; 32];
+
+/// The key of `token`.
+pub(crate) fn key(token: &str) -> Key {
+    use sha2::Digest;
+    sha2::Sha256::digest(token.as_bytes()).into()
+}
+
 /// Resume token → session.
 #[derive(Default)]
 pub(crate) struct Resumable {
@@ -117,15 +131,15 @@ pub(crate) struct Resumable {
 
 #[derive(Default)]
 struct Slots {
-    by_token: HashMap<String, Slot>,
-    /// The parked sessions' tokens by room and identity, so a join can
+    by_token: HashMap<Key, Slot>,
+    /// The parked sessions' keys by room and identity, so a join can
     /// find its own user's dropped session without a scan.
-    parked: HashMap<(Arc<str>, String), Vec<String>>,
+    parked: HashMap<(Arc<str>, String), Vec<Key>>,
 }
 
 impl Slots {
     /// Removes `token`'s slot (and its index entry when parked).
-    fn remove(&mut self, token: &str) -> Option<Slot> {
+    fn remove(&mut self, token: &Key) -> Option<Slot> {
         let slot = self.by_token.remove(token)?;
         if let Slot::Parked { state, .. } = &slot {
             let key = parked_key(state);
@@ -139,13 +153,13 @@ impl Slots {
         Some(slot)
     }
 
-    fn insert(&mut self, token: String, slot: Slot) {
+    fn insert(&mut self, token: Key, slot: Slot) {
         self.remove(&token);
         if let Slot::Parked { state, .. } = &slot {
             self.parked
                 .entry(parked_key(state))
                 .or_default()
-                .push(token.clone());
+                .push(token);
         }
         self.by_token.insert(token, slot);
     }
@@ -158,25 +172,42 @@ fn parked_key(state: &PeerState) -> (Arc<str>, String) {
 impl Resumable {
     /// Registers a live session.
     pub fn live(&self, token: &str, takeover: Takeover) {
-        self.slots
-            .lock()
-            .insert(token.to_owned(), Slot::Live(takeover));
+        self.slots.lock().insert(key(token), Slot::Live(takeover));
     }
 
     /// Forgets a session that ended for good.
     pub fn remove(&self, token: &str) {
-        self.slots.lock().remove(token);
+        self.slots.lock().remove(&key(token));
     }
 
     /// Parks a session whose socket dropped; after `grace` it leaves its room.
     pub fn park(self: &Arc<Self>, state: PeerState, grace: Duration) {
+        let token = key(&state.resume_token);
+        self.park_keyed(token, state, grace);
+    }
+
+    /// Every parked session, taken out of the table (a restart writes them
+    /// to disk; their grace timers then find nothing).
+    pub fn take_all_parked(&self) -> Vec<(Key, PeerState)> {
+        let mut slots = self.slots.lock();
+        let keys: Vec<Key> = slots.parked.values().flatten().copied().collect();
+        keys.into_iter()
+            .filter_map(|k| match slots.remove(&k) {
+                Some(Slot::Parked { state, .. }) => Some((k, *state)),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// [`Resumable::park`] for a session known by its key only (one the
+    /// last process on this data directory left).
+    pub fn park_keyed(self: &Arc<Self>, token: Key, state: PeerState, grace: Duration) {
         let generation = self
             .generation
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let token = state.resume_token.clone();
         tracing::debug!(room = %state.room.name(), peer = %state.peer.id, "session parked for resume");
         self.slots.lock().insert(
-            token.clone(),
+            token,
             Slot::Parked {
                 state: Box::new(state),
                 generation,
@@ -206,8 +237,8 @@ impl Resumable {
     /// refused at another gateway) replaces them.
     pub fn take_parked_of(&self, room: &str, identity: &str) -> Vec<PeerState> {
         let mut slots = self.slots.lock();
-        let key = (Arc::<str>::from(room), identity.to_owned());
-        let Some(tokens) = slots.parked.remove(&key) else {
+        let by = (Arc::<str>::from(room), identity.to_owned());
+        let Some(tokens) = slots.parked.remove(&by) else {
             return Vec::new();
         };
         tokens
@@ -225,11 +256,11 @@ impl Resumable {
     pub fn take_parked_peer(&self, room: &str, identity: &str, peer: &str) -> Option<PeerState> {
         let mut slots = self.slots.lock();
         let slots = &mut *slots;
-        let key = (Arc::<str>::from(room), identity.to_owned());
-        let token = slots.parked.get(&key)?.iter().find(|t| {
+        let by = (Arc::<str>::from(room), identity.to_owned());
+        let token = slots.parked.get(&by)?.iter().find(|t| {
             matches!(slots.by_token.get(*t), Some(Slot::Parked { state, .. }) if state.peer.id == peer)
         })?;
-        let token = token.clone();
+        let token = *token;
         match slots.remove(&token) {
             Some(Slot::Parked { state, .. }) => Some(*state),
             _ => None, // the index holds parked tokens only
@@ -238,7 +269,8 @@ impl Resumable {
 
     /// Takes the session for `token`, asking a live one to hand it over.
     pub async fn take(&self, token: &str) -> Option<PeerState> {
-        let slot = self.slots.lock().remove(token)?;
+        let token = key(token);
+        let slot = self.slots.lock().remove(&token)?;
         match slot {
             Slot::Parked { state, .. } => Some(*state),
             Slot::Live(takeover) => {
@@ -249,11 +281,11 @@ impl Resumable {
                     return Some(state);
                 }
                 // The session ended on its own meanwhile and parked itself.
-                let slot = self.slots.lock().remove(token);
+                let slot = self.slots.lock().remove(&token);
                 match slot {
                     Some(Slot::Parked { state, .. }) => Some(*state),
                     Some(live) => {
-                        self.slots.lock().insert(token.to_owned(), live);
+                        self.slots.lock().insert(token, live);
                         None
                     }
                     None => None,

@@ -1,13 +1,13 @@
 //! One WebSocket connection: before `join` it only authenticates; after,
 //! it pumps frames between the socket and the peer's [`PeerState`].
 
-use crate::Gateway;
 use crate::admission::before_join;
 use crate::conn::{Conn, End, Incoming};
 use crate::deliver::deliver;
 use crate::guard::RateLimit;
 use crate::inbound::{Handled, handle};
 use crate::resume::PeerState;
+use crate::{Drain, Gateway};
 use futures_util::SinkExt;
 use roomlet_protocol::{CloseCode, Encoding, ErrorCode, ServerFrame};
 use roomlet_rooms::LeaveReason;
@@ -172,6 +172,7 @@ async fn open_stream<S: AsyncRead + AsyncWrite + Unpin>(
             regions: gw.regions.clone(),
             metadata: String::new(),
             resumed: true,
+            expires_at: state.expires_at_ms,
         };
         if !conn.feed(&frame).await {
             return false;
@@ -207,7 +208,6 @@ async fn pump<S: AsyncRead + AsyncWrite + Unpin>(
             .await
             .ok()
             .and_then(|v| v.clone())
-            .flatten()
     });
     // Armed for the first deadline and moved forward only when it fires:
     // a frame just moves `last_heard`.
@@ -255,7 +255,14 @@ async fn pump<S: AsyncRead + AsyncWrite + Unpin>(
                 }
             }
             // Last: frames the client already sent are handled first.
-            url = &mut drained => {
+            drain = &mut drained => {
+                let url = match drain {
+                    Some(Drain::Restart) => {
+                        return Box::pin(hand_over(gw, conn, state, keep)).await;
+                    }
+                    Some(Drain::Reconnect(url)) => url,
+                    None => None,
+                };
                 let frame = ServerFrame::Reconnect { reason: "draining".into(), url };
                 conn.send_numbered(state, &frame, keep).await;
                 conn.close(CloseCode::Draining, "draining").await;
@@ -278,6 +285,28 @@ async fn pump<S: AsyncRead + AsyncWrite + Unpin>(
             }
         }
     }
+}
+
+/// A restart of the all-in-one node: what the room sent is delivered (and
+/// kept for a resume), then the session is handed to the gateway to be
+/// written to disk, and the socket closes with 1012. The peer stays in its
+/// room: the room is written to disk beside it. `None`: handed over.
+async fn hand_over<S: AsyncRead + AsyncWrite + Unpin>(
+    gw: &Gateway,
+    conn: &mut Conn<S>,
+    state: &mut PeerState,
+    keep: usize,
+) -> Option<End> {
+    while let Some(d) = state.inbox.try_recv() {
+        if let Some(end) = deliver(conn, state, d, keep).await {
+            return Some(end);
+        }
+    }
+    let _ = conn.ws.flush().await;
+    conn.close(CloseCode::ServiceRestart, "restarting").await;
+    let taken = std::mem::replace(state, placeholder(state));
+    gw.handed.lock().push(taken);
+    None
 }
 
 /// How long a draining session goes on reading after its close: until the
@@ -326,6 +355,12 @@ async fn on_incoming<S: AsyncRead + AsyncWrite + Unpin>(
         Ok(f) => match handle(gw, state, f).await {
             Handled::Done => None,
             Handled::Reply(r) => Some(r),
+            Handled::Send(frame) => {
+                if !conn.send_numbered(state, &frame, keep).await {
+                    return Some(End::Dropped);
+                }
+                None
+            }
             Handled::Left => {
                 conn.close(CloseCode::Normal, "left").await;
                 return Some(End::Over);
@@ -367,5 +402,6 @@ fn placeholder(state: &PeerState) -> PeerState {
         next_seq: state.next_seq,
         unacked: VecDeque::new(),
         trimmed_before: state.next_seq,
+        expires_at_ms: state.expires_at_ms,
     }
 }

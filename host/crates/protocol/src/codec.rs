@@ -139,6 +139,9 @@ fn check<P>(w: WireIn<'_, P>, text: impl Fn(P) -> String) -> Result<Inbound, Dec
         "room-metadata" => Inbound::RoomMetadata {
             metadata: need(w.metadata, "room-metadata", "metadata")?,
         },
+        "refresh" => Inbound::Refresh {
+            token: need(w.token, "refresh", "token")?,
+        },
         other => {
             let shown: String = other.chars().take(40).collect();
             return Err(DecodeError {

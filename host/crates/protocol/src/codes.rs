@@ -73,6 +73,8 @@ codes! {
         TokenMissingGrant = "token-missing-grant",
         /// The session cannot be resumed.
         ResumeFailed = "resume-failed",
+        /// A `refresh` token for another identity than the session's.
+        RefreshRefused = "refresh-refused",
         /// The room does not exist and the token may not create it.
         RoomNotFound = "room-not-found",
         /// The node is draining.
@@ -103,6 +105,9 @@ codes! {
         TooLarge = 1009,
         /// The server failed.
         InternalError = 1011,
+        /// The server is restarting (all-in-one SIGTERM): resume on the
+        /// same URL once it is back; the session is kept on disk.
+        ServiceRestart = 1012,
         /// The node is full or cannot serve now: try again later.
         TryLater = 1013,
         /// Authentication failed.

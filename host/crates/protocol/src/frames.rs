@@ -156,6 +156,12 @@ pub enum Inbound {
         /// New metadata.
         metadata: String,
     },
+    /// A new access token for the same identity and room, before the
+    /// session's expires.
+    Refresh {
+        /// The token.
+        token: String,
+    },
 }
 
 impl Inbound {
@@ -171,6 +177,7 @@ impl Inbound {
         "stats",
         "kick",
         "room-metadata",
+        "refresh",
     ];
 
     /// The frame's place in [`Inbound::TYPES`] (metrics count by it).
@@ -186,6 +193,7 @@ impl Inbound {
             Inbound::Stats(_) => 7,
             Inbound::Kick { .. } => 8,
             Inbound::RoomMetadata { .. } => 9,
+            Inbound::Refresh { .. } => 10,
         }
     }
 
@@ -268,6 +276,9 @@ pub enum ServerFrame {
         metadata: String,
         /// Whether this answers a `resume`.
         resumed: bool,
+        /// When the session's access token expires (Unix ms): a client
+        /// sends `refresh` before then (a fresh join needs a valid token).
+        expires_at: u64,
     },
     /// Someone joined.
     PeerJoined {
@@ -330,6 +341,11 @@ pub enum ServerFrame {
         #[serde(skip_serializing_if = "Option::is_none")]
         url: Option<String>,
     },
+    /// The `refresh` token was taken.
+    Refreshed {
+        /// Its expiry (Unix ms).
+        expires_at: u64,
+    },
 }
 
 impl ServerFrame {
@@ -345,6 +361,7 @@ impl ServerFrame {
         "kicked",
         "room-metadata",
         "reconnect",
+        "refreshed",
     ];
 
     /// The frame's place in [`ServerFrame::TYPES`] (metrics count by it).
@@ -360,6 +377,7 @@ impl ServerFrame {
             ServerFrame::Kicked { .. } => 7,
             ServerFrame::RoomMetadata { .. } => 8,
             ServerFrame::Reconnect { .. } => 9,
+            ServerFrame::Refreshed { .. } => 10,
         }
     }
 

@@ -131,6 +131,10 @@ pub(super) enum Command {
     TakeSnapshot {
         reply: oneshot::Sender<Option<(String, Vec<u8>)>>,
     },
+    /// The room as it is, for the next process; the room then ends quietly.
+    Image {
+        reply: oneshot::Sender<crate::image::RoomImage>,
+    },
     /// State carried from another node: restored by the first call.
     PutSnapshot {
         version: String,
@@ -230,6 +234,17 @@ impl RoomHandle {
     pub async fn replay_kv(&self) -> Option<Result<usize, String>> {
         let (reply, rx) = oneshot::channel();
         if !self.send(Command::ReplayKv { reply }).await {
+            return None;
+        }
+        rx.await.ok()
+    }
+
+    /// The room's members, memory and timer, for the process that takes
+    /// over this node's data directory; the room then ends here without
+    /// telling anyone (no leave, no close). `None` when it had ended.
+    pub async fn image(&self) -> Option<crate::image::RoomImage> {
+        let (reply, rx) = oneshot::channel();
+        if !self.send(Command::Image { reply }).await {
             return None;
         }
         rx.await.ok()

@@ -2,12 +2,14 @@
 
 use super::actor::RoomActor;
 use super::config::RoomsConfig;
-use super::handle::{JoinError, Joined, RoomHandle};
+use super::handle::{Command, JoinError, Joined, RoomHandle};
+use super::image::RoomImage;
 use super::inbox::Outbox;
 use super::table::{RoomTable, forget};
 use parking_lot::RwLock;
 use roomlet_runtime::RoomsFunction;
 use roomlet_runtime::bindings::types::Peer;
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::mpsc;
@@ -121,6 +123,26 @@ impl Rooms {
         Err(JoinError::Module("room kept closing during join".into()))
     }
 
+    /// Starts `image`'s room again, as the last process on this data
+    /// directory left it, with the members that have an outbox here (by
+    /// peer id). Nothing is recorded: to the room's calls and its event
+    /// log the restart is a pause. `None` when a room of that name runs.
+    pub fn restore(
+        &self,
+        image: RoomImage,
+        outboxes: HashMap<String, Outbox>,
+    ) -> Option<RoomHandle> {
+        let mut table = self.table.lock();
+        if table.contains_key(image.name.as_str()) {
+            return None;
+        }
+        let (handle, mut actor, rx) = self.new_room(&image.name);
+        actor.restore(image, outboxes);
+        table.insert(handle.name.clone(), handle.clone());
+        tokio::spawn(actor.run(rx));
+        Some(handle)
+    }
+
     fn get_or_start(&self, room: &str, may_create: bool) -> Result<RoomHandle, JoinError> {
         let mut table = self.table.lock();
         if let Some(h) = table.get(room)
@@ -134,6 +156,14 @@ impl Rooms {
         if table.len() >= self.config.max_rooms {
             return Err(JoinError::NodeFull);
         }
+        let (handle, actor, rx) = self.new_room(room);
+        table.insert(handle.name.clone(), handle.clone());
+        tokio::spawn(actor.run(rx));
+        Ok(handle)
+    }
+
+    /// A room's handle and its actor, not yet running.
+    fn new_room(&self, room: &str) -> (RoomHandle, RoomActor, mpsc::Receiver<Box<Command>>) {
         let name: Arc<str> = room.into();
         let (tx, rx) = mpsc::channel(self.config.mailbox);
         let handle = RoomHandle {
@@ -141,7 +171,6 @@ impl Rooms {
             tx,
             shared: Arc::default(),
         };
-        table.insert(name.clone(), handle.clone());
         let actor = RoomActor::new(
             name,
             self.function(),
@@ -149,8 +178,7 @@ impl Rooms {
             self.config.clone(),
             self.table.clone(),
         );
-        tokio::spawn(actor.run(rx));
-        Ok(handle)
+        (handle, actor, rx)
     }
 
     fn forget(&self, handle: &RoomHandle) {

@@ -15,12 +15,14 @@ pub mod contract;
 pub mod embedded;
 pub mod engine;
 pub mod error;
+mod function;
 mod imports;
 pub mod kv;
 pub mod limits;
 mod metrics;
 #[cfg(feature = "native-modules")]
 mod native;
+pub mod output;
 mod pool;
 mod relay;
 mod rooms;
@@ -99,6 +101,7 @@ pub struct Loader {
     engine: wasmtime::Engine,
     cache_dir: Option<PathBuf>,
     metrics: std::sync::Arc<RuntimeMetrics>,
+    output: Option<std::sync::Arc<dyn output::OutputSink>>,
 }
 
 impl Loader {
@@ -108,6 +111,7 @@ impl Loader {
             engine,
             cache_dir,
             metrics: Default::default(),
+            output: None,
         }
     }
 
@@ -115,6 +119,13 @@ impl Loader {
     /// nowhere anyone reads).
     pub fn with_metrics(mut self, metrics: std::sync::Arc<RuntimeMetrics>) -> Self {
         self.metrics = metrics;
+        self
+    }
+
+    /// Hands the components' stdout and stderr lines to `sink` as well as
+    /// to the host log.
+    pub fn with_output(mut self, sink: std::sync::Arc<dyn output::OutputSink>) -> Self {
+        self.output = Some(sink);
         self
     }
 
@@ -132,6 +143,12 @@ impl Loader {
         let bytes = spec.source.read(function)?;
         let component = cache::load(&self.engine, &bytes, self.cache_dir.as_deref())?;
         let version: std::sync::Arc<str> = version_label(&bytes).into();
+        let output = std::sync::Arc::new(output::OutputGate::new(
+            function,
+            version.clone(),
+            secrets.clone(),
+            self.output.clone(),
+        ));
         let env = ModuleEnv {
             function,
             calls: self.metrics.calls_of(function.name(), &version),
@@ -139,6 +156,7 @@ impl Loader {
             config: spec.config.clone(),
             secrets,
             metrics: self.metrics.clone(),
+            output,
         };
         Ok((component, std::sync::Arc::new(env)))
     }

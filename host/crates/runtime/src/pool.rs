@@ -1,6 +1,6 @@
 //! Instances and the warm pools of the stateless functions.
 
-use super::error::{CallError, brief};
+use super::error::{CallError, full};
 use super::limits::Limits;
 use super::state;
 use super::state::{HostState, ModuleEnv, RoomContext};
@@ -29,7 +29,7 @@ pub(crate) fn classify(store: &Store<HostState>, e: wasmtime::Error) -> CallErro
     } else if data.limiter.hit {
         CallError::MemoryCap
     } else {
-        CallError::Trap(brief(&e))
+        CallError::Trap(full(&e))
     };
     data.env
         .metrics

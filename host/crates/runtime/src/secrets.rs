@@ -52,6 +52,20 @@ impl ApiKeys {
             .map(|(k, s)| (k.as_str(), s))
     }
 
+    /// `text` with every secret value in it replaced by `***`: for what an
+    /// auth component that read a secret writes to its log or stdout.
+    /// Values under 4 bytes are left alone (they would mask ordinary words).
+    pub fn mask<'a>(&self, text: &'a str) -> std::borrow::Cow<'a, str> {
+        let mut out = std::borrow::Cow::Borrowed(text);
+        for secret in self.keys.values() {
+            let value = secret.expose();
+            if value.len() >= 4 && out.contains(value) {
+                out = std::borrow::Cow::Owned(out.replace(value, "***"));
+            }
+        }
+        out
+    }
+
     /// Whether no key is configured.
     pub fn is_empty(&self) -> bool {
         self.keys.is_empty()

@@ -2,8 +2,10 @@
 
 use super::bindings::types::Peer;
 use super::limits::{CallBudget, Limits, MemoryLimiter, TICK};
+pub use crate::function::Function;
 use crate::kv::KvTxn;
 use crate::metrics::RuntimeMetrics;
+use crate::output::{GuestOutput, OutputGate, Stream};
 use crate::secrets::ApiKeys;
 use roomlet_telemetry::Histogram;
 use std::collections::HashMap;
@@ -11,51 +13,6 @@ use std::sync::Arc;
 use wasmtime::component::ResourceTable;
 use wasmtime::{Store, UpdateDeadline};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
-
-/// Which signaling function a component implements.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Function {
-    /// Token verification.
-    Auth,
-    /// Room actors.
-    Rooms,
-    /// Per-frame policy.
-    Relay,
-}
-
-impl Function {
-    /// All three, in start-up order.
-    pub const ALL: [Function; 3] = [Function::Auth, Function::Rooms, Function::Relay];
-
-    /// The name used in config, flags and logs.
-    pub fn name(self) -> &'static str {
-        match self {
-            Function::Auth => "auth",
-            Function::Rooms => "rooms",
-            Function::Relay => "relay",
-        }
-    }
-}
-
-impl std::fmt::Display for Function {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.name())
-    }
-}
-
-impl std::str::FromStr for Function {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s.trim() {
-            "auth" => Ok(Function::Auth),
-            "rooms" => Ok(Function::Rooms),
-            "relay" => Ok(Function::Relay),
-            other => Err(format!(
-                "unknown function {other:?} (expected auth, rooms or relay)"
-            )),
-        }
-    }
-}
 
 /// What a loaded component may see of the host: shared by all its stores.
 #[derive(Debug)]
@@ -72,6 +29,8 @@ pub struct ModuleEnv {
     pub metrics: Arc<RuntimeMetrics>,
     /// Its calls' durations, under its function and version.
     pub calls: Histogram,
+    /// Where its stdout and stderr lines go, within its per-room budget.
+    pub output: Arc<OutputGate>,
 }
 
 /// Per-call context of a room actor's store.
@@ -96,12 +55,24 @@ pub struct HostState {
 }
 
 impl HostState {
-    /// A store's data with a deny-by-default WASI: no files, no env, no network.
+    /// A store's data with a deny-by-default WASI: no files, no env, no
+    /// network; stdout and stderr go to the host log, line by line.
     pub(crate) fn new(env: Arc<ModuleEnv>, room: Option<RoomContext>, memory_cap: usize) -> Self {
+        let room_name: Arc<str> = room.as_ref().map_or_else(|| "".into(), |r| r.name.clone());
         let wasi = WasiCtx::builder()
             .allow_ip_name_lookup(false)
             .allow_tcp(false)
             .allow_udp(false)
+            .stdout(GuestOutput::new(
+                env.output.clone(),
+                room_name.clone(),
+                Stream::Stdout,
+            ))
+            .stderr(GuestOutput::new(
+                env.output.clone(),
+                room_name,
+                Stream::Stderr,
+            ))
             .build();
         Self {
             wasi,

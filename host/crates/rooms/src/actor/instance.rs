@@ -132,6 +132,7 @@ impl RoomActor {
         let _ = self.config.events.record(
             Event::new(EventKind::ComponentError, &self.name)
                 .reason(e.kind())
+                .message(&e.to_string())
                 .module_version(self.function.version()),
         );
         if self.traps.len() >= self.config.trap_limit as usize {

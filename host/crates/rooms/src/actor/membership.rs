@@ -33,7 +33,9 @@ impl RoomActor {
         let actions = match self.call(async |i| i.on_join(&peer).await).await {
             Ok(Ok(actions)) => actions,
             Ok(Err(rejection)) => return Err(JoinError::Rejected(rejection)),
-            Err(e) => return Err(JoinError::Module(e.to_string())),
+            // The client hears the kind; the whole text (a trap's wasm
+            // backtrace) is in the host log, written by `trapped`.
+            Err(e) => return Err(JoinError::Module(e.kind().to_owned())),
         };
         let peer = Arc::new(peer);
         let durable = self

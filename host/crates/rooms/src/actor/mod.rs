@@ -6,6 +6,7 @@
 
 mod instance;
 mod membership;
+mod restart;
 
 use crate::config::RoomsConfig;
 use crate::delivery::Delivery;
@@ -71,6 +72,8 @@ pub(super) struct RoomActor {
     last_activity: Instant,
     traps: VecDeque<Instant>,
     closed: bool,
+    /// Started from a restart's image ([`RoomActor::restore`]).
+    restored: bool,
 }
 
 impl RoomActor {
@@ -97,6 +100,7 @@ impl RoomActor {
             last_activity: Instant::now(),
             traps: VecDeque::new(),
             closed: false,
+            restored: false,
         }
     }
 
@@ -110,10 +114,13 @@ impl RoomActor {
         let span = tracing::info_span!("room", room = %self.name);
         async move {
             tracing::debug!("room started");
-            let _ = self
-                .config
-                .events
-                .record(Event::new(EventKind::RoomOpened, &self.name));
+            // A room restored after a restart was opened by the last process.
+            if !self.restored {
+                let _ = self
+                    .config
+                    .events
+                    .record(Event::new(EventKind::RoomOpened, &self.name));
+            }
             // Armed once and moved only when it fires: a command just moves
             // `last_activity` (re-arming per command cost a timer-wheel
             // insert and removal per frame).
@@ -253,6 +260,9 @@ impl RoomActor {
                         .map(|s| (s.version.clone(), s.state.clone()))
                 };
                 let _ = reply.send(snap);
+            }
+            Command::Image { reply } => {
+                let _ = reply.send(self.image().await);
             }
             Command::PutSnapshot { version, state } => {
                 self.instance = None;

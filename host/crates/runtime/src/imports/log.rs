@@ -4,8 +4,7 @@
 use crate::bindings::rooms::roomlet::signal::log::{Host, Level};
 use crate::state::HostState;
 
-/// Longer lines are cut: a module must not be able to flood the log.
-const MAX_LINE: usize = 4096;
+use crate::output::{self, MAX_LINE, Stream};
 
 impl Host for HostState {
     fn log(&mut self, level: Level, message: String) {
@@ -19,6 +18,22 @@ impl Host for HostState {
             message.truncate(cut);
         }
         let env = &self.env;
+        // Warnings and errors (a panic hook's message) reach the event log
+        // too, within the room's output budget.
+        let loud = match level {
+            Level::Warn => Some(tracing::Level::WARN),
+            Level::Error => Some(tracing::Level::ERROR),
+            _ => None,
+        };
+        if let Some(loud) = loud {
+            let room = self
+                .room
+                .as_ref()
+                .map_or_else(|| "".into(), |r| r.name.clone());
+            output::emit(&env.output, &room, Stream::Log, loud, &message);
+            return;
+        }
+        let message = env.output.mask(&message);
         let room = self.room.as_ref().map(|r| &*r.name).unwrap_or("");
         macro_rules! emit {
             ($lvl:expr) => {
@@ -35,9 +50,7 @@ impl Host for HostState {
         match level {
             Level::Trace => emit!(tracing::Level::TRACE),
             Level::Debug => emit!(tracing::Level::DEBUG),
-            Level::Info => emit!(tracing::Level::INFO),
-            Level::Warn => emit!(tracing::Level::WARN),
-            Level::Error => emit!(tracing::Level::ERROR),
+            Level::Info | Level::Warn | Level::Error => emit!(tracing::Level::INFO),
         }
     }
 }

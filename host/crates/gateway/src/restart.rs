@@ -1,0 +1,209 @@
+//! An all-in-one node restarting on the same data directory keeps its
+//! calls: on the way down every session hands itself over (what its room
+//! sent is delivered first and kept for the resume) and every room is
+//! imaged; the host writes both to disk. On the way up the rooms start
+//! again with their members and the sessions wait, parked, for their
+//! clients' `resume`: same peer ids, no `peer-left`/`peer-joined`, and
+//! every stream frame the client had not acknowledged replayed in order.
+
+use crate::Gateway;
+use crate::deliver::frame_of;
+use crate::resume::{self, PeerState, Unacked};
+use crate::topology::RoomLink;
+use roomlet_protocol::Encoding;
+use roomlet_rooms::{Outbox, RoomImage};
+use serde::{Deserialize, Serialize};
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio_tungstenite::tungstenite::Message;
+
+/// What a node writes to disk when it restarts: its rooms and sessions.
+#[derive(Debug, Default, Serialize, Deserialize)]
+pub struct NodeImage {
+    /// Every room that was running.
+    pub rooms: Vec<RoomImage>,
+    /// Every joined session, live or parked.
+    pub sessions: Vec<SessionImage>,
+}
+
+/// One session: enough to take a `resume` and replay what was not acked.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct SessionImage {
+    /// SHA-256 of its resume token (the token is the client's secret).
+    pub key: [u8; 32],
+    /// Its peer id (the room image holds the peer).
+    pub peer_id: String,
+    /// Its room.
+    pub room: String,
+    /// Whether it speaks MessagePack (its frames are kept encoded).
+    pub msgpack: bool,
+    /// The next stream seq.
+    pub next_seq: u64,
+    /// Frames before this seq were dropped from the resume buffer.
+    pub trimmed_before: u64,
+    /// Its access token's expiry (Unix ms).
+    pub expires_at_ms: u64,
+    /// Sent (or due) and not acknowledged, oldest first.
+    pub unacked: Vec<FrameImage>,
+}
+
+/// One numbered frame, as it went out.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct FrameImage {
+    /// Its seq.
+    pub seq: u64,
+    /// Its type's index, for the frames-out metric when replayed.
+    pub kind: u8,
+    /// A binary WebSocket message (MessagePack) rather than text.
+    pub binary: bool,
+    /// The encoded frame.
+    pub bytes: Vec<u8>,
+}
+
+impl Gateway {
+    /// Asks every joined session to hand itself over (its socket closes
+    /// with 1012), waits up to `within` for them, then images every room.
+    /// The node must not take new connections meanwhile.
+    pub async fn image_for_restart(&self, within: Duration) -> NodeImage {
+        self.set_draining();
+        let _ = self.drain.send(Some(crate::Drain::Restart));
+        let _ = tokio::time::timeout(within, self.until_all_closed()).await;
+        let keep = self.limits.resume_buffer;
+        let mut states: Vec<(resume::Key, PeerState)> = std::mem::take(&mut *self.handed.lock())
+            .into_iter()
+            .map(|s| (resume::key(&s.resume_token), s))
+            .collect();
+        states.extend(self.resumable.take_all_parked());
+        let mut image = NodeImage::default();
+        for name in self.rooms.names() {
+            if let Some(handle) = self.rooms.get(&name)
+                && let Some(room) = handle.image().await
+            {
+                image.rooms.push(room);
+            }
+        }
+        for (key, mut state) in states {
+            // What the room sent after the socket closed is due too.
+            let mut over = false;
+            while let Some(d) = state.inbox.try_recv() {
+                let (frame, close) = frame_of(d);
+                if close.is_some() {
+                    over = true; // kicked, or the room closed: not resumable
+                    break;
+                }
+                state.number(&frame, keep);
+            }
+            if !over {
+                image.sessions.push(session_image(key, &state));
+            }
+        }
+        image
+    }
+
+    /// Starts again what [`Gateway::image_for_restart`] wrote: each room
+    /// with the members whose session came back, each session parked for
+    /// `grace` under its resume token. Returns (rooms, sessions) restored.
+    pub fn restore(self: &Arc<Self>, image: NodeImage, grace: Duration) -> (usize, usize) {
+        let mut sessions: HashMap<String, Vec<SessionImage>> = HashMap::new();
+        for s in image.sessions {
+            sessions.entry(s.room.clone()).or_default().push(s);
+        }
+        let (mut rooms, mut parked) = (0, 0);
+        for room in image.rooms {
+            let mut mine = sessions.remove(&room.name).unwrap_or_default();
+            let members = room.members.clone();
+            let peers: HashMap<String, usize> = members
+                .iter()
+                .enumerate()
+                .map(|(i, m)| (m.id.clone(), i))
+                .collect();
+            mine.retain(|s| peers.contains_key(&s.peer_id));
+            let mut outboxes: HashMap<String, Outbox> = HashMap::new();
+            let mut inboxes = Vec::with_capacity(mine.len());
+            for s in &mine {
+                let (tx, rx) = roomlet_rooms::outbox();
+                outboxes.insert(s.peer_id.clone(), tx);
+                inboxes.push(rx);
+            }
+            let Some(handle) = self.rooms.restore(room, outboxes) else {
+                continue;
+            };
+            rooms += 1;
+            for (s, inbox) in mine.into_iter().zip(inboxes) {
+                let peer = Arc::new(members[peers[&s.peer_id]].clone().into());
+                let key = s.key;
+                let state = peer_state(s, peer, RoomLink::Local(handle.clone()), inbox);
+                self.resumable.park_keyed(key, state, grace);
+                parked += 1;
+            }
+        }
+        (rooms, parked)
+    }
+}
+
+fn session_image(key: resume::Key, s: &PeerState) -> SessionImage {
+    SessionImage {
+        key,
+        peer_id: s.peer.id.clone(),
+        room: s.room.name().to_string(),
+        msgpack: s.encoding == Encoding::Msgpack,
+        next_seq: s.next_seq,
+        trimmed_before: s.trimmed_before,
+        expires_at_ms: s.expires_at_ms,
+        unacked: s
+            .unacked
+            .iter()
+            .map(|u| {
+                let binary = matches!(u.message, Message::Binary(_));
+                FrameImage {
+                    seq: u.seq,
+                    kind: u.kind,
+                    binary,
+                    bytes: u.message.clone().into_data().to_vec(),
+                }
+            })
+            .collect(),
+    }
+}
+
+fn peer_state(
+    s: SessionImage,
+    peer: Arc<roomlet_runtime::bindings::types::Peer>,
+    room: RoomLink,
+    inbox: roomlet_rooms::Inbox,
+) -> PeerState {
+    let unacked: VecDeque<Unacked> = s
+        .unacked
+        .into_iter()
+        .filter_map(|f| {
+            let message = if f.binary {
+                Message::binary(f.bytes)
+            } else {
+                Message::text(String::from_utf8(f.bytes).ok()?)
+            };
+            Some(Unacked {
+                seq: f.seq,
+                kind: f.kind,
+                message,
+            })
+        })
+        .collect();
+    PeerState {
+        sender: peer.id.as_str().into(),
+        peer,
+        room,
+        inbox,
+        // Unknown until the client presents it: its hash is the key.
+        resume_token: String::new(),
+        encoding: if s.msgpack {
+            Encoding::Msgpack
+        } else {
+            Encoding::Json
+        },
+        next_seq: s.next_seq,
+        unacked,
+        trimmed_before: s.trimmed_before,
+        expires_at_ms: s.expires_at_ms,
+    }
+}

@@ -1,0 +1,97 @@
+//! The file an all-in-one node leaves in its data directory when it stops
+//! on SIGTERM, and takes back when it starts: its rooms and sessions
+//! ([`NodeImage`]), so a `docker restart` or a rolling update is a pause to
+//! the calls, not a new session (docs/protocol.md, "Restarts").
+//!
+//! Versioned: a node that cannot read the file (another format, torn)
+//! says so, removes it and starts clean; its clients' resumes then fail
+//! with `resume-failed` and they join afresh, as before this file existed.
+
+use roomlet_gateway::NodeImage;
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+
+/// The format this node writes and reads.
+const FORMAT: u32 = 1;
+
+/// The file's name in the data directory.
+const FILE: &str = "restart.msgpack";
+
+#[derive(Serialize, Deserialize)]
+struct OnDisk {
+    format: u32,
+    /// When it was written (Unix milliseconds), for the log.
+    written_at_ms: u64,
+    image: NodeImage,
+}
+
+/// Where the file lives under `data_dir`.
+pub(super) fn path(data_dir: &Path) -> PathBuf {
+    data_dir.join(FILE)
+}
+
+/// Writes `image` (to a temporary file, synced, then renamed over).
+pub(super) fn save(data_dir: &Path, image: NodeImage) -> std::io::Result<()> {
+    let on_disk = OnDisk {
+        format: FORMAT,
+        written_at_ms: roomlet_runtime::clock::unix_millis(),
+        image,
+    };
+    let bytes = rmp_serde::to_vec_named(&on_disk).map_err(std::io::Error::other)?;
+    let tmp = data_dir.join(format!("{FILE}.tmp"));
+    {
+        use std::io::Write;
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(&bytes)?;
+        f.sync_all()?;
+    }
+    std::fs::rename(&tmp, path(data_dir))
+}
+
+/// Takes the file (it is removed: a node restores from it once). `None`
+/// when there is none or it cannot be read, which is logged.
+pub(super) fn take(data_dir: &Path) -> Option<NodeImage> {
+    let file = path(data_dir);
+    let bytes = match std::fs::read(&file) {
+        Ok(b) => b,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return None,
+        Err(e) => {
+            tracing::warn!(file = %file.display(), error = %e, "cannot read the last run's rooms and sessions; starting clean");
+            return None;
+        }
+    };
+    if let Err(e) = std::fs::remove_file(&file) {
+        tracing::warn!(file = %file.display(), error = %e, "cannot remove the restart file");
+    }
+    #[derive(Deserialize)]
+    struct Header {
+        format: u32,
+    }
+    match rmp_serde::from_slice::<Header>(&bytes) {
+        Ok(h) if h.format == FORMAT => {}
+        Ok(h) => {
+            tracing::warn!(file = %file.display(), format = h.format, expected = FORMAT, "the last run's rooms and sessions are in a format this version cannot read; starting clean");
+            return None;
+        }
+        Err(e) => {
+            tracing::warn!(file = %file.display(), error = %e, "the last run's rooms and sessions cannot be read; starting clean");
+            return None;
+        }
+    }
+    match rmp_serde::from_slice::<OnDisk>(&bytes) {
+        Ok(d) => {
+            let age = roomlet_runtime::clock::unix_millis().saturating_sub(d.written_at_ms);
+            tracing::info!(
+                rooms = d.image.rooms.len(),
+                sessions = d.image.sessions.len(),
+                age_ms = age,
+                "restoring the last run's rooms and sessions"
+            );
+            Some(d.image)
+        }
+        Err(e) => {
+            tracing::warn!(file = %file.display(), error = %e, "the last run's rooms and sessions cannot be read; starting clean");
+            None
+        }
+    }
+}
