@@ -10,7 +10,7 @@ use roomlet_tests::server::{Client, Wire, dev_token};
 use roomlet_tests::tokens::dev_token_expiring;
 use serde_json::{Value, json};
 use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 fn roomlet_binary() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_roomlet-node"))
@@ -96,15 +96,22 @@ async fn sigterm_and_restart_keep_peer_ids_and_every_stream_frame() {
         calls.push((a, b));
     }
 
+    let stopping = Instant::now();
     node.signal("TERM");
     for (a, b) in &mut calls {
         assert_eq!(a.c.closed().await, 1012, "closed for a restart");
         assert_eq!(b.c.closed().await, 1012, "closed for a restart");
     }
     assert_eq!(node.exit_within(Duration::from_secs(15)), Some(0));
+    assert!(
+        stopping.elapsed() < Duration::from_secs(10),
+        "written well inside the 10 s drain grace: {:?}",
+        stopping.elapsed()
+    );
     assert!(dir.path().join("data/restart.msgpack").is_file());
 
     let node = serve(dir.path(), port, "second.log");
+    let back = Instant::now();
     for (a, b) in &mut calls {
         let j = b.resume(&url).await;
         assert_eq!(
