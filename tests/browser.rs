@@ -312,6 +312,7 @@ const SNAPSHOT_JS: &str = r#"(() => {
     tiles: d ? d.tiles() : null,
     iceRestarts: d ? d.iceRestarts : {},
     tokenTest: window.tokenTest || null,
+    status: (document.getElementById('status') || {}).textContent || null,
     log: log ? log.textContent : '',
   };
 })()"#;
@@ -598,6 +599,11 @@ async fn two_chromium_pages_connect_and_chat_over_a_data_channel() {
 /// [`Serve`] SIGKILLs it) and start it again. Listens on `listen` (port
 /// 0: any), with `data` as its data directory (its log goes there too).
 fn start_server(listen: &str, data: &Path) -> Serve {
+    start_server_with(listen, data, &[])
+}
+
+/// [`start_server`] with more arguments.
+fn start_server_with(listen: &str, data: &Path, extra: &[&str]) -> Serve {
     ServeCommand::new(
         Path::new(env!("CARGO_BIN_EXE_roomlet-node")),
         &data.join("server.log"),
@@ -611,6 +617,7 @@ fn start_server(listen: &str, data: &Path) -> Serve {
     ])
     .arg("--data-dir")
     .arg(data)
+    .args(extra.iter().copied())
     .within(BROWSER_START)
     .start()
     .unwrap_or_else(|log| panic!("the server did not say where it listens:\n{log}"))
@@ -834,4 +841,50 @@ async fn the_js_client_gets_fresh_tokens() {
     tokio::time::timeout(WHOLE_TEST, js_client_tokens(&binary))
         .await
         .unwrap_or_else(|_| panic!("the token test took longer than {WHOLE_TEST:?}"));
+}
+
+/// A page whose join is refused says why on the page: a third person in a
+/// one-to-one room (the example plugin) sees the module's code and reason.
+async fn refusal_is_shown(binary: &Path) {
+    let data = tempfile::tempdir().expect("data dir");
+    let rooms = format!("rooms={}", env!("ROOMLET_EXAMPLE_ONE_TO_ONE"));
+    let server = start_server_with("127.0.0.1:0", data.path(), &["--module", &rooms]);
+    let browser = Browser::launch(binary).await;
+    let mut browser_cdp = Cdp::connect(&browser.ws_url(&browser.browser_ws_path))
+        .await
+        .unwrap_or_else(|e| panic!("browser target: {e}\n{}", browser.stderr_tail()));
+    let (_a, _) = join_page(&browser, &mut browser_cdp, server.public, "pair", "alice").await;
+    let (_b, _) = join_page(&browser, &mut browser_cdp, server.public, "pair", "bob").await;
+    let mut c = browser
+        .open_page(
+            &mut browser_cdp,
+            "carol",
+            &demo_url(server.public, "pair", "carol"),
+        )
+        .await;
+    let snaps = wait_until(
+        "the third page to be refused",
+        PAGE_JOIN,
+        &browser,
+        &mut [&mut c],
+        |s| Ok(s[0]["state"] == "error"),
+    )
+    .await;
+    let status = snaps[0]["status"].as_str().unwrap_or_default();
+    assert!(
+        status.starts_with("error: one-to-one-full"),
+        "the page shows the refusal: {}",
+        describe("carol", &snaps[0])
+    );
+    browser.close(&mut browser_cdp).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_join_is_shown_on_the_page() {
+    let Some(binary) = browser_or_skip() else {
+        return;
+    };
+    tokio::time::timeout(WHOLE_TEST, refusal_is_shown(&binary))
+        .await
+        .unwrap_or_else(|_| panic!("the refusal test took longer than {WHOLE_TEST:?}"));
 }
