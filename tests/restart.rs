@@ -151,6 +151,11 @@ async fn sigterm_and_restart_keep_peer_ids_and_every_stream_frame() {
         );
     }
     assert!(
+        back.elapsed() < Duration::from_secs(2),
+        "traffic flows within 2 s of the node being back: {:?}",
+        back.elapsed()
+    );
+    assert!(
         !dir.path().join("data/restart.msgpack").exists(),
         "a node restores once"
     );
