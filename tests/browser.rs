@@ -3,7 +3,7 @@
 //! asserts that their RTCPeerConnections reach `connected` and that a chat
 //! line makes the round trip over the WebRTC data channel. A second test
 //! kills and restarts the server under a joined page: the page's client
-//! must join again by itself. A third restarts the server with SIGTERM
+//! must resume by itself, keeping its peer id. A third restarts the server with SIGTERM
 //! under a call: both pages keep their peer ids, tiles and peer
 //! connections, and an ICE restart through the new process completes.
 //! No mocks.
@@ -623,9 +623,10 @@ fn start_server_with(listen: &str, data: &Path, extra: &[&str]) -> Serve {
     .unwrap_or_else(|log| panic!("the server did not say where it listens:\n{log}"))
 }
 
-/// A crash and restart loses every session: the page's client tries to
-/// resume, is told the server does not know the session (4007), and joins
-/// afresh with its token (a new peer id) instead of giving up.
+/// A crash and restart (SIGKILL, a new process on the same data
+/// directory): the page's client resumes, the server gives the session
+/// back from its journal with the same peer id and `gap: true`, and the
+/// page says frames may have been lost.
 async fn rejoin_after_restart(binary: &Path) {
     let data = tempfile::tempdir().expect("data dir");
     let first = start_server("127.0.0.1:0", data.path());
@@ -639,13 +640,18 @@ async fn rejoin_after_restart(binary: &Path) {
     drop(first); // killed, as a crash would
     let _second = start_server(&addr.to_string(), data.path());
     wait_until(
-        "the page to join again under a new peer id",
+        "the page to resume under its peer id, told of the gap",
         PAGE_JOIN,
         &browser,
         &mut [&mut page],
         |s| match hopeless(&s[0]) {
             Some(why) => Err(why),
-            None => Ok(s[0]["state"] == "joined" && peer_id(&s[0]).is_some_and(|id| id != before)),
+            None => Ok(s[0]["state"] == "joined"
+                && peer_id(&s[0]) == Some(before.as_str())
+                && s[0]["log"]
+                    .as_str()
+                    .unwrap_or("")
+                    .contains("restarted without warning")),
         },
     )
     .await;
@@ -653,7 +659,7 @@ async fn rejoin_after_restart(binary: &Path) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_page_joins_again_after_the_server_restarted() {
+async fn a_page_resumes_after_the_server_was_killed_and_restarted() {
     let Some(binary) = browser_or_skip() else {
         return;
     };

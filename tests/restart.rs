@@ -281,3 +281,60 @@ async fn a_refreshed_token_keeps_the_session_through_a_restart() {
     let j = again.join("r", &second).await;
     assert_eq!(j["expiresAt"].as_u64(), Some(refreshed));
 }
+
+/// Killed outright (SIGKILL): every session whose join was on disk comes
+/// back with its peer id and `gap: true`, its stream going on after the
+/// client's `lastSeq`; the room has its members (a newcomer sees them) and
+/// nobody was told anyone left.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_and_restart_keep_peer_ids_with_a_gap() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let port = free_port();
+    let mut node = serve(dir.path(), port, "first.log");
+    let url = node.ws();
+    let mut a = Peer::join(&url, Wire::Json, "crash", "alice").await;
+    let mut b = Peer::join(&url, Wire::Msgpack, "crash", "bob").await;
+    a.next_of("peer-joined").await;
+    for i in 0..3 {
+        a.c.send(json!({"type": "message", "data": i})).await;
+        assert_eq!(b.next_of("message").await["data"], i);
+    }
+    node.kill();
+    assert!(!dir.path().join("data/restart.msgpack").exists());
+
+    let node = serve(dir.path(), port, "second.log");
+    assert!(node.log().contains("killed?"), "{}", node.log());
+    for p in [&mut a, &mut b] {
+        let j = p.resume(&url).await;
+        assert_eq!(
+            (&j["resumed"], &j["gap"], &j["peerId"]),
+            (&json!(true), &json!(true), &json!(p.id)),
+            "{j}"
+        );
+    }
+    a.c.send(json!({"type": "message", "data": "after"})).await;
+    let m = b.c.frame_of("message").await;
+    assert_eq!(
+        (&m["data"], m["seq"].as_u64()),
+        (&json!("after"), Some(b.last_seq + 1)),
+        "the stream goes on after lastSeq: {m}"
+    );
+    let mut carol = Client::connect(&url, Wire::Json).await;
+    let j = carol.join("crash", &dev_token("crash", "carol")).await;
+    let mut present: Vec<&str> = j["peers"]
+        .as_array()
+        .expect("peers")
+        .iter()
+        .filter_map(|p| p["id"].as_str())
+        .collect();
+    present.sort();
+    let mut expected = [a.id.as_str(), b.id.as_str()];
+    expected.sort();
+    assert_eq!(present, expected, "the room kept its members");
+    drop(node);
+
+    let log = events(dir.path());
+    let count = |kind: &str| log.iter().filter(|e| e["kind"] == kind).count();
+    assert_eq!(count("peer_left"), 0, "{log:?}");
+    assert_eq!(count("peer_joined"), 3, "{log:?}");
+}

@@ -6,6 +6,7 @@
 mod dev;
 mod front;
 mod http;
+mod journal;
 mod output;
 mod restart;
 mod upgrade;
@@ -143,6 +144,8 @@ pub struct Running {
     node_info: NodeInfo,
     tasks: Vec<tokio::task::JoinHandle<()>>,
     data_dir: std::path::PathBuf,
+    /// All-in-one nodes: every joined session's record.
+    journal: Option<Arc<journal::Journal>>,
 }
 
 impl Running {
@@ -171,6 +174,9 @@ impl Running {
             .close_all("shutdown", Duration::from_secs(5))
             .await;
         self.events.flush().await;
+        if let Some(j) = &self.journal {
+            j.close();
+        }
         self.kv.close();
     }
 
@@ -219,6 +225,9 @@ impl Drop for Running {
         self.shutdown();
         for t in &self.tasks {
             t.abort();
+        }
+        if let Some(j) = &self.journal {
+            j.close();
         }
         self.kv.close();
     }
@@ -315,17 +324,10 @@ pub async fn start(config: Config, secrets: Secrets) -> Result<Running, ServerEr
         Arc::new(GatewayMetrics::new(&registry)),
     ));
     sample_node(&registry, &gateway);
-    if bus.is_none()
-        && let Some(image) = restart::take(data_dir)
-    {
-        let grace = Duration::from_millis(config.limits.resume_grace_ms);
-        let (rooms, sessions) = gateway.restore(image, grace);
-        tracing::info!(
-            rooms,
-            sessions,
-            "the last run's rooms and sessions are back; clients have the resume grace to come back"
-        );
-    }
+    let journal = match bus {
+        Some(_) => None,
+        None => Some(carry_on(&gateway, data_dir, &config)?),
+    };
     let node_info = NodeInfo {
         region: config.server.region.clone(),
         functions: functions.iter().map(|f| f.to_string()).collect(),
@@ -388,7 +390,47 @@ pub async fn start(config: Config, secrets: Secrets) -> Result<Running, ServerEr
         node_info,
         tasks,
         data_dir: data_dir.clone(),
+        journal,
     })
+}
+
+/// A node that is its whole deployment takes back what the last process on
+/// its data directory left: the rooms and sessions it wrote on SIGTERM, or
+/// (killed outright) the sessions in its journal, which resume with `gap`.
+/// From here on every joined session is recorded in the journal.
+fn carry_on(
+    gateway: &Arc<Gateway>,
+    data_dir: &std::path::Path,
+    config: &Config,
+) -> Result<Arc<journal::Journal>, ServerError> {
+    let (journal, records) = journal::open(data_dir).map_err(|e| ServerError::Io {
+        what: "opening the session journal".into(),
+        source: std::io::Error::other(e),
+    })?;
+    let image = restart::take(data_dir).or_else(|| {
+        (!records.is_empty()).then(|| {
+            tracing::warn!(
+                sessions = records.len(),
+                "the last run ended without writing its rooms (killed?): its sessions come back with gap: true, their rooms' modules as recovered"
+            );
+            roomlet_gateway::NodeImage::from_journal(records)
+        })
+    });
+    let mut kept = Vec::new();
+    if let Some(image) = image {
+        let grace = Duration::from_millis(config.limits.resume_grace_ms);
+        let (rooms, keys) = gateway.restore(image, grace);
+        tracing::info!(
+            rooms,
+            sessions = keys.len(),
+            "the last run's rooms and sessions are back; clients have the resume grace to come back"
+        );
+        kept = keys;
+    }
+    journal.retain(kept);
+    let journal = Arc::new(journal);
+    gateway.set_journal(journal.clone());
+    Ok(journal)
 }
 
 /// The API keys tokens are checked with: configured, or the development

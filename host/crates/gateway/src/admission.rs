@@ -268,6 +268,7 @@ async fn join_inner(
         unacked: VecDeque::new(),
         trimmed_before: 0,
         expires_at_ms,
+        gap: false,
     };
     let frame = ServerFrame::Joined {
         peer_id: state.peer.id.clone(),
@@ -280,8 +281,25 @@ async fn join_inner(
         metadata: joined.metadata,
         resumed: false,
         expires_at: state.expires_at_ms,
+        gap: false,
     };
     state.number(&frame, gw.limits.resume_buffer);
+    if let Some(journal) = gw.resumable.journal.get() {
+        let record = crate::journal::SessionRecord {
+            peer: (&*state.peer).into(),
+            room: state.room.name().to_string(),
+            msgpack: encoding == Encoding::Msgpack,
+            expires_at_ms: state.expires_at_ms,
+        };
+        // Without its record the session still works; it just would not
+        // outlive a crash of this process.
+        if let Err(e) = journal
+            .joined(crate::resume::key(&state.resume_token), record)
+            .await
+        {
+            tracing::warn!(error = %e, "session record not written; this session will not survive a crash");
+        }
+    }
     Ok(state)
 }
 
@@ -328,12 +346,20 @@ async fn resume_inner(
     let refused = if state.encoding != encoding {
         // The frames to replay are kept encoded.
         Some("resume with the subprotocol the session started with")
+    } else if state.gap {
+        // Its stream died with the last process: it goes on after
+        // whatever the client saw, and `joined` says so.
+        state.next_seq = last_seq + 1;
+        state.trimmed_before = state.next_seq;
+        state.unacked.clear();
+        None
     } else if !state.rewind(last_seq) {
         Some("lastSeq is ahead of the server or older than the resume buffer")
     } else {
         None
     };
     if let Some(reason) = refused {
+        gw.resumable.ended(token);
         state.room.leave(&state.peer.id, LeaveReason::Timeout).await;
         return Err(failed(reason));
     }

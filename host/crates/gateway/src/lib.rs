@@ -10,6 +10,7 @@ mod conn;
 mod deliver;
 mod guard;
 mod inbound;
+pub mod journal;
 mod metrics;
 mod restart;
 mod resume;
@@ -192,6 +193,12 @@ impl Gateway {
     /// Waits until frames for rooms homed elsewhere have left this node.
     pub async fn flush(&self) {
         self.topology.flush().await;
+    }
+
+    /// Keeps a record of every joined session in `journal` from now on
+    /// (a node that is its whole deployment; see [`journal`]).
+    pub fn set_journal(&self, journal: Arc<dyn journal::SessionJournal>) {
+        let _ = self.resumable.journal.set(journal);
     }
 
     /// Tells every session to reconnect (to `url`, or anywhere).

@@ -8,6 +8,7 @@
 
 use crate::Gateway;
 use crate::deliver::frame_of;
+use crate::journal::SessionRecord;
 use crate::resume::{self, PeerState, Unacked};
 use crate::topology::RoomLink;
 use roomlet_protocol::Encoding;
@@ -44,6 +45,9 @@ pub struct SessionImage {
     pub trimmed_before: u64,
     /// Its access token's expiry (Unix ms).
     pub expires_at_ms: u64,
+    /// Re-created from a journal record: no stream to replay (`gap`).
+    #[serde(default)]
+    pub gap: bool,
     /// Sent (or due) and not acknowledged, oldest first.
     pub unacked: Vec<FrameImage>,
 }
@@ -103,13 +107,18 @@ impl Gateway {
 
     /// Starts again what [`Gateway::image_for_restart`] wrote: each room
     /// with the members whose session came back, each session parked for
-    /// `grace` under its resume token. Returns (rooms, sessions) restored.
-    pub fn restore(self: &Arc<Self>, image: NodeImage, grace: Duration) -> (usize, usize) {
+    /// `grace` under its resume token. Returns the rooms restored and the
+    /// keys of the sessions parked.
+    pub fn restore(
+        self: &Arc<Self>,
+        image: NodeImage,
+        grace: Duration,
+    ) -> (usize, Vec<resume::Key>) {
         let mut sessions: HashMap<String, Vec<SessionImage>> = HashMap::new();
         for s in image.sessions {
             sessions.entry(s.room.clone()).or_default().push(s);
         }
-        let (mut rooms, mut parked) = (0, 0);
+        let (mut rooms, mut parked) = (0, Vec::new());
         for room in image.rooms {
             let mut mine = sessions.remove(&room.name).unwrap_or_default();
             let members = room.members.clone();
@@ -135,10 +144,50 @@ impl Gateway {
                 let key = s.key;
                 let state = peer_state(s, peer, RoomLink::Local(handle.clone()), inbox);
                 self.resumable.park_keyed(key, state, grace);
-                parked += 1;
+                parked.push(key);
             }
         }
         (rooms, parked)
+    }
+}
+
+impl NodeImage {
+    /// What a killed process left in its session journal: each room with
+    /// the members that had a session (no memory: its module starts again
+    /// as recovered), each session with `gap` (its stream died).
+    pub fn from_journal(records: Vec<(resume::Key, SessionRecord)>) -> NodeImage {
+        let mut rooms: Vec<RoomImage> = Vec::new();
+        let mut sessions = Vec::with_capacity(records.len());
+        for (key, r) in records {
+            let room = match rooms.iter_mut().position(|x| x.name == r.room) {
+                Some(i) => &mut rooms[i],
+                None => {
+                    rooms.push(RoomImage {
+                        name: r.room.clone(),
+                        members: Vec::new(),
+                        snapshot: None,
+                        observe: (false, false),
+                        metadata: String::new(),
+                        created: true,
+                        timer_ms: None,
+                    });
+                    rooms.last_mut().expect("just pushed")
+                }
+            };
+            sessions.push(SessionImage {
+                key,
+                peer_id: r.peer.id.clone(),
+                room: r.room,
+                msgpack: r.msgpack,
+                next_seq: 1,
+                trimmed_before: 1,
+                expires_at_ms: r.expires_at_ms,
+                gap: true,
+                unacked: Vec::new(),
+            });
+            room.members.push(r.peer);
+        }
+        NodeImage { rooms, sessions }
     }
 }
 
@@ -151,6 +200,7 @@ fn session_image(key: resume::Key, s: &PeerState) -> SessionImage {
         next_seq: s.next_seq,
         trimmed_before: s.trimmed_before,
         expires_at_ms: s.expires_at_ms,
+        gap: s.gap,
         unacked: s
             .unacked
             .iter()
@@ -205,5 +255,6 @@ fn peer_state(
         unacked,
         trimmed_before: s.trimmed_before,
         expires_at_ms: s.expires_at_ms,
+        gap: s.gap,
     }
 }

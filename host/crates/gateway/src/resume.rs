@@ -41,6 +41,9 @@ pub(crate) struct PeerState {
     /// When the session's access token expires (Unix ms), as its last
     /// `join` or `refresh` said: what `joined` tells the client.
     pub expires_at_ms: u64,
+    /// Re-created from its journal record after the process holding it
+    /// was killed: its stream is gone, the resume says `gap: true`.
+    pub gap: bool,
 }
 
 /// A frame sent and not yet acknowledged.
@@ -127,6 +130,8 @@ pub(crate) fn key(token: &str) -> Key {
 pub(crate) struct Resumable {
     slots: Mutex<Slots>,
     generation: std::sync::atomic::AtomicU64,
+    /// Told when a session ends for good (all-in-one nodes).
+    pub journal: std::sync::OnceLock<Arc<dyn crate::journal::SessionJournal>>,
 }
 
 #[derive(Default)]
@@ -177,7 +182,21 @@ impl Resumable {
 
     /// Forgets a session that ended for good.
     pub fn remove(&self, token: &str) {
-        self.slots.lock().remove(&key(token));
+        let token = key(token);
+        self.slots.lock().remove(&token);
+        self.ended_key(token);
+    }
+
+    /// A session taken out of the table has ended for good after all
+    /// (a refused resume).
+    pub fn ended(&self, token: &str) {
+        self.ended_key(key(token));
+    }
+
+    fn ended_key(&self, token: Key) {
+        if let Some(j) = self.journal.get() {
+            j.ended(token);
+        }
     }
 
     /// Parks a session whose socket dropped; after `grace` it leaves its room.
@@ -227,6 +246,7 @@ impl Resumable {
             };
             if let Some(Slot::Parked { state, .. }) = expired {
                 tracing::debug!(room = %state.room.name(), peer = %state.peer.id, "resume grace period over");
+                this.ended_key(token);
                 state.room.leave(&state.peer.id, LeaveReason::Timeout).await;
             }
         });
@@ -241,13 +261,18 @@ impl Resumable {
         let Some(tokens) = slots.parked.remove(&by) else {
             return Vec::new();
         };
-        tokens
+        let taken: Vec<PeerState> = tokens
             .iter()
             .filter_map(|t| match slots.remove(t) {
                 Some(Slot::Parked { state, .. }) => Some(*state),
                 _ => None, // the index holds parked tokens only
             })
-            .collect()
+            .collect();
+        drop(slots);
+        for t in tokens {
+            self.ended_key(t);
+        }
+        taken
     }
 
     /// Takes the parked session of peer `peer` (of `identity`) in `room`,
@@ -261,10 +286,14 @@ impl Resumable {
             matches!(slots.by_token.get(*t), Some(Slot::Parked { state, .. }) if state.peer.id == peer)
         })?;
         let token = *token;
-        match slots.remove(&token) {
+        let taken = match slots.remove(&token) {
             Some(Slot::Parked { state, .. }) => Some(*state),
             _ => None, // the index holds parked tokens only
+        };
+        if taken.is_some() {
+            self.ended_key(token);
         }
+        taken
     }
 
     /// Takes the session for `token`, asking a live one to hand it over.

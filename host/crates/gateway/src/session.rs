@@ -131,6 +131,7 @@ fn joined<S: AsyncRead + AsyncWrite + Unpin>(
         // Boxed, as `pump` below: the opening frames' state would otherwise
         // size this future, which lives as long as the session.
         let ok = Box::pin(open_stream(gw, &mut conn, &state, resumed)).await;
+        state.gap = false;
         let end = if ok {
             Box::pin(pump(gw, &mut conn, &mut state, &mut takeover)).await
         } else {
@@ -173,6 +174,7 @@ async fn open_stream<S: AsyncRead + AsyncWrite + Unpin>(
             metadata: String::new(),
             resumed: true,
             expires_at: state.expires_at_ms,
+            gap: state.gap,
         };
         if !conn.feed(&frame).await {
             return false;
@@ -403,5 +405,6 @@ fn placeholder(state: &PeerState) -> PeerState {
         unacked: VecDeque::new(),
         trimmed_before: state.next_seq,
         expires_at_ms: state.expires_at_ms,
+        gap: false,
     }
 }

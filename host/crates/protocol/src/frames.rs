@@ -279,6 +279,11 @@ pub enum ServerFrame {
         /// When the session's access token expires (Unix ms): a client
         /// sends `refresh` before then (a fresh join needs a valid token).
         expires_at: u64,
+        /// On a resume after the process holding the session was killed:
+        /// frames it had not delivered are lost, and the stream goes on
+        /// after the client's `lastSeq`. Absent when false.
+        #[serde(skip_serializing_if = "std::ops::Not::not")]
+        gap: bool,
     },
     /// Someone joined.
     PeerJoined {

@@ -120,6 +120,13 @@ impl RoomActor {
                     .config
                     .events
                     .record(Event::new(EventKind::RoomOpened, &self.name));
+            } else if self.created && self.snapshot.is_none() {
+                // Re-created after a crash, without the module's memory:
+                // it starts now (`on-create(recovered)`), so the settings
+                // it asks for hold from the first frame.
+                if let Err(e) = self.revive().await {
+                    tracing::warn!(error = %e, "restored room's module did not start");
+                }
             }
             // Armed once and moved only when it fires: a command just moves
             // `last_activity` (re-arming per command cost a timer-wheel
