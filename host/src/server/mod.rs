@@ -326,7 +326,7 @@ pub async fn start(config: Config, secrets: Secrets) -> Result<Running, ServerEr
     sample_node(&registry, &gateway);
     let journal = match bus {
         Some(_) => None,
-        None => Some(carry_on(&gateway, data_dir, &config)?),
+        None => Some(restart::carry_on(&gateway, data_dir, &config)?),
     };
     let node_info = NodeInfo {
         region: config.server.region.clone(),
@@ -392,45 +392,6 @@ pub async fn start(config: Config, secrets: Secrets) -> Result<Running, ServerEr
         data_dir: data_dir.clone(),
         journal,
     })
-}
-
-/// A node that is its whole deployment takes back what the last process on
-/// its data directory left: the rooms and sessions it wrote on SIGTERM, or
-/// (killed outright) the sessions in its journal, which resume with `gap`.
-/// From here on every joined session is recorded in the journal.
-fn carry_on(
-    gateway: &Arc<Gateway>,
-    data_dir: &std::path::Path,
-    config: &Config,
-) -> Result<Arc<journal::Journal>, ServerError> {
-    let (journal, records) = journal::open(data_dir).map_err(|e| ServerError::Io {
-        what: "opening the session journal".into(),
-        source: std::io::Error::other(e),
-    })?;
-    let image = restart::take(data_dir).or_else(|| {
-        (!records.is_empty()).then(|| {
-            tracing::warn!(
-                sessions = records.len(),
-                "the last run ended without writing its rooms (killed?): its sessions come back with gap: true, their rooms' modules as recovered"
-            );
-            roomlet_gateway::NodeImage::from_journal(records)
-        })
-    });
-    let mut kept = Vec::new();
-    if let Some(image) = image {
-        let grace = Duration::from_millis(config.limits.resume_grace_ms);
-        let (rooms, keys) = gateway.restore(image, grace);
-        tracing::info!(
-            rooms,
-            sessions = keys.len(),
-            "the last run's rooms and sessions are back; clients have the resume grace to come back"
-        );
-        kept = keys;
-    }
-    journal.retain(kept);
-    let journal = Arc::new(journal);
-    gateway.set_journal(journal.clone());
-    Ok(journal)
 }
 
 /// The API keys tokens are checked with: configured, or the development

@@ -7,9 +7,14 @@
 //! says so, removes it and starts clean; its clients' resumes then fail
 //! with `resume-failed` and they join afresh, as before this file existed.
 
-use roomlet_gateway::NodeImage;
+use super::ServerError;
+use super::journal::Journal;
+use crate::config::Config;
+use roomlet_gateway::{Gateway, NodeImage};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
 
 /// The format this node writes and reads.
 const FORMAT: u32 = 1;
@@ -94,4 +99,43 @@ pub(super) fn take(data_dir: &Path) -> Option<NodeImage> {
             None
         }
     }
+}
+
+/// A node that is its whole deployment takes back what the last process on
+/// its data directory left: the rooms and sessions it wrote on SIGTERM, or
+/// (killed outright) the sessions in its journal, which resume with `gap`.
+/// From here on every joined session is recorded in the journal.
+pub(super) fn carry_on(
+    gateway: &Arc<Gateway>,
+    data_dir: &std::path::Path,
+    config: &Config,
+) -> Result<Arc<Journal>, ServerError> {
+    let (journal, records) = super::journal::open(data_dir).map_err(|e| ServerError::Io {
+        what: "opening the session journal".into(),
+        source: std::io::Error::other(e),
+    })?;
+    let image = take(data_dir).or_else(|| {
+        (!records.is_empty()).then(|| {
+            tracing::warn!(
+                sessions = records.len(),
+                "the last run ended without writing its rooms (killed?): its sessions come back with gap: true, their rooms' modules as recovered"
+            );
+            roomlet_gateway::NodeImage::from_journal(records)
+        })
+    });
+    let mut kept = Vec::new();
+    if let Some(image) = image {
+        let grace = Duration::from_millis(config.limits.resume_grace_ms);
+        let (rooms, keys) = gateway.restore(image, grace);
+        tracing::info!(
+            rooms,
+            sessions = keys.len(),
+            "the last run's rooms and sessions are back; clients have the resume grace to come back"
+        );
+        kept = keys;
+    }
+    journal.retain(kept);
+    let journal = Arc::new(journal);
+    gateway.set_journal(journal.clone());
+    Ok(journal)
 }

@@ -5,10 +5,13 @@
 //! peer id, and its `joined` says `gap: true` (frames the dead process had
 //! not delivered are lost). The store is the host's ([`SessionJournal`]).
 
-use crate::resume::Key;
 use crate::topology::BoxFuture;
 use roomlet_rooms::MemberImage;
 use serde::{Deserialize, Serialize};
+
+/// A session's key: the SHA-256 of its resume token (the token itself is
+/// the client's credential and is kept nowhere).
+pub type SessionKey = [u8; 32];
 
 /// What a session's record holds: enough to re-create it, nothing of its
 /// stream.
@@ -28,8 +31,8 @@ pub struct SessionRecord {
 pub trait SessionJournal: Send + Sync + 'static {
     /// Records a joined session under `key` (its resume token's hash);
     /// resolves once the record is durable (`Err` says why it is not).
-    fn joined(&self, key: Key, record: SessionRecord) -> BoxFuture<'_, Result<(), String>>;
+    fn joined(&self, key: SessionKey, record: SessionRecord) -> BoxFuture<'_, Result<(), String>>;
 
     /// The session under `key` has ended for good (no need to wait).
-    fn ended(&self, key: Key);
+    fn ended(&self, key: SessionKey);
 }

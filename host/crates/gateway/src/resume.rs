@@ -114,10 +114,9 @@ enum Slot {
     },
 }
 
-/// What the table is keyed by: a resume token's SHA-256. The token itself
-/// is the client's credential and is kept nowhere, so the table can be
-/// written to disk across a restart ([`crate::restart`]) without it.
-pub(crate) type Key = [u8; 32];
+/// What the table is keyed by: a resume token's SHA-256, so the table can
+/// be written to disk across a restart ([`crate::restart`]) without it.
+pub(crate) type Key = crate::journal::SessionKey;
 
 /// The key of `token`.
 pub(crate) fn key(token: &str) -> Key {
