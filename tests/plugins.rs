@@ -430,6 +430,22 @@ async fn python_echo_plugin() {
     );
 }
 
+/// What either template does: a room message reaches the others, a
+/// message to one peer reaches that peer.
+async fn routes_like_the_template(wasm: &Path, room: &str) {
+    let s = start_with_rooms(wasm).await;
+    let url = s.ws_url();
+    let (mut alice, alice_id) = join(&url, room, "alice", None).await;
+    let (mut bob, bob_id) = join(&url, room, "bob", None).await;
+    say(&mut alice, None, json!({"text": "round trip"})).await;
+    assert_eq!(
+        heard(&mut bob).await,
+        (alice_id.clone(), json!({"text": "round trip"}))
+    );
+    say(&mut bob, Some(&alice_id), json!({"text": "back"})).await;
+    assert_eq!(heard(&mut alice).await, (bob_id, json!({"text": "back"})));
+}
+
 /// `roomlet new plugin --lang python`, built with the command it prints,
 /// is a working room.
 #[tokio::test]
@@ -459,17 +475,7 @@ async fn generated_python_plugin_builds_and_runs() {
     let wasm = root.join(roomlet::scaffold::wasm_path("py-room", Lang::Python));
     assert!(wasm.is_file(), "{} was built", wasm.display());
 
-    let s = start_with_rooms(&wasm).await;
-    let url = s.ws_url();
-    let (mut alice, alice_id) = join(&url, "py-tpl", "alice", None).await;
-    let (mut bob, bob_id) = join(&url, "py-tpl", "bob", None).await;
-    say(&mut alice, None, json!({"text": "round trip"})).await;
-    assert_eq!(
-        heard(&mut bob).await,
-        (alice_id.clone(), json!({"text": "round trip"}))
-    );
-    say(&mut bob, Some(&alice_id), json!({"text": "back"})).await;
-    assert_eq!(heard(&mut alice).await, (bob_id, json!({"text": "back"})));
+    routes_like_the_template(&wasm, "py-tpl").await;
 }
 
 #[tokio::test]
@@ -508,15 +514,5 @@ async fn generated_plugin_builds_and_runs() {
         .join(roomlet::scaffold::wasm_file_name("echo-room"));
     assert!(wasm.is_file(), "{} was built", wasm.display());
 
-    let s = start_with_rooms(&wasm).await;
-    let url = s.ws_url();
-    let (mut alice, alice_id) = join(&url, "tpl", "alice", None).await;
-    let (mut bob, bob_id) = join(&url, "tpl", "bob", None).await;
-    say(&mut alice, None, json!({"text": "round trip"})).await;
-    assert_eq!(
-        heard(&mut bob).await,
-        (alice_id.clone(), json!({"text": "round trip"}))
-    );
-    say(&mut bob, Some(&alice_id), json!({"text": "back"})).await;
-    assert_eq!(heard(&mut alice).await, (bob_id, json!({"text": "back"})));
+    routes_like_the_template(&wasm, "tpl").await;
 }
