@@ -385,11 +385,9 @@ export class RoomletClient extends EventTarget {
       return;
     }
     const state = this.#state;
-    Promise.resolve()
-      .then(() => this.#getToken())
+    this.#freshToken()
       .then((token) => {
         if (this.#state !== state) return;
-        if (typeof token !== 'string' || token === '') throw new Error('getToken returned no token');
         this.#token = token;
         this.#openSocket({ type: 'join', room: this.#room, token });
       })
@@ -398,6 +396,13 @@ export class RoomletClient extends EventTarget {
         this.#ws = null;
         this.#socketClosed(null, 1006, `getToken failed: ${err && err.message || err}`);
       });
+  }
+
+  /** A token from getToken; rejects when it fails or returns none. */
+  async #freshToken() {
+    const token = await this.#getToken();
+    if (typeof token !== 'string' || token === '') throw new Error('getToken returned no token');
+    return token;
   }
 
   /** Ask for a fresh token before this one expires (when the server said when). */
@@ -413,10 +418,8 @@ export class RoomletClient extends EventTarget {
   #refresh() {
     this.#refreshTimer = null;
     if (this.#state !== 'joined' && this.#state !== 'reconnecting') return;
-    Promise.resolve()
-      .then(() => this.#getToken())
+    this.#freshToken()
       .then((token) => {
-        if (typeof token !== 'string' || token === '') throw new Error('getToken returned no token');
         this.#refreshing = token;
         this.#sendRoomFrame({ type: 'refresh', token });
       })

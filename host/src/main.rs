@@ -311,6 +311,14 @@ fn run() -> Result<()> {
     }
 }
 
+/// `[modules.FUNCTION]` of `config`, created empty when absent.
+fn module_section(config: &mut Config, function: roomlet::runtime::Function) -> &mut ModuleSection {
+    config
+        .modules
+        .entry(function.name().to_owned())
+        .or_default()
+}
+
 /// One `--module-config`: `FUNCTION.KEY=VALUE` or `FUNCTION=FILE.toml`.
 fn module_config(
     arg: &str,
@@ -387,20 +395,11 @@ fn serve(args: ServeArgs) -> Result<()> {
             bail!("--module {m:?}: expected FUNCTION=PATH.wasm");
         };
         let function: roomlet::runtime::Function = function.parse().map_err(anyhow::Error::msg)?;
-        config
-            .modules
-            .entry(function.name().to_owned())
-            .or_insert_with(ModuleSection::default)
-            .path = Some(PathBuf::from(path));
+        module_section(&mut config, function).path = Some(PathBuf::from(path));
     }
     for c in &args.module_config {
         let (function, table) = module_config(c)?;
-        config
-            .modules
-            .entry(function.name().to_owned())
-            .or_insert_with(ModuleSection::default)
-            .config
-            .extend(table);
+        module_section(&mut config, function).config.extend(table);
     }
     let secrets = Secrets::from_env().context("reading secrets")?;
     let runtime = tokio::runtime::Builder::new_multi_thread()

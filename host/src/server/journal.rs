@@ -90,7 +90,7 @@ fn write_loop(db: redb::Database, rx: mpsc::Receiver<Op>) {
         let mut ops = vec![first];
         ops.extend(rx.try_iter());
         let close = ops.iter().any(|op| matches!(op, Op::Close));
-        let result = commit(&db, &mut ops);
+        let result = commit(&db, &ops);
         for op in ops {
             if let Op::Put(_, _, done) = op {
                 let _ = done.send(result.clone());
@@ -102,7 +102,7 @@ fn write_loop(db: redb::Database, rx: mpsc::Receiver<Op>) {
     }
 }
 
-fn commit(db: &redb::Database, ops: &mut [Op]) -> Result<(), String> {
+fn commit(db: &redb::Database, ops: &[Op]) -> Result<(), String> {
     let txn = db.begin_write().map_err(|e| e.to_string())?;
     {
         use redb::ReadableTable;

@@ -31,7 +31,7 @@ struct OnDisk {
 }
 
 /// Where the file lives under `data_dir`.
-pub(super) fn path(data_dir: &Path) -> PathBuf {
+fn path(data_dir: &Path) -> PathBuf {
     data_dir.join(FILE)
 }
 

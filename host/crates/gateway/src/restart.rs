@@ -12,7 +12,7 @@ use crate::journal::SessionRecord;
 use crate::resume::{self, PeerState, Unacked};
 use crate::topology::RoomLink;
 use roomlet_protocol::Encoding;
-use roomlet_rooms::{Outbox, RoomImage};
+use roomlet_rooms::{MemberImage, Outbox, RoomImage};
 use serde::{Deserialize, Serialize};
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
@@ -120,29 +120,31 @@ impl Gateway {
         }
         let (mut rooms, mut parked) = (0, Vec::new());
         for room in image.rooms {
-            let mut mine = sessions.remove(&room.name).unwrap_or_default();
-            let members = room.members.clone();
-            let peers: HashMap<String, usize> = members
+            // Each session of the room whose peer is a member, with the
+            // outbox the room will reach it through.
+            let mut members: HashMap<String, MemberImage> = room
+                .members
                 .iter()
-                .enumerate()
-                .map(|(i, m)| (m.id.clone(), i))
+                .map(|m| (m.id.clone(), m.clone()))
                 .collect();
-            mine.retain(|s| peers.contains_key(&s.peer_id));
             let mut outboxes: HashMap<String, Outbox> = HashMap::new();
-            let mut inboxes = Vec::with_capacity(mine.len());
-            for s in &mine {
-                let (tx, rx) = roomlet_rooms::outbox();
+            let mut waiting = Vec::new();
+            for s in sessions.remove(&room.name).unwrap_or_default() {
+                let Some(member) = members.remove(&s.peer_id) else {
+                    continue;
+                };
+                let (tx, inbox) = roomlet_rooms::outbox();
                 outboxes.insert(s.peer_id.clone(), tx);
-                inboxes.push(rx);
+                waiting.push((s, member, inbox));
             }
             let Some(handle) = self.rooms.restore(room, outboxes) else {
                 continue;
             };
             rooms += 1;
-            for (s, inbox) in mine.into_iter().zip(inboxes) {
-                let peer = Arc::new(members[peers[&s.peer_id]].clone().into());
+            for (s, member, inbox) in waiting {
                 let key = s.key;
-                let state = peer_state(s, peer, RoomLink::Local(handle.clone()), inbox);
+                let link = RoomLink::Local(handle.clone());
+                let state = peer_state(s, Arc::new(member.into()), link, inbox);
                 self.resumable.park_keyed(key, state, grace);
                 parked.push(key);
             }
@@ -156,24 +158,18 @@ impl NodeImage {
     /// the members that had a session (no memory: its module starts again
     /// as recovered), each session with `gap` (its stream died).
     pub fn from_journal(records: Vec<(resume::Key, SessionRecord)>) -> NodeImage {
-        let mut rooms: Vec<RoomImage> = Vec::new();
+        let mut rooms: HashMap<String, RoomImage> = HashMap::new();
         let mut sessions = Vec::with_capacity(records.len());
         for (key, r) in records {
-            let room = match rooms.iter_mut().position(|x| x.name == r.room) {
-                Some(i) => &mut rooms[i],
-                None => {
-                    rooms.push(RoomImage {
-                        name: r.room.clone(),
-                        members: Vec::new(),
-                        snapshot: None,
-                        observe: (false, false),
-                        metadata: String::new(),
-                        created: true,
-                        timer_ms: None,
-                    });
-                    rooms.last_mut().expect("just pushed")
-                }
-            };
+            let room = rooms.entry(r.room.clone()).or_insert_with(|| RoomImage {
+                name: r.room.clone(),
+                members: Vec::new(),
+                snapshot: None,
+                observe: (false, false),
+                metadata: String::new(),
+                created: true,
+                timer_ms: None,
+            });
             sessions.push(SessionImage {
                 key,
                 peer_id: r.peer.id.clone(),
@@ -187,7 +183,10 @@ impl NodeImage {
             });
             room.members.push(r.peer);
         }
-        NodeImage { rooms, sessions }
+        NodeImage {
+            rooms: rooms.into_values().collect(),
+            sessions,
+        }
     }
 }
 

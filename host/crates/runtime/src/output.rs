@@ -41,12 +41,21 @@ pub enum Stream {
 }
 
 impl Stream {
-    /// `stdout` or `stderr`.
+    /// `stdout`, `stderr` or `log`.
     pub fn name(self) -> &'static str {
         match self {
             Stream::Stdout => "stdout",
             Stream::Stderr => "stderr",
             Stream::Log => "log",
+        }
+    }
+
+    /// The host-log level of a WASI stream's lines (the `log` import
+    /// passes its own).
+    fn level(self) -> tracing::Level {
+        match self {
+            Stream::Stdout => tracing::Level::INFO,
+            Stream::Stderr | Stream::Log => tracing::Level::WARN,
         }
     }
 }
@@ -60,7 +69,7 @@ pub struct GuestLine<'a> {
     pub version: &'a str,
     /// Its room (empty for auth and relay).
     pub room: &'a str,
-    /// stdout or stderr.
+    /// stdout, stderr or log.
     pub stream: Stream,
     /// The line, without its newline.
     pub text: &'a str,
@@ -120,6 +129,16 @@ impl OutputGate {
         }
     }
 
+    /// `text` with every API secret the component could have read
+    /// replaced: an auth component that prints what `secrets.api-secret`
+    /// gave it must not put the secret in the log.
+    pub(crate) fn mask<'a>(&self, text: &'a str) -> std::borrow::Cow<'a, str> {
+        match &self.secrets {
+            Some(keys) => keys.mask(text),
+            None => std::borrow::Cow::Borrowed(text),
+        }
+    }
+
     /// Whether `room` may write a line now; if so, how many were dropped before it.
     fn admit(&self, room: &Arc<str>, now: Instant) -> Option<u64> {
         let rate = f64::from(LINES_PER_SECOND);
@@ -175,12 +194,9 @@ impl GuestOutput {
             stream,
             partial,
         } = &mut *lines;
-        let level = match stream {
-            Stream::Stdout => tracing::Level::INFO,
-            _ => tracing::Level::WARN,
-        };
         split(partial, bytes, |line| {
-            emit(gate, room, *stream, level, &String::from_utf8_lossy(line));
+            let line = String::from_utf8_lossy(line);
+            emit(gate, room, *stream, stream.level(), &line);
         });
     }
 }
@@ -247,24 +263,14 @@ impl Drop for Lines {
     /// The last line of a store's output, written without its newline.
     fn drop(&mut self) {
         if !self.partial.is_empty() {
-            let level = match self.stream {
-                Stream::Stdout => tracing::Level::INFO,
-                _ => tracing::Level::WARN,
-            };
             let line = String::from_utf8_lossy(&self.partial);
-            emit(&self.gate, &self.room, self.stream, level, &line);
-        }
-    }
-}
-
-impl OutputGate {
-    /// `text` with every API secret the component could have read
-    /// replaced: an auth component that prints what `secrets.api-secret`
-    /// gave it must not put the secret in the log.
-    pub(crate) fn mask<'a>(&self, text: &'a str) -> std::borrow::Cow<'a, str> {
-        match &self.secrets {
-            Some(keys) => keys.mask(text),
-            None => std::borrow::Cow::Borrowed(text),
+            emit(
+                &self.gate,
+                &self.room,
+                self.stream,
+                self.stream.level(),
+                &line,
+            );
         }
     }
 }

@@ -82,7 +82,14 @@ impl RoomActor {
                 .collect(),
             metadata: self.metadata.to_string(),
         };
-        let peer = Arc::new(peer);
+        self.seat(Arc::new(peer), outbox);
+        joined
+    }
+
+    /// Makes `peer` a member reached through `outbox`, with no join told
+    /// to anyone (a room that moved here, or came back after a restart);
+    /// a member already there keeps its place and takes the new outbox.
+    pub(super) fn seat(&mut self, peer: Arc<Peer>, outbox: Outbox) {
         self.shared
             .members
             .write()
@@ -95,7 +102,6 @@ impl RoomActor {
             }
         }
         self.refresh_peers();
-        joined
     }
 
     /// Removes a member; `notify_module` calls `on-leave`.

@@ -2,7 +2,7 @@
 //! started again from the image on the way up, with no leave, join, open
 //! or close recorded or told to anyone.
 
-use super::{Member, RoomActor, Snapshot};
+use super::{RoomActor, Snapshot};
 use crate::image::{MemberImage, RoomImage};
 use crate::inbox::Outbox;
 use roomlet_runtime::bindings::types::Peer;
@@ -53,13 +53,7 @@ impl RoomActor {
             let Some(outbox) = outboxes.remove(&m.id) else {
                 continue; // its session did not make it: no ghost
             };
-            let peer: Arc<Peer> = Arc::new(m.into());
-            self.shared
-                .members
-                .write()
-                .insert(peer.id.as_str().into(), (outbox.clone(), peer.grants));
-            self.config.metrics.peers.inc();
-            self.members.push(Member { peer, outbox });
+            self.seat(Arc::new(Peer::from(m)), outbox);
         }
         if let Some((version, state)) = image.snapshot {
             self.snapshot = Some(Snapshot { version, state });
@@ -71,7 +65,6 @@ impl RoomActor {
         self.timer = image
             .timer_ms
             .map(|ms| Instant::now() + Duration::from_millis(ms));
-        self.peers = None;
         self.restored = true;
     }
 }
