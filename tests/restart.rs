@@ -335,3 +335,43 @@ async fn kill_9_and_restart_keep_peer_ids_with_a_gap() {
     assert_eq!(count("peer_left"), 0, "{log:?}");
     assert_eq!(count("peer_joined"), 3, "{log:?}");
 }
+
+/// A session that ends for good leaves no record behind: bob's socket drops,
+/// his room is closed meanwhile, his resume is refused; after a kill -9 the
+/// room does not come back with him in it (nor alice, whose session the
+/// close ended).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_that_ended_does_not_come_back_after_a_kill() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let port = free_port();
+    let mut node = serve(dir.path(), port, "first.log");
+    let url = node.ws();
+    let mut a = Peer::join(&url, Wire::Json, "closing", "alice").await;
+    let mut b = Peer::join(&url, Wire::Json, "closing", "bob").await;
+    a.next_of("peer-joined").await;
+    // Bob's socket drops (his session is parked).
+    let spare = Client::connect(&url, Wire::Json).await;
+    std::mem::replace(&mut b.c, spare).drop_connection();
+    let (status, _) = roomlet_tests::http::http(
+        node.internal,
+        "DELETE",
+        "/v1/admin/rooms/closing",
+        Some(roomlet::runtime::secrets::DEV_OPERATOR_TOKEN),
+        b"",
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert_eq!(a.c.closed().await, 4008);
+    let j = b.resume(&url).await;
+    assert_eq!(j["code"], "resume-failed", "{j}");
+    node.kill();
+
+    let node = serve(dir.path(), port, "second.log");
+    let mut carol = Client::connect(&node.ws(), Wire::Json).await;
+    let j = carol.join("closing", &dev_token("closing", "carol")).await;
+    assert_eq!(
+        roomlet_tests::server::peer_ids(&j),
+        Vec::<&str>::new(),
+        "no ghost: {j}"
+    );
+}

@@ -341,6 +341,7 @@ async fn resume_inner(
         token.clone_into(&mut state.resume_token);
     }
     if state.room.shared().is_closed() {
+        gw.resumable.ended(token);
         return Err(failed("the room has closed"));
     }
     let refused = if state.encoding != encoding {
