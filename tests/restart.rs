@@ -364,6 +364,12 @@ async fn a_session_that_ended_does_not_come_back_after_a_kill() {
     assert_eq!(a.c.closed().await, 4008);
     let j = b.resume(&url).await;
     assert_eq!(j["code"], "resume-failed", "{j}");
+    // Removing a record is not waited for; writing one is, and the journal
+    // commits in order: once a later join is told `joined`, the removal is
+    // on disk too.
+    let mut dave = Client::connect(&url, Wire::Json).await;
+    dave.join("elsewhere", &dev_token("elsewhere", "dave"))
+        .await;
     node.kill();
 
     let node = serve(dir.path(), port, "second.log");
