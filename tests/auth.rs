@@ -14,6 +14,7 @@
 use futures_util::{SinkExt, StreamExt};
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use roomlet::config::TurnSection;
+use roomlet::config::media::{AgoraSection, LiveKitSection, MediaSecrets};
 use roomlet::runtime::secrets::{ApiKeys, Secret};
 use roomlet::server::Secrets;
 use roomlet_tests::server::{Client, Got, TestServer, Wire, dev_token, start, start_with};
@@ -392,11 +393,16 @@ const API_ONE: &str = "SENTINEL-api-one-7Hq2xV9mK4pLw3";
 const API_TWO: &str = "SENTINEL-api-two-Zr8cN1bT6yQe5J";
 const OPERATOR: &str = "SENTINEL-operator-Ub4kD7sW2gFa9M";
 const TURN_SECRET: &str = "SENTINEL-turn-Xn6vR3hC8jYt1P";
-const SENTINELS: [(&str, &str); 4] = [
+/// Agora's certificate must be 32 hex characters: a recognisable run.
+const AGORA_CERT: &str = "5e7e5e7e0a90ca0a90cafe5e7e5e7e01";
+const LIVEKIT_SECRET: &str = "SENTINEL-livekit-Qw3Er5Ty7Ui9Op";
+const SENTINELS: [(&str, &str); 6] = [
     ("API secret key-one", API_ONE),
     ("API secret key-two", API_TWO),
     ("operator credential", OPERATOR),
     ("TURN shared secret", TURN_SECRET),
+    ("Agora app certificate", AGORA_CERT),
+    ("LiveKit API secret", LIVEKIT_SECRET),
 ];
 
 #[tokio::test]
@@ -419,10 +425,22 @@ async fn no_secret_reaches_the_log_a_frame_or_the_metrics() {
         // This node has no bus; tests/distributed.rs checks that a NATS
         // password stays out of the error and the log.
         nats: Default::default(),
+        media: MediaSecrets {
+            agora: Some(Secret::new(AGORA_CERT)),
+            livekit: Some(Secret::new(LIVEKIT_SECRET)),
+        },
     };
     let s = start_with(
         |c| {
             c.server.dev = false;
+            c.media.agora = Some(AgoraSection {
+                app_id: "970CA35de60c44645bbae8a215061b33".into(),
+            });
+            c.media.livekit = Some(LiveKitSection {
+                url: "wss://livekit.example.org".into(),
+                regions: Default::default(),
+                api_key: "APIsfu".into(),
+            });
             c.turn = Some(TurnSection {
                 urls: vec!["turn:127.0.0.1:3478?transport=udp".into()],
                 ttl_seconds: 600,
@@ -439,9 +457,29 @@ async fn no_secret_reaches_the_log_a_frame_or_the_metrics() {
     // Good joins, signed by either key, in both encodings.
     let token = mint("key-one", API_ONE, room, "alice", false, true);
     bearer.push(token.clone());
-    let mut alice = Spy::connect(&s, Wire::Json, &wire).await;
+    // Alice's frames on their own: her media credentials may be there only.
+    let alice_wire = Arc::new(Mutex::new(Vec::new()));
+    let mut alice = Spy::connect(&s, Wire::Json, &alice_wire).await;
     let before = now_secs();
     let ja = alice.join(room, &token).await;
+    let mut media_tokens = Vec::new();
+    for provider in ["agora", "livekit"] {
+        let t = ja["media"][provider]["token"]
+            .as_str()
+            .unwrap_or_else(|| panic!("a {provider} credential in {ja}"));
+        media_tokens.push(t.to_owned());
+    }
+    alice.send(json!({"type": "media-token"})).await;
+    let fresh = alice.frame_of("media-token").await;
+    for provider in ["agora", "livekit"] {
+        media_tokens.push(
+            fresh["media"][provider]["token"]
+                .as_str()
+                .expect("fresh")
+                .to_owned(),
+        );
+    }
+    bearer.extend(media_tokens.iter().cloned());
     let after = now_secs();
     let alice_id = peer_id(&ja);
     let turn = turn_entry(&ja);
@@ -705,6 +743,7 @@ async fn no_secret_reaches_the_log_a_frame_or_the_metrics() {
     for proof in [
         "roomlet ready",
         "secrets.api_secret",
+        "secrets.media_secret",
         "token accepted",
         "token rejected",
         "token refused",
@@ -717,9 +756,28 @@ async fn no_secret_reaches_the_log_a_frame_or_the_metrics() {
     }
     assert!(own_log.contains("token rejected"));
     let wire = String::from_utf8_lossy(&wire.lock().expect("transcript")).into_owned();
+    let alice_wire = String::from_utf8_lossy(&alice_wire.lock().expect("transcript")).into_owned();
     assert!(wire.contains("token-bad-signature") && wire.contains("close 4001"));
     assert_no_leak("the log", &log, &SENTINELS);
     assert_no_leak("the frames clients received", &wire, &SENTINELS);
+    assert_no_leak("the frames alice received", &alice_wire, &SENTINELS);
+    let theirs: Vec<(&str, &str)> = media_tokens
+        .iter()
+        .map(|t| ("alice's media credential", t.as_str()))
+        .collect();
+    assert_no_leak("the frames other clients received", &wire, &theirs);
+    let mut events = String::new();
+    for file in std::fs::read_dir(roomlet::events::dir_in(s.dir.path()))
+        .expect("the event log directory")
+        .flatten()
+    {
+        events.push_str(&String::from_utf8_lossy(
+            &std::fs::read(file.path()).expect("an event log file"),
+        ));
+    }
+    assert!(events.contains("joined"), "the event log is being read");
+    assert_no_leak("the event log", &events, &SENTINELS);
+    assert_no_leak("the event log", &events, &theirs);
     assert_no_leak("the HTTP responses (/metrics …)", &http, &SENTINELS);
     // Bearer credentials (access tokens, the derived TURN password) are in
     // frames only where they belong (`joined`), never in roomlet's own log

@@ -604,6 +604,13 @@ fn start_server(listen: &str, data: &Path) -> Serve {
 
 /// [`start_server`] with more arguments.
 fn start_server_with(listen: &str, data: &Path, extra: &[&str]) -> Serve {
+    serve_command(listen, data, extra)
+        .start()
+        .unwrap_or_else(|log| panic!("the server did not say where it listens:\n{log}"))
+}
+
+/// How [`start_server_with`] starts it, for a test to add to.
+fn serve_command(listen: &str, data: &Path, extra: &[&str]) -> ServeCommand {
     ServeCommand::new(
         Path::new(env!("CARGO_BIN_EXE_roomlet-node")),
         &data.join("server.log"),
@@ -619,8 +626,6 @@ fn start_server_with(listen: &str, data: &Path, extra: &[&str]) -> Serve {
     .arg(data)
     .args(extra.iter().copied())
     .within(BROWSER_START)
-    .start()
-    .unwrap_or_else(|log| panic!("the server did not say where it listens:\n{log}"))
 }
 
 /// A crash and restart (SIGKILL, a new process on the same data
@@ -785,10 +790,22 @@ async fn a_call_survives_a_server_restart() {
 
 /// The JS client's `getToken`: a join refused as expired is tried again
 /// once with a fresh token; a token about to expire is refreshed over the
-/// session (`refresh` → `refreshed`) before it does.
+/// session (`refresh` → `refreshed`) before it does; and the media
+/// credentials `joined` carried (LiveKit's, here) are in `client.media`
+/// and replaced by fresh ones (`media-token`) before they expire.
 async fn js_client_tokens(binary: &Path) {
     let data = tempfile::tempdir().expect("data dir");
-    let server = start_server("127.0.0.1:0", data.path());
+    let config = data.path().join("media.toml");
+    std::fs::write(
+        &config,
+        "[media]\nttl_seconds = 12\n[media.livekit]\nurl = \"wss://lk.example.org\"\napi_key = \"APIsfu\"\n",
+    )
+    .expect("config");
+    let config = config.to_str().expect("a UTF-8 path");
+    let server = serve_command("127.0.0.1:0", data.path(), &["--config", config])
+        .env("ROOMLET_LIVEKIT_API_SECRET", "lk-browser-test-secret")
+        .start()
+        .unwrap_or_else(|log| panic!("the server did not say where it listens:\n{log}"));
     let browser = Browser::launch(binary).await;
     let mut browser_cdp = Cdp::connect(&browser.ws_url(&browser.browser_ws_path))
         .await
@@ -800,7 +817,7 @@ async fn js_client_tokens(binary: &Path) {
         r#"(async () => {{
   const {{ RoomletClient }} = await import('/demo/roomlet.js');
   const url = `ws://${{location.host}}/v1/ws`;
-  const t = window.tokenTest = {{ calls: 0, refreshed: 0, callsAtJoin: null }};
+  const t = window.tokenTest = {{ calls: 0, refreshed: 0, callsAtJoin: null, media: [] }};
   const getToken = async () => {{
     t.calls += 1;
     const r = await fetch('/v1/dev/token?room=tok&identity=ann');
@@ -812,8 +829,10 @@ async fn js_client_tokens(binary: &Path) {
   await a.leave();
   const b = new RoomletClient(url, {{ token: {short}, room: 'tok', getToken }});
   b.addEventListener('refreshed', () => {{ t.refreshed += 1; }});
+  b.addEventListener('media', (e) => {{ t.media.push(e.detail.media.livekit.token); }});
   await b.connect();
   window.tokenClient = b;
+  t.livekitUrl = b.media.livekit.url;
   return t.callsAtJoin;
 }})()"#,
         expired = json!(expired),
@@ -836,6 +855,28 @@ async fn js_client_tokens(binary: &Path) {
         |s| Ok(s[0]["tokenTest"]["refreshed"].as_u64() >= Some(1)),
     )
     .await;
+    // The access token lasted 3 s, so did the first credentials: fresh
+    // ones came before they expired, and more after `refreshed` (at most
+    // one `media-token` per 10 s, so within the 12 s media TTL).
+    wait_until(
+        "fresh media credentials",
+        CHAT_ARRIVES,
+        &browser,
+        &mut [&mut page],
+        |s| {
+            let tokens = s[0]["tokenTest"]["media"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default();
+            Ok(tokens.len() >= 2 && tokens[0] != tokens[1])
+        },
+    )
+    .await;
+    let t = page.snapshot().await;
+    assert_eq!(
+        t["tokenTest"]["livekitUrl"], "wss://lk.example.org",
+        "client.media.livekit"
+    );
     browser.close(&mut browser_cdp).await;
 }
 

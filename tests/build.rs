@@ -7,6 +7,10 @@ use std::path::PathBuf;
 const FIXTURES: &[(&str, &str)] = &[
     ("roomlet-fixture-hostile", "ROOMLET_FIXTURE_HOSTILE"),
     ("roomlet-fixture-leaky-auth", "ROOMLET_FIXTURE_LEAKY_AUTH"),
+    (
+        "roomlet-fixture-contract-020",
+        "ROOMLET_FIXTURE_CONTRACT_020",
+    ),
     ("roomlet-example-one-to-one", "ROOMLET_EXAMPLE_ONE_TO_ONE"),
     ("roomlet-example-classroom", "ROOMLET_EXAMPLE_CLASSROOM"),
     (

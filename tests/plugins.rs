@@ -137,6 +137,31 @@ async fn a_module_sees_messages_only_when_it_observes_them() {
     assert_eq!(refused(&mut alice).await, "unknown-peer");
 }
 
+/// Contract 0.2.1 only added to 0.2.0: a rooms component built against
+/// 0.2.0 (tests/fixtures/contract-0.2.0, with its own frozen copy of that
+/// WIT) loads, is called, and reaches its kv store. (A 0.2.0 auth
+/// component, without the `media` export, is tests/fixtures/leaky-auth,
+/// which tests/plugin_dev.rs loads and calls.)
+#[tokio::test]
+async fn components_built_against_contract_0_2_0_still_load_and_run() {
+    let rooms = PathBuf::from(env!("ROOMLET_FIXTURE_CONTRACT_020"));
+    let wasm = std::fs::read(&rooms).expect("the 0.2.0 fixture");
+    let names = String::from_utf8_lossy(&wasm);
+    assert!(
+        names.contains("roomlet:signal/room@0.2.0") && !names.contains("@0.2.1"),
+        "the fixture is built against 0.2.0 only"
+    );
+    let s = start_with_rooms(rooms).await;
+    let (mut c, _) = join(&s.ws_url(), "frozen", "fay", None).await;
+    for n in 1..=3 {
+        say(&mut c, None, json!("hi")).await;
+        assert_eq!(
+            heard(&mut c).await,
+            (String::new(), json!(format!("0.2.0: {n}")))
+        );
+    }
+}
+
 #[tokio::test]
 async fn one_to_one_admits_two_and_refuses_a_third() {
     let s = start_with_rooms(ONE_TO_ONE).await;

@@ -42,6 +42,8 @@ const FRAME_EVENTS = new Set([
 const TOKEN_STALE = new Set(['token-expired', 'token-not-yet-valid']);
 /** A refresh goes out when a third of the token's remaining life is left, at most this early. */
 const REFRESH_MARGIN_MAX_MS = 60000;
+/** The server answers `media-token` at most this often per session. */
+const MEDIA_MIN_INTERVAL_MS = 10000;
 
 /**
  * An error from roomlet: a refused `join`/`resume`, a failed connection, a ping timeout.
@@ -79,6 +81,8 @@ export class RoomletError extends Error {
  *                   `{type: 'reconnecting', attempt, delayMs, code, reason, url}`
  * - `statechange`   `{type: 'statechange', state}`, see {@link RoomletClient#state}
  * - `pong`          the `pong` frame
+ * - `media`         fresh media-plane credentials: `{type: 'media', media}`, as
+ *                   {@link RoomletClient#media} now holds them
  *
  * Stream frames (those with a `seq`) are delivered exactly once, in order, across
  * reconnects: a frame whose `seq` is not above the highest seen is dropped.
@@ -94,6 +98,11 @@ export class RoomletClient extends EventTarget {
   #refreshTimer = null;
   /** A token sent in `refresh`, kept once the server answers `refreshed`. */
   #refreshing = null;
+  /** Media-plane credentials by provider, as the server last issued them. */
+  #media = {};
+  #mediaTimer = null;
+  /** When `media-token` was last sent (ms), for the server's rate limit. */
+  #mediaAskedAt = 0;
   /** Whether the join in flight already retried with a fresh token. */
   #retriedToken = false;
   #room;
@@ -405,6 +414,47 @@ export class RoomletClient extends EventTarget {
     return token;
   }
 
+  /**
+   * Media-plane credentials by provider, fresh as of the last `joined` or `media-token`:
+   * `client.media.agora` ({appId, channel, account, token, expiresAt}) and
+   * `client.media.livekit` ({url, channel, account, token, expiresAt}), when the server
+   * issues them. Refreshed before they expire; listen for `media` to hand new ones to the SDK.
+   */
+  get media() {
+    return this.#media;
+  }
+
+  /** Ask the server for fresh media credentials now (answered by a `media` event). */
+  refreshMedia() {
+    clearTimeout(this.#mediaTimer);
+    this.#mediaTimer = null;
+    const wait = this.#mediaAskedAt + MEDIA_MIN_INTERVAL_MS - Date.now();
+    if (wait > 0) {
+      this.#mediaTimer = setTimeout(() => this.refreshMedia(), wait);
+      return;
+    }
+    this.#mediaAskedAt = Date.now();
+    this.#sendRoomFrame({ type: 'media-token' });
+  }
+
+  #takeMedia(media) {
+    if (!media || typeof media !== 'object' || Object.keys(media).length === 0) return;
+    this.#media = media;
+    this.#scheduleMediaRefresh();
+    this.#emit('media', { type: 'media', media });
+  }
+
+  /** Fresh credentials before the first of them expires. */
+  #scheduleMediaRefresh() {
+    clearTimeout(this.#mediaTimer);
+    this.#mediaTimer = null;
+    const ends = Object.values(this.#media).map((c) => c && c.expiresAt).filter((t) => typeof t === 'number');
+    if (ends.length === 0) return;
+    const left = Math.min(...ends) - Date.now();
+    const delay = Math.max(0, left - Math.min(REFRESH_MARGIN_MAX_MS, left / 3));
+    this.#mediaTimer = setTimeout(() => this.refreshMedia(), delay);
+  }
+
   /** Ask for a fresh token before this one expires (when the server said when). */
   #scheduleRefresh() {
     clearTimeout(this.#refreshTimer);
@@ -532,6 +582,14 @@ export class RoomletClient extends EventTarget {
       this.#refreshing = null;
       if (typeof frame.expiresAt === 'number') this.#expiresAt = frame.expiresAt;
       this.#scheduleRefresh();
+      // Media credentials never outlive the access token: with a new one they may last longer.
+      if (Object.keys(this.#media).length > 0) this.refreshMedia();
+    } else if (frame.type === 'media-token') {
+      this.#takeMedia(frame.media);
+      return;
+    } else if (frame.type === 'error' && frame.code === 'rate-limited' && this.#mediaAskedAt > Date.now() - 2000) {
+      // Our media-token came too soon (another tab of logic asked): once more, later.
+      this.#mediaTimer = this.#mediaTimer ?? setTimeout(() => this.refreshMedia(), MEDIA_MIN_INTERVAL_MS);
     } else if (frame.type === 'error' && !this.#socketJoined && TOKEN_STALE.has(frame.code)
       && this.#getToken && !this.#retriedToken && (this.#state === 'connecting' || this.#rejoining)) {
       // The join was refused for its token's age: one more try with a fresh one.
@@ -575,6 +633,8 @@ export class RoomletClient extends EventTarget {
       this.#scheduleRefresh();
     }
     if (typeof frame.peerId === 'string') this.#peerId = frame.peerId;
+    // Only in the first `joined` of a socket: a replayed one never carries them.
+    if (frame.media) this.#takeMedia(frame.media);
     if (typeof frame.resumeToken === 'string' && frame.resumeToken !== '') this.#resumeToken = frame.resumeToken;
     if (!resuming && typeof frame.seq === 'number') {
       // The fresh `joined` opens the stream (seq 1). A resumed `joined` is not counted:
@@ -693,6 +753,8 @@ export class RoomletClient extends EventTarget {
     this.#ackTimer = null;
     clearTimeout(this.#refreshTimer);
     this.#refreshTimer = null;
+    clearTimeout(this.#mediaTimer);
+    this.#mediaTimer = null;
     this.#queue = [];
     for (const pc of [...this.#statsReporters.keys()]) this.#detachPeerConnection(pc);
     const waiter = this.#connectWaiter;

@@ -326,3 +326,74 @@ async fn a_nats_server_that_verifies_clients_takes_only_nodes_with_a_certificate
         "the client key reached the log"
     );
 }
+
+/// Media credentials come from where tokens are checked: a gateway that
+/// runs no auth function asks an auth node over the bus (`P.media`), which
+/// alone holds the provider's secret.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gateway_without_auth_gets_media_credentials_from_an_auth_node() {
+    let Some(bin) = nats_server() else { return };
+    let nats = Nats::start(bin, None);
+    let url = nats.url();
+    let media = "[media.livekit]\nurl = \"wss://lk.example.org\"\napi_key = \"APIsfu\"\n";
+    let secret = "lk-secret-only-on-the-auth-node";
+    let _auth = Node::spawn(
+        &url,
+        "md",
+        "auth-node",
+        "a",
+        "auth,rooms",
+        &[("ROOMLET_LIVEKIT_API_SECRET", secret)],
+        TTL,
+        CHAT_HISTORY,
+        media,
+    )
+    .expect("the auth node starts");
+    let gateway = Node::spawn(
+        &url,
+        "md",
+        "gateway",
+        "a",
+        "relay",
+        &[],
+        TTL,
+        CHAT_HISTORY,
+        media,
+    )
+    .expect("a gateway without the secret starts: it does not issue");
+    let (mut c, joined) = join(&gateway, "sfu-room", "ann").await;
+    let lk = &joined["media"]["livekit"];
+    assert_eq!(lk["account"], joined["peerId"], "{joined}");
+    assert_eq!(lk["channel"], "sfu-room");
+    let token = lk["token"].as_str().expect("a LiveKit token");
+    let payload = token.split('.').nth(1).expect("a JWT");
+    use base64::Engine as _;
+    let claims: Value = serde_json::from_slice(
+        &base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(payload)
+            .expect("base64"),
+    )
+    .expect("claims");
+    assert_eq!(claims["iss"], "APIsfu");
+    assert_eq!(claims["video"]["room"], "sfu-room");
+    let (signing_input, signature) = token.rsplit_once('.').expect("a JWT");
+    use hmac::Mac as _;
+    let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(secret.as_bytes()).expect("key");
+    mac.update(signing_input.as_bytes());
+    assert_eq!(
+        signature,
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(mac.finalize().into_bytes()),
+        "signed with the auth node's secret"
+    );
+    c.send(json!({"type": "media-token"})).await;
+    let fresh = next_of(&mut c, "media-token", DEADLINE)
+        .await
+        .expect("a media-token answer");
+    assert!(fresh["media"]["livekit"]["token"].is_string(), "{fresh}");
+    assert!(
+        gateway
+            .metric("roomlet_media_credentials_total", &["cause=\"refresh\""])
+            .await
+            >= 1.0
+    );
+}

@@ -5,6 +5,7 @@
 //! the process and nats-server launcher ([`process`]), and in-process
 //! servers with real WebSocket clients ([`server`]).
 
+pub mod agora;
 pub mod http;
 pub mod process;
 pub mod server;

@@ -11,7 +11,8 @@
 //! Not settings, and never read here: the command-line flags' own twins
 //! (`ROOMLET_LISTEN`, …, which clap reads), and secrets (`ROOMLET_API_KEYS`,
 //! `ROOMLET_OPERATOR_TOKEN`, `ROOMLET_TURN_SECRET`, `ROOMLET_NATS_USER`,
-//! `_PASSWORD`, `_TOKEN`, `_NKEY`, and every `*_FILE`), which only
+//! `_PASSWORD`, `_TOKEN`, `_NKEY`, `ROOMLET_AGORA_APP_CERTIFICATE`,
+//! `ROOMLET_LIVEKIT_API_SECRET`, and every `*_FILE`), which only
 //! `roomlet_runtime::secrets` reads. Any other `ROOMLET_*` variable is
 //! unknown and reported.
 
@@ -42,6 +43,8 @@ const SECRETS: &[&str] = &[
     "ROOMLET_NATS_PASSWORD",
     "ROOMLET_NATS_TOKEN",
     "ROOMLET_NATS_NKEY",
+    "ROOMLET_AGORA_APP_CERTIFICATE",
+    "ROOMLET_LIVEKIT_API_SECRET",
 ];
 
 /// The prefix of every roomlet variable.

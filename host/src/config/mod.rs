@@ -4,6 +4,7 @@
 //! files (`roomlet_runtime::secrets`).
 
 pub mod env;
+pub mod media;
 
 pub use roomlet_bus::config::NatsSection;
 pub use roomlet_gateway::config::{LimitsSection, TurnSection};
@@ -52,6 +53,7 @@ pub const TOP_LEVEL: &[&str] = &[
     "nats",
     "events",
     "webhooks",
+    "media",
 ];
 
 /// The whole configuration.
@@ -78,6 +80,8 @@ pub struct Config {
     pub events: roomlet_events::EventsConfig,
     /// Webhook receivers.
     pub webhooks: crate::webhooks::WebhooksConfig,
+    /// Media-plane credentials (Agora, LiveKit).
+    pub media: media::MediaSection,
 }
 
 impl Default for Config {
@@ -97,6 +101,7 @@ impl Default for Config {
             nats: NatsSection::default(),
             events: Default::default(),
             webhooks: Default::default(),
+            media: Default::default(),
         }
     }
 }
@@ -264,6 +269,7 @@ impl Config {
         if self.server.region.is_empty() {
             return invalid("server.region must not be empty".into());
         }
+        self.media.validate().map_err(ConfigError::Invalid)?;
         Ok(())
     }
 
@@ -290,6 +296,10 @@ impl Config {
             .cloned()
             .unwrap_or_default();
         let defaults = Limits::default();
+        let media = match function {
+            Function::Auth => self.media.auth_config(),
+            _ => Vec::new(),
+        };
         FunctionSpec {
             source: section
                 .path
@@ -305,6 +315,8 @@ impl Config {
                     };
                     (k, v)
                 })
+                // `[media]` wins over the same keys in `[modules.auth.config]`.
+                .chain(media)
                 .collect(),
             limits: Limits {
                 memory_cap: section

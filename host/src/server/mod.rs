@@ -101,6 +101,8 @@ pub struct Secrets {
     pub turn: Option<Secret>,
     /// NATS credentials.
     pub nats: roomlet_bus::NatsCredentials,
+    /// The media providers' secrets.
+    pub media: crate::config::media::MediaSecrets,
 }
 
 impl Secrets {
@@ -116,6 +118,7 @@ impl Secrets {
             operator: roomlet_runtime::secrets::from_env("ROOMLET_OPERATOR_TOKEN")?,
             turn: roomlet_runtime::secrets::from_env("ROOMLET_TURN_SECRET")?,
             nats: roomlet_bus::NatsCredentials::from_env()?,
+            media: crate::config::media::MediaSecrets::from_env()?,
         })
     }
 }
@@ -241,7 +244,14 @@ pub async fn start(config: Config, secrets: Secrets) -> Result<Running, ServerEr
     let runs = |f: Function| functions.contains(&f);
     let node = config.node_name();
     let registry = Registry::new(&config.server.region, &node);
-    let api_keys = Arc::new(api_keys(&config, &secrets, runs(Function::Auth))?);
+    let mut api_keys = api_keys(&config, &secrets, runs(Function::Auth))?;
+    if runs(Function::Auth) {
+        config
+            .media
+            .attach(&secrets.media, &mut api_keys)
+            .map_err(|m| ServerError::Config(crate::config::ConfigError::Invalid(m)))?;
+    }
+    let api_keys = Arc::new(api_keys);
     let data_dir = &config.server.data_dir;
     std::fs::create_dir_all(data_dir).map_err(|source| ServerError::Io {
         what: format!("creating data directory {}", data_dir.display()),
@@ -320,6 +330,7 @@ pub async fn start(config: Config, secrets: Secrets) -> Result<Running, ServerEr
             regions: config.regions.clone(),
             ice_servers: config.ice_servers.clone(),
             turn,
+            media: config.media.enabled(),
         },
         Arc::new(GatewayMetrics::new(&registry)),
     ));

@@ -1,4 +1,4 @@
-//! Glue between the WIT world `auth` and [`crate::token`].
+//! Glue between the WIT world `auth` and [`crate::token`], [`crate::media`].
 
 mod bindings {
     #![allow(unsafe_code, missing_docs, clippy::all, clippy::unwrap_used)]
@@ -13,9 +13,10 @@ mod bindings {
 }
 
 use bindings::exports::roomlet::signal::authenticator::{AuthError, AuthRequest, Guest};
+use bindings::exports::roomlet::signal::media::{self, MediaCredential, MediaRequest};
 use bindings::roomlet::signal::log::{Level, log};
 use bindings::roomlet::signal::types::{Grants, Identity};
-use bindings::roomlet::signal::{clock, config, secrets};
+use bindings::roomlet::signal::{clock, config, random, secrets};
 
 use crate::token::{self, DEFAULT_LEEWAY_SECS, TokenError};
 
@@ -107,5 +108,53 @@ impl Guest for Component {
                 Err(auth_error(e))
             }
         }
+    }
+}
+
+/// The host's imports, as [`crate::media`] asks for them.
+struct Imports;
+
+impl crate::media::Env for Imports {
+    fn config(&self, key: &str) -> Option<String> {
+        config::get(key)
+    }
+    fn secret(&self, provider: &str) -> Option<String> {
+        secrets::media_secret(provider)
+    }
+    fn random_u32(&self) -> u32 {
+        let b = random::bytes(4);
+        b.iter().fold(0u32, |n, &x| (n << 8) | u32::from(x))
+    }
+}
+
+impl media::Guest for Component {
+    fn issue(request: MediaRequest) -> Result<Vec<MediaCredential>, String> {
+        let g = request.peer.grants;
+        let has = |flag: Grants| g & flag == flag;
+        let req = crate::media::Request {
+            room: &request.room,
+            peer: &request.peer.id,
+            name: &request.peer.name,
+            region: &request.region,
+            publish: has(Grants::PUBLISH),
+            publish_data: has(Grants::PUBLISH_DATA),
+            subscribe: has(Grants::SUBSCRIBE),
+            expires_at_ms: request.expires_at_ms,
+            now_ms: clock::now_ms(),
+        };
+        // Never log a credential: only who got which.
+        let issued = crate::media::issue(&req, &Imports)?;
+        Ok(issued
+            .into_iter()
+            .map(|c| MediaCredential {
+                provider: c.provider.to_owned(),
+                url: c.url,
+                app_id: c.app_id,
+                channel: c.channel,
+                account: c.account,
+                token: c.token,
+                expires_at_ms: c.expires_at_ms,
+            })
+            .collect())
     }
 }

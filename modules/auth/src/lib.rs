@@ -6,9 +6,14 @@
 //!
 //! - `clock-leeway-seconds` (default 5): tolerated clock skew on `nbf`/`exp`.
 //!
+//! It also issues media-plane credentials (Agora RTC and LiveKit tokens)
+//! when the host configures them: [`media`] says which keys.
+//!
 //! The verification itself lives in [`token`] as plain Rust so it can be
 //! tested natively; this file only binds it to the WIT world `auth`.
 
+pub mod agora;
+pub mod media;
 pub mod token;
 
 mod component;

@@ -1,26 +1,81 @@
-//! Token checks across nodes: an auth node answers `P.auth` requests (a
-//! queue group, so auth nodes scale out), a node without a local auth
-//! function sends them.
+//! Token checks and media credentials across nodes: an auth node answers
+//! `P.auth` and `P.media` requests (queue groups, so auth nodes scale
+//! out), a node without a local auth function sends them.
 
 use super::Bus;
-use super::wire::{self, WireAuthReply, WireAuthRequest};
+use super::wire::{self, WireAuthReply, WireAuthRequest, WirePeer};
 use futures_util::StreamExt;
 use roomlet_gateway::AuthUnavailable;
 use roomlet_runtime::AuthFunction;
 use roomlet_runtime::bindings::authenticator::{AuthError, AuthRequest};
+use roomlet_runtime::bindings::media::{MediaCause, MediaCredential, MediaRequest};
 use roomlet_runtime::bindings::types::Identity;
+use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 
 /// The auth function current at each call: a reload replaces it.
 pub type CurrentAuth = Arc<dyn Fn() -> Arc<AuthFunction> + Send + Sync>;
 
-/// Answers auth requests with this node's auth function until the
-/// subscription ends.
+/// Answers auth and media requests with this node's auth function until
+/// the subscriptions end.
 pub async fn serve(bus: Arc<Bus>, auth: CurrentAuth) -> Result<(), super::BusError> {
-    let subject = bus.subject("auth", None);
+    answer(
+        bus.clone(),
+        auth.clone(),
+        "auth",
+        |bus, auth, payload| async move {
+            let answer =
+                match wire::decode::<WireAuthRequest>(&bus.metrics.malformed, "auth", &payload) {
+                    Some(req) => match auth.authenticate(&req.into()).await {
+                        Ok(r) => WireAuthReply::from_result(&r),
+                        Err(e) => {
+                            tracing::warn!(error = %e, "auth component failed");
+                            WireAuthReply::Failed
+                        }
+                    },
+                    None => WireAuthReply::Failed,
+                };
+            wire::encode(&answer)
+        },
+    )
+    .await?;
+    answer(bus, auth, "media", |bus, auth, payload| async move {
+        let answer = match wire::decode::<WireMediaRequest>(
+            &bus.metrics.malformed,
+            "media",
+            &payload,
+        ) {
+            Some(req) => match auth.issue_media(&req.into()).await {
+                Ok(r) => WireMediaReply::from_result(r),
+                Err(e) => {
+                    tracing::warn!(error = %e, "auth component failed issuing media credentials");
+                    WireMediaReply::Failed
+                }
+            },
+            None => WireMediaReply::Failed,
+        };
+        wire::encode(&answer)
+    })
+    .await
+}
+
+/// Answers requests on subject `name` (a queue group, so auth nodes scale
+/// out) with `handle`, each on its own task, with the auth function
+/// current when the request came.
+async fn answer<F, Fut>(
+    bus: Arc<Bus>,
+    auth: CurrentAuth,
+    name: &'static str,
+    handle: F,
+) -> Result<(), super::BusError>
+where
+    F: Fn(Arc<Bus>, Arc<AuthFunction>, bytes::Bytes) -> Fut + Clone + Send + Sync + 'static,
+    Fut: Future<Output = bytes::Bytes> + Send,
+{
+    let subject = bus.subject(name, None);
     let mut sub = bus
         .client()
-        .queue_subscribe(subject.clone(), format!("{}.auth", bus.prefix))
+        .queue_subscribe(subject.clone(), format!("{}.{name}", bus.prefix))
         .await
         .map_err(|e| super::BusError::Subscribe {
             subject,
@@ -33,25 +88,10 @@ pub async fn serve(bus: Arc<Bus>, auth: CurrentAuth) -> Result<(), super::BusErr
             };
             let bus = bus.clone();
             let auth = auth();
+            let handle = handle.clone();
             tokio::spawn(async move {
-                let answer = match wire::decode::<WireAuthRequest>(
-                    &bus.metrics.malformed,
-                    "auth",
-                    &msg.payload,
-                ) {
-                    Some(req) => {
-                        let req: AuthRequest = req.into();
-                        match auth.authenticate(&req).await {
-                            Ok(r) => WireAuthReply::from_result(&r),
-                            Err(e) => {
-                                tracing::warn!(error = %e, "auth component failed");
-                                WireAuthReply::Failed
-                            }
-                        }
-                    }
-                    None => WireAuthReply::Failed,
-                };
-                let _ = bus.client().publish(reply, wire::encode(&answer)).await;
+                let body = handle(bus.clone(), auth, msg.payload).await;
+                let _ = bus.client().publish(reply, body).await;
             });
         }
     });
@@ -76,4 +116,129 @@ pub async fn authenticate(
     wire::decode::<WireAuthReply>(&bus.metrics.malformed, "auth-reply", &msg.payload)
         .and_then(WireAuthReply::into_result)
         .ok_or_else(|| AuthUnavailable::Failed("the auth node failed".into()))
+}
+
+/// Asks an auth node for a peer's media credentials.
+pub async fn issue_media(
+    bus: &Bus,
+    request: &MediaRequest,
+) -> Result<Result<Vec<MediaCredential>, String>, AuthUnavailable> {
+    let body = wire::encode(&WireMediaRequest::from(request));
+    let msg = bus
+        .client()
+        .request(bus.subject("media", None), body)
+        .await
+        .map_err(|e| AuthUnavailable::NoAnswer(e.to_string()))?;
+    wire::decode::<WireMediaReply>(&bus.metrics.malformed, "media-reply", &msg.payload)
+        .and_then(WireMediaReply::into_result)
+        .ok_or_else(|| AuthUnavailable::Failed("the auth node failed".into()))
+}
+
+// The media request and reply on the wire (beside the token check's, in
+// `wire`: these travel only between a gateway and an auth node).
+
+/// A media credential request for an auth node.
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) struct WireMediaRequest {
+    pub room: String,
+    pub peer: WirePeer,
+    pub region: String,
+    pub expires_at_ms: u64,
+    /// 0 join, 1 resume, 2 refresh.
+    pub cause: u8,
+}
+
+impl From<&MediaRequest> for WireMediaRequest {
+    fn from(r: &MediaRequest) -> Self {
+        Self {
+            room: r.room.clone(),
+            peer: WirePeer::from(&r.peer),
+            region: r.region.clone(),
+            expires_at_ms: r.expires_at_ms,
+            cause: match r.cause {
+                MediaCause::Join => 0,
+                MediaCause::Resume => 1,
+                MediaCause::Refresh => 2,
+            },
+        }
+    }
+}
+
+impl From<WireMediaRequest> for MediaRequest {
+    fn from(r: WireMediaRequest) -> Self {
+        Self {
+            room: r.room,
+            peer: r.peer.into(),
+            region: r.region,
+            expires_at_ms: r.expires_at_ms,
+            cause: match r.cause {
+                0 => MediaCause::Join,
+                1 => MediaCause::Resume,
+                _ => MediaCause::Refresh,
+            },
+        }
+    }
+}
+
+/// One media credential on the wire.
+#[derive(Serialize, Deserialize)]
+pub(crate) struct WireMediaCredential {
+    pub provider: String,
+    pub url: Option<String>,
+    pub app_id: Option<String>,
+    pub channel: String,
+    pub account: String,
+    pub token: String,
+    pub expires_at_ms: u64,
+}
+
+/// The auth node's answer to a media request.
+#[derive(Serialize, Deserialize)]
+pub(crate) enum WireMediaReply {
+    Ok(Vec<WireMediaCredential>),
+    /// The component refused, saying why.
+    Refused(String),
+    /// The auth component failed.
+    Failed,
+}
+
+impl WireMediaReply {
+    pub fn from_result(r: Result<Vec<MediaCredential>, String>) -> Self {
+        match r {
+            Ok(list) => WireMediaReply::Ok(
+                list.into_iter()
+                    .map(|c| WireMediaCredential {
+                        provider: c.provider,
+                        url: c.url,
+                        app_id: c.app_id,
+                        channel: c.channel,
+                        account: c.account,
+                        token: c.token,
+                        expires_at_ms: c.expires_at_ms,
+                    })
+                    .collect(),
+            ),
+            Err(e) => WireMediaReply::Refused(e),
+        }
+    }
+
+    /// The result, or `None` when the auth component failed.
+    pub fn into_result(self) -> Option<Result<Vec<MediaCredential>, String>> {
+        match self {
+            WireMediaReply::Ok(list) => Some(Ok(list
+                .into_iter()
+                .map(|c| MediaCredential {
+                    provider: c.provider,
+                    url: c.url,
+                    app_id: c.app_id,
+                    channel: c.channel,
+                    account: c.account,
+                    token: c.token,
+                    expires_at_ms: c.expires_at_ms,
+                })
+                .collect())),
+            WireMediaReply::Refused(e) => Some(Err(e)),
+            WireMediaReply::Failed => None,
+        }
+    }
 }

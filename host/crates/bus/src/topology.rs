@@ -4,11 +4,14 @@
 
 use super::Bus;
 use super::edge::Edge;
-use roomlet_gateway::topology::{AuthOutcome, BoxFuture, authenticate_here};
+use roomlet_gateway::topology::{
+    AuthOutcome, BoxFuture, MediaOutcome, authenticate_here, issue_media_here,
+};
 use roomlet_gateway::{RoomLink, Topology};
 use roomlet_rooms::{JoinError, Joined, Outbox};
 use roomlet_runtime::AuthFunction;
 use roomlet_runtime::bindings::authenticator::AuthRequest;
+use roomlet_runtime::bindings::media::MediaRequest;
 use roomlet_runtime::bindings::types::Peer;
 use std::sync::Arc;
 
@@ -44,6 +47,20 @@ impl Topology for Nats {
                 authenticate_here(local, request).await
             } else {
                 super::auth::authenticate(&self.bus, request).await
+            }
+        })
+    }
+
+    fn issue_media<'a>(
+        &'a self,
+        local: Arc<AuthFunction>,
+        request: &'a MediaRequest,
+    ) -> BoxFuture<'a, MediaOutcome> {
+        Box::pin(async move {
+            if self.local_auth {
+                issue_media_here(local, request).await
+            } else {
+                super::auth::issue_media(&self.bus, request).await
             }
         })
     }

@@ -6,22 +6,33 @@ use crate::resume::PeerState;
 use crate::wire::wire_peer;
 use crate::{AuthUnavailable, ClientInfo, Gateway};
 use rand::RngCore;
-use roomlet_protocol::{CloseCode, Encoding, ErrorCode, Inbound, ServerFrame};
+use roomlet_protocol::{CloseCode, Encoding, ErrorCode, Inbound, Media, ServerFrame};
 use roomlet_rooms::{JoinError, LeaveReason};
 use roomlet_runtime::bindings::authenticator::{AuthError, AuthRequest};
+use roomlet_runtime::bindings::media::MediaCause;
 use roomlet_runtime::bindings::types::{Grants, Peer};
 use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::time::Instant;
+use tokio_tungstenite::tungstenite::Message;
+
+/// How a session's stream opens, beside its state.
+pub(crate) enum Opening {
+    /// A fresh join: `joined` is the first frame kept for a replay; this
+    /// is the same frame with the media credentials, for the wire only.
+    Joined(Option<Message>),
+    /// A resume, with the media credentials its `joined` carries.
+    Resumed(Media),
+}
 
 /// Waits for `join` or `resume`.
 pub(crate) async fn before_join<S: AsyncRead + AsyncWrite + Unpin>(
     gw: &Gateway,
     conn: &mut Conn<S>,
     client: &ClientInfo,
-) -> Option<(PeerState, bool)> {
+) -> Option<(PeerState, Opening)> {
     let deadline = Instant::now() + Duration::from_millis(gw.limits.join_timeout_ms);
     loop {
         let incoming = tokio::select! {
@@ -36,14 +47,26 @@ pub(crate) async fn before_join<S: AsyncRead + AsyncWrite + Unpin>(
             Incoming::Frame(Inbound::Join { room, token }) => {
                 join(gw, room, token, client, conn.encoding)
                     .await
-                    .map(|s| (s, false))
+                    .map(|(s, first)| (s, Opening::Joined(first)))
             }
             Incoming::Frame(Inbound::Resume {
                 resume_token,
                 last_seq,
-            }) => resume(gw, &resume_token, last_seq, conn.encoding)
-                .await
-                .map(|s| (s, true)),
+            }) => match resume(gw, &resume_token, last_seq, conn.encoding).await {
+                Ok(s) => {
+                    let media = crate::media::issue(
+                        gw,
+                        &s.peer,
+                        s.room.name(),
+                        s.expires_at_ms,
+                        MediaCause::Resume,
+                    )
+                    .await
+                    .unwrap_or_default();
+                    Ok((s, Opening::Resumed(media)))
+                }
+                Err(e) => Err(e),
+            },
             Incoming::Frame(Inbound::Ping { ts }) => {
                 conn.send(&ServerFrame::Pong { ts }).await;
                 continue;
@@ -136,7 +159,7 @@ async fn join(
     token: String,
     client: &ClientInfo,
     encoding: Encoding,
-) -> Result<PeerState, Refusal> {
+) -> Result<(PeerState, Option<Message>), Refusal> {
     let started = std::time::Instant::now();
     let r = join_inner(gw, room, token, client, encoding).await;
     if r.is_ok() {
@@ -153,7 +176,7 @@ async fn join_inner(
     token: String,
     client: &ClientInfo,
     encoding: Encoding,
-) -> Result<PeerState, Refusal> {
+) -> Result<(PeerState, Option<Message>), Refusal> {
     if gw.is_draining() {
         return Err(Refusal::new(
             ErrorCode::Draining,
@@ -269,8 +292,18 @@ async fn join_inner(
         trimmed_before: 0,
         expires_at_ms,
         gap: false,
+        media_at_s: 0,
     };
-    let frame = ServerFrame::Joined {
+    let media = crate::media::issue(
+        gw,
+        &state.peer,
+        state.room.name(),
+        expires_at_ms,
+        MediaCause::Join,
+    )
+    .await
+    .unwrap_or_default();
+    let mut frame = ServerFrame::Joined {
         peer_id: state.peer.id.clone(),
         room,
         peers: joined.peers.iter().map(|p| wire_peer(p)).collect(),
@@ -282,8 +315,18 @@ async fn join_inner(
         resumed: false,
         expires_at: state.expires_at_ms,
         gap: false,
+        media: Media::new(),
     };
-    state.number(&frame, gw.limits.resume_buffer);
+    let first = if media.is_empty() {
+        state.number(&frame, gw.limits.resume_buffer);
+        None
+    } else {
+        let kept = frame.clone();
+        if let ServerFrame::Joined { media: m, .. } = &mut frame {
+            *m = media;
+        }
+        Some(state.number_keeping(&frame, Some(&kept), gw.limits.resume_buffer))
+    };
     if let Some(journal) = gw.resumable.journal.get() {
         let record = crate::journal::SessionRecord {
             peer: (&*state.peer).into(),
@@ -300,7 +343,7 @@ async fn join_inner(
             tracing::warn!(error = %e, "session record not written; this session will not survive a crash");
         }
     }
-    Ok(state)
+    Ok((state, first))
 }
 
 pub(crate) async fn resume(

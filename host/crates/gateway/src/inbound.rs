@@ -9,6 +9,7 @@ use crate::wire::signal_kind_in;
 use roomlet_protocol::{ErrorCode, ErrorText, Inbound, ServerFrame};
 use roomlet_rooms::{Delivery, LeaveReason};
 use roomlet_runtime::bindings::authenticator::AuthRequest;
+use roomlet_runtime::bindings::media::MediaCause;
 use roomlet_runtime::bindings::relay_policy::{Frame, FrameKind, Verdict};
 use roomlet_runtime::bindings::types::{Grants, RoomMessage, Signal, SignalKind, Target};
 
@@ -19,6 +20,8 @@ pub(crate) enum Handled {
     /// A stream frame to send (numbered, kept for resume).
     Send(ServerFrame),
     Pong(Option<f64>),
+    /// A reply outside the numbered stream, never kept for a replay.
+    Direct(ServerFrame),
     Left,
 }
 
@@ -184,6 +187,51 @@ pub(crate) async fn handle(gw: &Gateway, state: &mut PeerState, frame: Inbound) 
             Handled::Done
         }
         Inbound::Refresh { token } => refresh(gw, state, token).await,
+        Inbound::MediaToken => media_token(gw, state).await,
+    }
+}
+
+/// `media-token`: fresh media credentials, until the session's access
+/// token expires (`refresh` first, then ask again).
+async fn media_token(gw: &Gateway, state: &mut PeerState) -> Handled {
+    use crate::media::{self, MediaFailure};
+    if state.expires_at_ms <= roomlet_runtime::clock::unix_millis() {
+        return refuse(
+            ErrorCode::TokenExpired,
+            "the session's access token has expired: send refresh with a new one first",
+        );
+    }
+    if !media::take_turn(state) {
+        return refuse(
+            ErrorCode::RateLimited,
+            format!(
+                "media-token at most once every {} seconds",
+                media::MIN_INTERVAL_S
+            ),
+        );
+    }
+    match media::issue(
+        gw,
+        &state.peer,
+        state.room.name(),
+        state.expires_at_ms,
+        MediaCause::Refresh,
+    )
+    .await
+    {
+        Ok(media) => Handled::Direct(ServerFrame::MediaToken { media }),
+        Err(MediaFailure::NotConfigured) => refuse(
+            ErrorCode::MediaUnavailable,
+            "this deployment issues no media credentials",
+        ),
+        Err(MediaFailure::Refused) => refuse(
+            ErrorCode::MediaUnavailable,
+            "the auth function issued no media credentials for this session",
+        ),
+        Err(MediaFailure::Unavailable) => refuse(
+            ErrorCode::Unavailable,
+            "media credentials cannot be issued right now; ask again shortly",
+        ),
     }
 }
 

@@ -11,6 +11,7 @@ mod deliver;
 mod guard;
 mod inbound;
 pub mod journal;
+mod media;
 mod metrics;
 mod restart;
 mod resume;
@@ -50,6 +51,8 @@ pub struct Settings {
     pub ice_servers: Vec<IceServer>,
     /// TURN with REST credentials.
     pub turn: Option<(TurnSection, Secret)>,
+    /// Whether sessions get media-plane credentials from the auth function.
+    pub media: bool,
 }
 
 /// What sessions share.
@@ -69,6 +72,8 @@ pub struct Gateway {
     pub ice_servers: Vec<IceServer>,
     /// TURN with REST credentials.
     pub turn: Option<(TurnSection, Secret)>,
+    /// Whether sessions get media-plane credentials ([`Settings::media`]).
+    pub(crate) media: bool,
     connections: AtomicUsize,
     /// Woken when the last connection closes: what a drain waits for.
     all_closed: tokio::sync::Notify,
@@ -115,6 +120,7 @@ impl Gateway {
             regions: settings.regions,
             ice_servers: settings.ice_servers,
             turn: settings.turn,
+            media: settings.media,
             metrics,
             connections: AtomicUsize::new(0),
             all_closed: tokio::sync::Notify::new(),

@@ -20,6 +20,8 @@ pub struct GatewayMetrics {
     pub(crate) auth_failures: IntCounterVec,
     pub(crate) resumes: IntCounterVec,
     pub(crate) join_seconds: Histogram,
+    pub(crate) media_issued: IntCounterVec,
+    pub(crate) media_failures: IntCounterVec,
     call: [Histogram; 7],
 }
 
@@ -58,6 +60,16 @@ impl GatewayMetrics {
                 "roomlet_resumes_total",
                 "Session resume attempts, by result.",
                 &["result"],
+            ),
+            media_issued: registry.counter_vec(
+                "roomlet_media_credentials_total",
+                "Media-plane credentials issued, by provider and cause (join, resume, refresh).",
+                &["provider", "cause"],
+            ),
+            media_failures: registry.counter_vec(
+                "roomlet_media_credential_failures_total",
+                "Media-plane credentials not issued, by reason (refused, unavailable).",
+                &["reason"],
             ),
             join_seconds: h(
                 "roomlet_join_duration_seconds",

@@ -255,5 +255,7 @@ fn peer_state(
         trimmed_before: s.trimmed_before,
         expires_at_ms: s.expires_at_ms,
         gap: s.gap,
+        // A new process's clock: the rate limit starts afresh.
+        media_at_s: 0,
     }
 }

@@ -44,6 +44,9 @@ pub(crate) struct PeerState {
     /// Re-created from its journal record after the process holding it
     /// was killed: its stream is gone, the resume says `gap: true`.
     pub gap: bool,
+    /// When the session last got fresh media credentials (seconds on
+    /// [`crate::media::now_s`]'s clock; 0: never), for their rate limit.
+    pub media_at_s: u32,
 }
 
 /// A frame sent and not yet acknowledged.
@@ -62,13 +65,28 @@ const SHRINK_ABOVE: usize = 8;
 impl PeerState {
     /// Numbers and encodes a frame, and remembers it for resume.
     pub fn number(&mut self, frame: &ServerFrame, keep: usize) -> Message {
+        self.number_keeping(frame, None, keep)
+    }
+
+    /// [`PeerState::number`], keeping `kept` instead of `frame` for a
+    /// replay when some of `frame` must never be kept (media credentials).
+    pub fn number_keeping(
+        &mut self,
+        frame: &ServerFrame,
+        kept: Option<&ServerFrame>,
+        keep: usize,
+    ) -> Message {
         let seq = self.next_seq;
         self.next_seq += 1;
         let message = message(codec::encode(self.encoding, Some(seq), frame));
+        let stored = match kept {
+            Some(k) => self::message(codec::encode(self.encoding, Some(seq), k)),
+            None => message.clone(),
+        };
         self.unacked.push_back(Unacked {
             seq,
             kind: frame.type_index() as u8,
-            message: message.clone(),
+            message: stored,
         });
         while self.unacked.len() > keep {
             if let Some(u) = self.unacked.pop_front() {

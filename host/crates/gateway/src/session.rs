@@ -1,7 +1,7 @@
 //! One WebSocket connection: before `join` it only authenticates; after,
 //! it pumps frames between the socket and the peer's [`PeerState`].
 
-use crate::admission::before_join;
+use crate::admission::{Opening, before_join};
 use crate::conn::{Conn, End, Incoming};
 use crate::deliver::deliver;
 use crate::guard::RateLimit;
@@ -65,18 +65,19 @@ where
         let _counted = Counted(&gw);
         // Boxed: joining awaits the auth and rooms components; that state
         // is gone once the session is joined.
-        let Some((conn, state, resumed)) =
+        let Some((conn, state, opening)) =
             Box::pin(open_and_join(&gw, ws, encoding, client, open)).await
         else {
             return;
         };
+        let resumed = matches!(opening, Opening::Resumed(_));
         let span = tracing::Span::current();
         span.record("room", &*state.room.name().to_string());
         span.record("peer", state.peer.id.as_str());
         tracing::debug!(resumed, "session joined");
         // Boxed, as `pump` below: an idle session then holds only its
         // loop's state, not the largest state of every step before it.
-        Box::pin(joined(&gw, conn, state, resumed)).await;
+        Box::pin(joined(&gw, conn, state, Box::new(opening))).await;
     }
     .instrument(span)
 }
@@ -89,7 +90,7 @@ async fn open_and_join<S: AsyncRead + AsyncWrite + Unpin>(
     encoding: Encoding,
     client: ClientInfo,
     open: usize,
-) -> Option<(Conn<S>, PeerState, bool)> {
+) -> Option<(Conn<S>, PeerState, Opening)> {
     let l = &gw.limits;
     let mut conn = Conn {
         ws: *ws,
@@ -109,8 +110,8 @@ async fn open_and_join<S: AsyncRead + AsyncWrite + Unpin>(
         conn.close(CloseCode::TryLater, "node full").await;
         return None;
     }
-    let (state, resumed) = before_join(gw, &mut conn, &client).await?;
-    Some((conn, state, resumed))
+    let (state, opening) = before_join(gw, &mut conn, &client).await?;
+    Some((conn, state, opening))
 }
 
 /// A joined session, from its first frames until it ends or moves.
@@ -123,14 +124,16 @@ fn joined<S: AsyncRead + AsyncWrite + Unpin>(
     gw: &Gateway,
     mut conn: Conn<S>,
     mut state: PeerState,
-    resumed: bool,
+    // Boxed: the future keeps it for the session's life, though it is
+    // used once at the start (8 bytes instead of some 40 per session).
+    opening: Box<Opening>,
 ) -> impl Future<Output = ()> {
     async move {
         let (takeover_tx, mut takeover) = tokio::sync::oneshot::channel();
         gw.resumable.live(&state.resume_token, takeover_tx);
         // Boxed, as `pump` below: the opening frames' state would otherwise
         // size this future, which lives as long as the session.
-        let ok = Box::pin(open_stream(gw, &mut conn, &state, resumed)).await;
+        let ok = Box::pin(open_stream(gw, &mut conn, &state, *opening)).await;
         state.gap = false;
         let end = if ok {
             Box::pin(pump(gw, &mut conn, &mut state, &mut takeover)).await
@@ -155,35 +158,45 @@ fn joined<S: AsyncRead + AsyncWrite + Unpin>(
 
 /// Sends what opens the numbered stream: on a resume a `joined` frame with
 /// `resumed`, then every frame not yet acked (a fresh join's `joined` is
-/// unacked seq 1). `false` when the socket failed.
+/// unacked seq 1, sent as `opening` has it: with media credentials the
+/// kept copy lacks). `false` when the socket failed.
 async fn open_stream<S: AsyncRead + AsyncWrite + Unpin>(
     gw: &Gateway,
     conn: &mut Conn<S>,
     state: &PeerState,
-    resumed: bool,
+    opening: Opening,
 ) -> bool {
-    if resumed {
-        let frame = ServerFrame::Joined {
-            peer_id: state.peer.id.clone(),
-            room: state.room.name().to_string(),
-            peers: Vec::new(),
-            ice_servers: gw.ice_servers_for(&state.peer.identity),
-            resume_token: state.resume_token.clone(),
-            region: gw.region.clone(),
-            regions: gw.regions.clone(),
-            metadata: String::new(),
-            resumed: true,
-            expires_at: state.expires_at_ms,
-            gap: state.gap,
-        };
-        if !conn.feed(&frame).await {
-            return false;
+    let mut first = None;
+    match opening {
+        Opening::Joined(f) => first = f,
+        Opening::Resumed(media) => {
+            let frame = ServerFrame::Joined {
+                peer_id: state.peer.id.clone(),
+                room: state.room.name().to_string(),
+                peers: Vec::new(),
+                ice_servers: gw.ice_servers_for(&state.peer.identity),
+                resume_token: state.resume_token.clone(),
+                region: gw.region.clone(),
+                regions: gw.regions.clone(),
+                metadata: String::new(),
+                resumed: true,
+                expires_at: state.expires_at_ms,
+                gap: state.gap,
+                media,
+            };
+            if !conn.feed(&frame).await {
+                return false;
+            }
+            tracing::debug!(replay = state.unacked.len(), "session resumed");
         }
-        tracing::debug!(replay = state.unacked.len(), "session resumed");
     }
     for u in &state.unacked {
         gw.metrics.frames_out.inc(usize::from(u.kind));
-        if conn.ws.feed(u.message.clone()).await.is_err() {
+        let message = match first.take() {
+            Some(m) => m,
+            None => u.message.clone(),
+        };
+        if conn.ws.feed(message).await.is_err() {
             return false;
         }
     }
@@ -373,6 +386,12 @@ async fn on_incoming<S: AsyncRead + AsyncWrite + Unpin>(
                 }
                 None
             }
+            Handled::Direct(frame) => {
+                if !conn.send(&frame).await {
+                    return Some(End::Dropped);
+                }
+                None
+            }
         },
         Err(Some(r)) => Some(r),
         Err(None) => return Some(End::Dropped),
@@ -406,5 +425,6 @@ fn placeholder(state: &PeerState) -> PeerState {
         trimmed_before: state.next_seq,
         expires_at_ms: state.expires_at_ms,
         gap: false,
+        media_at_s: state.media_at_s,
     }
 }

@@ -17,6 +17,7 @@
 use roomlet_rooms::{JoinError, Joined, LeaveReason, Outbox, RoomHandle, RoomShared, Rooms};
 use roomlet_runtime::AuthFunction;
 use roomlet_runtime::bindings::authenticator::{AuthError, AuthRequest};
+use roomlet_runtime::bindings::media::{MediaCredential, MediaRequest};
 use roomlet_runtime::bindings::types::{Identity, Peer, RoomMessage, Signal};
 use std::future::Future;
 use std::pin::Pin;
@@ -42,6 +43,10 @@ pub enum AuthUnavailable {
 /// inner one the token being refused.
 pub type AuthOutcome = Result<Result<Identity, AuthError>, AuthUnavailable>;
 
+/// What issuing media credentials gives: the outer error is the issuer
+/// failing, the inner one its refusal (a message for the log).
+pub type MediaOutcome = Result<Result<Vec<MediaCredential>, String>, AuthUnavailable>;
+
 /// What a gateway needs from wherever rooms live.
 pub trait Topology: Send + Sync + 'static {
     /// Checks a token, with `local` (this node's auth function, current
@@ -51,6 +56,13 @@ pub trait Topology: Send + Sync + 'static {
         local: Arc<AuthFunction>,
         request: &'a AuthRequest,
     ) -> BoxFuture<'a, AuthOutcome>;
+
+    /// Issues a peer's media credentials, where tokens are checked.
+    fn issue_media<'a>(
+        &'a self,
+        local: Arc<AuthFunction>,
+        request: &'a MediaRequest,
+    ) -> BoxFuture<'a, MediaOutcome>;
 
     /// Joins `peer` to `room`, whose deliveries for it go to `outbox`.
     fn join<'a>(
@@ -103,6 +115,14 @@ impl Topology for Local {
         Box::pin(authenticate_here(local, request))
     }
 
+    fn issue_media<'a>(
+        &'a self,
+        local: Arc<AuthFunction>,
+        request: &'a MediaRequest,
+    ) -> BoxFuture<'a, MediaOutcome> {
+        Box::pin(issue_media_here(local, request))
+    }
+
     fn join<'a>(
         &'a self,
         room: &'a str,
@@ -141,6 +161,14 @@ impl Topology for Local {
 pub async fn authenticate_here(local: Arc<AuthFunction>, request: &AuthRequest) -> AuthOutcome {
     local
         .authenticate(request)
+        .await
+        .map_err(|e| AuthUnavailable::Failed(e.to_string()))
+}
+
+/// Issues media credentials with this node's auth function.
+pub async fn issue_media_here(local: Arc<AuthFunction>, request: &MediaRequest) -> MediaOutcome {
+    local
+        .issue_media(request)
         .await
         .map_err(|e| AuthUnavailable::Failed(e.to_string()))
 }

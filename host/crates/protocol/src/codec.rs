@@ -139,6 +139,7 @@ fn check<P>(w: WireIn<'_, P>, text: impl Fn(P) -> String) -> Result<Inbound, Dec
         "room-metadata" => Inbound::RoomMetadata {
             metadata: need(w.metadata, "room-metadata", "metadata")?,
         },
+        "media-token" => Inbound::MediaToken,
         "refresh" => Inbound::Refresh {
             token: need(w.token, "refresh", "token")?,
         },

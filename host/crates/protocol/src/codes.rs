@@ -91,6 +91,9 @@ codes! {
         Internal = "internal",
         /// Try again shortly.
         Unavailable = "unavailable",
+        /// No media-plane credentials for this session: none configured,
+        /// or the auth function issued none.
+        MediaUnavailable = "media-unavailable",
     }
 }
 

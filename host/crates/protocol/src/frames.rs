@@ -3,7 +3,7 @@
 //! docs/protocol.md.
 
 use crate::codes::ErrorText;
-use crate::servers::{IceServer, RegionLink};
+use crate::servers::{IceServer, Media, RegionLink};
 use serde::{Deserialize, Serialize};
 use std::borrow::Cow;
 use std::sync::Arc;
@@ -162,6 +162,8 @@ pub enum Inbound {
         /// The token.
         token: String,
     },
+    /// Fresh media-plane credentials, please.
+    MediaToken,
 }
 
 impl Inbound {
@@ -178,6 +180,7 @@ impl Inbound {
         "kick",
         "room-metadata",
         "refresh",
+        "media-token",
     ];
 
     /// The frame's place in [`Inbound::TYPES`] (metrics count by it).
@@ -194,6 +197,7 @@ impl Inbound {
             Inbound::Kick { .. } => 8,
             Inbound::RoomMetadata { .. } => 9,
             Inbound::Refresh { .. } => 10,
+            Inbound::MediaToken => 11,
         }
     }
 
@@ -284,6 +288,11 @@ pub enum ServerFrame {
         /// after the client's `lastSeq`. Absent when false.
         #[serde(skip_serializing_if = "std::ops::Not::not")]
         gap: bool,
+        /// Media-plane credentials, by provider. Absent when none is
+        /// configured. Never kept in the resume buffer: a replayed
+        /// `joined` goes without them (a `media-token` gets fresh ones).
+        #[serde(skip_serializing_if = "Media::is_empty")]
+        media: Media,
     },
     /// Someone joined.
     PeerJoined {
@@ -351,6 +360,11 @@ pub enum ServerFrame {
         /// Its expiry (Unix ms).
         expires_at: u64,
     },
+    /// Answer to `media-token`.
+    MediaToken {
+        /// Media-plane credentials, by provider.
+        media: Media,
+    },
 }
 
 impl ServerFrame {
@@ -367,6 +381,7 @@ impl ServerFrame {
         "room-metadata",
         "reconnect",
         "refreshed",
+        "media-token",
     ];
 
     /// The frame's place in [`ServerFrame::TYPES`] (metrics count by it).
@@ -383,6 +398,7 @@ impl ServerFrame {
             ServerFrame::RoomMetadata { .. } => 8,
             ServerFrame::Reconnect { .. } => 9,
             ServerFrame::Refreshed { .. } => 10,
+            ServerFrame::MediaToken { .. } => 11,
         }
     }
 

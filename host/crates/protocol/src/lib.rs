@@ -11,4 +11,4 @@ mod servers;
 pub use codec::{DecodeError, Encoded, Encoding};
 pub use codes::{CloseCode, ErrorCode, ErrorText};
 pub use frames::{Inbound, ServerFrame, SignalKind, Stats, WirePeer};
-pub use servers::{IceServer, RegionLink};
+pub use servers::{IceServer, Media, MediaCredential, RegionLink};

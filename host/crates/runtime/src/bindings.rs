@@ -48,8 +48,8 @@ pub mod relay {
     });
 }
 
-/// The auth function's exported interface.
-pub use auth::exports::roomlet::signal::authenticator;
+/// The auth function's exported interfaces.
+pub use auth::exports::roomlet::signal::{authenticator, media};
 /// The relay function's exported interface.
 pub use relay::exports::roomlet::signal::relay_policy;
 /// The room actor's exported interface.

@@ -58,7 +58,7 @@ pub enum LoadError {
 /// The WIT package this host implements. Every world's imports and exports
 /// are named under it (`roomlet:signal/room@…`), so a component built
 /// against another version of the contract names another version.
-pub const CONTRACT: &str = "roomlet:signal@0.2.0";
+pub const CONTRACT: &str = "roomlet:signal@0.2.1";
 
 impl LoadError {
     /// `component` does not link against `function`'s world. When it was
@@ -72,7 +72,7 @@ impl LoadError {
         e: &wasmtime::Error,
     ) -> Self {
         let reason = match (contract_of(engine, component), world_of(engine, component)) {
-            (Some(theirs), _) if theirs != CONTRACT => format!(
+            (Some(theirs), _) if !compatible(&theirs, CONTRACT) => format!(
                 "built against {theirs}, this host implements {CONTRACT}: \
                  rebuild it against this host's wit/ (`roomlet new plugin` writes a copy)"
             ),
@@ -127,6 +127,19 @@ fn world_of(
             _ => None,
         }
     })
+}
+
+/// Whether contracts `a` and `b` link, as wasmtime matches versions: in
+/// 0.x, the same minor version (`@0.2.0` and `@0.2.1`), later releases
+/// having only added to it.
+fn compatible(a: &str, b: &str) -> bool {
+    fn series(v: &str) -> &str {
+        match v.rsplit_once('.') {
+            Some((head, _)) if head.contains("@0.") => head,
+            _ => v.split('.').next().unwrap_or(v),
+        }
+    }
+    series(a) == series(b)
 }
 
 /// The `roomlet:signal@VERSION` a component's imports or exports name, if

@@ -238,3 +238,53 @@ pub(crate) fn authenticate(env: &ModuleEnv, request: &AuthRequest) -> Result<Ide
         }),
     }
 }
+
+/// `media::Env` over the module's own config and secrets.
+struct MediaImports<'a>(&'a ModuleEnv);
+
+impl roomlet_module_auth::media::Env for MediaImports<'_> {
+    fn config(&self, key: &str) -> Option<String> {
+        self.0.config.get(key).cloned()
+    }
+    fn secret(&self, provider: &str) -> Option<String> {
+        self.0
+            .secrets
+            .as_ref()
+            .and_then(|s| s.media_secret(provider))
+            .map(str::to_owned)
+    }
+    fn random_u32(&self) -> u32 {
+        rand::random()
+    }
+}
+
+/// Media credentials, as `modules/auth/src/component.rs` binds them.
+pub(crate) fn issue_media(
+    env: &ModuleEnv,
+    request: &super::bindings::media::MediaRequest,
+) -> Result<Vec<super::bindings::media::MediaCredential>, String> {
+    let g = request.peer.grants;
+    let req = roomlet_module_auth::media::Request {
+        room: &request.room,
+        peer: &request.peer.id,
+        name: &request.peer.name,
+        region: &request.region,
+        publish: g.contains(Grants::PUBLISH),
+        publish_data: g.contains(Grants::PUBLISH_DATA),
+        subscribe: g.contains(Grants::SUBSCRIBE),
+        expires_at_ms: request.expires_at_ms,
+        now_ms: crate::clock::unix_millis(),
+    };
+    Ok(roomlet_module_auth::media::issue(&req, &MediaImports(env))?
+        .into_iter()
+        .map(|c| super::bindings::media::MediaCredential {
+            provider: c.provider.to_owned(),
+            url: c.url,
+            app_id: c.app_id,
+            channel: c.channel,
+            account: c.account,
+            token: c.token,
+            expires_at_ms: c.expires_at_ms,
+        })
+        .collect())
+}

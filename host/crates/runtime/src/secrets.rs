@@ -27,10 +27,13 @@ impl std::fmt::Debug for Secret {
     }
 }
 
-/// API key id → secret: several at once, so keys can be rotated.
+/// The secrets the auth function may read: API key id → secret (several
+/// at once, so keys can be rotated), and each configured media provider's
+/// secret (`agora`, `livekit`).
 #[derive(Debug, Clone, Default)]
 pub struct ApiKeys {
     keys: HashMap<String, Secret>,
+    media: HashMap<String, Secret>,
 }
 
 impl ApiKeys {
@@ -42,6 +45,16 @@ impl ApiKeys {
     /// The secret of `key`.
     pub fn api_secret(&self, key: &str) -> Option<&str> {
         self.keys.get(key).map(Secret::expose)
+    }
+
+    /// Sets media provider `provider`'s secret.
+    pub fn insert_media(&mut self, provider: impl Into<String>, secret: Secret) {
+        self.media.insert(provider.into(), secret);
+    }
+
+    /// Media provider `provider`'s secret.
+    pub fn media_secret(&self, provider: &str) -> Option<&str> {
+        self.media.get(provider).map(Secret::expose)
     }
 
     /// The first key pair in name order: what `token create` signs with.
@@ -57,13 +70,18 @@ impl ApiKeys {
     /// Values under 4 bytes are left alone (they would mask ordinary words).
     pub fn mask<'a>(&self, text: &'a str) -> std::borrow::Cow<'a, str> {
         let mut out = std::borrow::Cow::Borrowed(text);
-        for secret in self.keys.values() {
+        for secret in self.keys.values().chain(self.media.values()) {
             let value = secret.expose();
             if value.len() >= 4 && out.contains(value) {
                 out = std::borrow::Cow::Owned(out.replace(value, "***"));
             }
         }
         out
+    }
+
+    /// Whether `secret` is the secret of one of the API keys.
+    pub fn contains_secret(&self, secret: &Secret) -> bool {
+        self.keys.values().any(|s| s == secret)
     }
 
     /// Whether no key is configured.

@@ -1,4 +1,4 @@
-//! `secrets`: API key secrets, linked into the auth world only.
+//! `secrets`: API key and media provider secrets, linked into the auth world only.
 
 use crate::bindings::auth::roomlet::signal::secrets::Host;
 use crate::state::HostState;
@@ -11,6 +11,15 @@ impl Host for HostState {
             .secrets
             .as_ref()?
             .api_secret(&key)
+            .map(str::to_owned)
+    }
+
+    fn media_secret(&mut self, provider: String) -> Option<String> {
+        let _span = tracing::trace_span!("secrets.media_secret", provider = %provider).entered();
+        self.env
+            .secrets
+            .as_ref()?
+            .media_secret(&provider)
             .map(str::to_owned)
     }
 }
