@@ -706,3 +706,103 @@ async fn joining_again_replaces_the_same_users_dropped_session_not_a_live_one() 
     want.sort_unstable();
     assert_eq!(peer_ids(&ja2), want, "{ja2}");
 }
+
+/// A client that opens a TCP connection and stalls in the HTTP request
+/// head, or leaves a keep-alive connection idle, is closed once
+/// `request_head_timeout_ms` passes: it cannot hold a file descriptor for
+/// good (slowloris). A whole request still gets its answer meanwhile.
+#[tokio::test]
+async fn a_stalled_request_head_or_an_idle_keep_alive_is_closed() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let s = start(|c| c.limits.request_head_timeout_ms = 500).await;
+    let started = std::time::Instant::now();
+    let mut half = tokio::net::TcpStream::connect(s.addr())
+        .await
+        .expect("connect");
+    half.write_all(b"GET /v1/ws HTTP/1.1\r\nHost: x\r\n")
+        .await
+        .expect("write");
+    let mut idle = tokio::net::TcpStream::connect(s.addr())
+        .await
+        .expect("connect");
+    idle.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .expect("write");
+    let mut silent = tokio::net::TcpStream::connect(s.addr())
+        .await
+        .expect("connect");
+    for (name, conn) in [
+        ("half a head", &mut half),
+        ("an idle keep-alive", &mut idle),
+        ("nothing sent", &mut silent),
+    ] {
+        let mut got = Vec::new();
+        let read = tokio::time::timeout(roomlet_tests::DEADLINE, conn.read_to_end(&mut got)).await;
+        assert!(
+            read.is_ok(),
+            "{name}: still open after {:?}",
+            roomlet_tests::DEADLINE
+        );
+        if name == "an idle keep-alive" {
+            assert!(
+                String::from_utf8_lossy(&got).starts_with("HTTP/1.1 200"),
+                "the request was answered first: {}",
+                String::from_utf8_lossy(&got)
+            );
+        }
+    }
+    assert!(
+        started.elapsed() >= Duration::from_millis(400),
+        "closed by the deadline, not at once ({:?})",
+        started.elapsed()
+    );
+    // A real client is unaffected.
+    let (_c, j) = roomlet_tests::server::joined(&s, Wire::Json, "after-stall", "ann").await;
+    assert_eq!(j["type"], "joined");
+}
+
+/// A module's rejection code can be hundreds of bytes; the close frame's
+/// reason is cut to 123 bytes on a character boundary, so the client still
+/// reads the close code (a longer reason would not be sent at all).
+#[tokio::test]
+async fn a_long_rejection_code_still_closes_with_its_code() {
+    use futures_util::StreamExt;
+    use tokio_tungstenite::tungstenite::Message;
+    let s = start(|c| {
+        c.modules.entry("rooms".into()).or_default().path =
+            Some(env!("ROOMLET_FIXTURE_HOSTILE").into());
+    })
+    .await;
+    let code = "é".repeat(150);
+    let token = roomlet_tests::tokens::Token::new("long", "lee")
+        .metadata(Some(&format!("reject:{code}")))
+        .mint();
+    let mut ws = roomlet_tests::server::Client::try_connect(&s.ws_url(), Some("roomlet.v1.json"))
+        .await
+        .expect("connects");
+    use futures_util::SinkExt;
+    ws.send(Message::text(
+        json!({"type": "join", "room": "long", "token": token}).to_string(),
+    ))
+    .await
+    .expect("send");
+    let mut closed = None;
+    while let Ok(Some(Ok(m))) = tokio::time::timeout(roomlet_tests::DEADLINE, ws.next()).await {
+        match m {
+            Message::Text(t) => {
+                let f: Value = serde_json::from_str(&t).expect("json");
+                assert_eq!(f["code"], code.as_str(), "the error frame has it whole");
+            }
+            Message::Close(c) => {
+                closed = c;
+                break;
+            }
+            _ => {}
+        }
+    }
+    let close = closed.expect("a close frame, not a dropped connection");
+    assert_eq!(u16::from(close.code), 4009);
+    assert!(close.reason.len() <= 123, "{} bytes", close.reason.len());
+    assert!(close.reason.len() >= 120, "cut at the limit, not before");
+    assert!(code.starts_with(close.reason.as_str()));
+}

@@ -10,7 +10,7 @@ use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode};
-use hyper_util::rt::TokioIo;
+use hyper_util::rt::{TokioIo, TokioTimer};
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -42,6 +42,7 @@ pub(super) async fn accept(
             _ = shutdown.changed() => return,
         };
         let _ = stream.set_nodelay(true);
+        let head_timeout = Duration::from_millis(http.gateway.limits.request_head_timeout_ms);
         let http = http.clone();
         tokio::spawn(async move {
             let service = service_fn(move |req| {
@@ -54,7 +55,10 @@ pub(super) async fn accept(
                     })
                 }
             });
+            // hyper enforces the head's deadline only with a timer set.
             let conn = hyper::server::conn::http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(head_timeout)
                 .serve_connection(TokioIo::new(stream), service)
                 .with_upgrades();
             if let Err(e) = conn.await {

@@ -25,6 +25,11 @@ pub struct LimitsSection {
     pub resume_buffer: usize,
     /// Time allowed between connecting and sending `join`.
     pub join_timeout_ms: u64,
+    /// Time allowed for an HTTP request's head (the WebSocket upgrade
+    /// request included), and for the next one on an idle keep-alive
+    /// connection: a client that trickles or stalls is closed, so it
+    /// cannot hold a file descriptor for good.
+    pub request_head_timeout_ms: u64,
 }
 
 impl Default for LimitsSection {
@@ -39,6 +44,7 @@ impl Default for LimitsSection {
             resume_grace_ms: 30_000,
             resume_buffer: 1024,
             join_timeout_ms: 10_000,
+            request_head_timeout_ms: 10_000,
         }
     }
 }

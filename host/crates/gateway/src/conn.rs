@@ -14,6 +14,10 @@ use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 
+/// The longest close reason, in bytes (a close payload is the 2-byte code
+/// and at most 123 bytes of reason).
+const MAX_CLOSE_REASON: usize = 123;
+
 /// A refusal that ends the connection (or not, when `close` is `None`).
 pub(crate) struct Refusal {
     pub code: ErrorText,
@@ -121,10 +125,16 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
         self.feed_numbered(state, frame, keep).await && self.ws.flush().await.is_ok()
     }
 
+    /// Sends a close frame. The reason is cut to 123 bytes on a character
+    /// boundary: a close frame's payload is at most 125 bytes (RFC 6455
+    /// §5.5), and a longer one (a module's rejection code can be 400
+    /// bytes) would not be sent at all.
     pub async fn close(&mut self, code: CloseCode, reason: &str) {
         let frame = CloseFrame {
             code: code.value().into(),
-            reason: reason.chars().take(100).collect::<String>().into(),
+            reason: reason[..reason.floor_char_boundary(MAX_CLOSE_REASON)]
+                .to_owned()
+                .into(),
         };
         let _ = self.ws.send(Message::Close(Some(frame))).await;
     }

@@ -187,7 +187,9 @@ pub(crate) async fn handle(gw: &Gateway, state: &mut PeerState, frame: Inbound) 
             Handled::Done
         }
         Inbound::Refresh { token } => refresh(gw, state, token).await,
-        Inbound::MediaToken => media_token(gw, state).await,
+        // Boxed: a rare frame whose state (a request to the auth
+        // function) would otherwise size every frame's handler future.
+        Inbound::MediaToken => Box::pin(media_token(gw, state)).await,
     }
 }
 
