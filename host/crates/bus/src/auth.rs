@@ -6,9 +6,11 @@ use super::Bus;
 use super::wire::{self, WireAuthReply, WireAuthRequest, WirePeer};
 use futures_util::StreamExt;
 use roomlet_gateway::AuthUnavailable;
+use roomlet_gateway::topology::{MediaOutcome, issue_media_here};
+use roomlet_protocol::Media;
 use roomlet_runtime::AuthFunction;
 use roomlet_runtime::bindings::authenticator::{AuthError, AuthRequest};
-use roomlet_runtime::bindings::media::{MediaCause, MediaCredential, MediaRequest};
+use roomlet_runtime::bindings::media::{MediaCause, MediaRequest};
 use roomlet_runtime::bindings::types::Identity;
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
@@ -45,8 +47,9 @@ pub async fn serve(bus: Arc<Bus>, auth: CurrentAuth) -> Result<(), super::BusErr
             "media",
             &payload,
         ) {
-            Some(req) => match auth.issue_media(&req.into()).await {
-                Ok(r) => WireMediaReply::from_result(r),
+            Some(req) => match issue_media_here(auth, &req.into()).await {
+                Ok(Ok(media)) => WireMediaReply::Ok(media),
+                Ok(Err(why)) => WireMediaReply::Refused(why),
                 Err(e) => {
                     tracing::warn!(error = %e, "auth component failed issuing media credentials");
                     WireMediaReply::Failed
@@ -119,19 +122,20 @@ pub async fn authenticate(
 }
 
 /// Asks an auth node for a peer's media credentials.
-pub async fn issue_media(
-    bus: &Bus,
-    request: &MediaRequest,
-) -> Result<Result<Vec<MediaCredential>, String>, AuthUnavailable> {
+pub async fn issue_media(bus: &Bus, request: &MediaRequest) -> MediaOutcome {
     let body = wire::encode(&WireMediaRequest::from(request));
     let msg = bus
         .client()
         .request(bus.subject("media", None), body)
         .await
         .map_err(|e| AuthUnavailable::NoAnswer(e.to_string()))?;
-    wire::decode::<WireMediaReply>(&bus.metrics.malformed, "media-reply", &msg.payload)
-        .and_then(WireMediaReply::into_result)
-        .ok_or_else(|| AuthUnavailable::Failed("the auth node failed".into()))
+    match wire::decode::<WireMediaReply>(&bus.metrics.malformed, "media-reply", &msg.payload) {
+        Some(WireMediaReply::Ok(media)) => Ok(Ok(media)),
+        Some(WireMediaReply::Refused(why)) => Ok(Err(why)),
+        Some(WireMediaReply::Failed) | None => {
+            Err(AuthUnavailable::Failed("the auth node failed".into()))
+        }
+    }
 }
 
 // The media request and reply on the wire (beside the token check's, in
@@ -180,65 +184,12 @@ impl From<WireMediaRequest> for MediaRequest {
     }
 }
 
-/// One media credential on the wire.
-#[derive(Serialize, Deserialize)]
-pub(crate) struct WireMediaCredential {
-    pub provider: String,
-    pub url: Option<String>,
-    pub app_id: Option<String>,
-    pub channel: String,
-    pub account: String,
-    pub token: String,
-    pub expires_at_ms: u64,
-}
-
 /// The auth node's answer to a media request.
 #[derive(Serialize, Deserialize)]
 pub(crate) enum WireMediaReply {
-    Ok(Vec<WireMediaCredential>),
+    Ok(Media),
     /// The component refused, saying why.
     Refused(String),
     /// The auth component failed.
     Failed,
-}
-
-impl WireMediaReply {
-    pub fn from_result(r: Result<Vec<MediaCredential>, String>) -> Self {
-        match r {
-            Ok(list) => WireMediaReply::Ok(
-                list.into_iter()
-                    .map(|c| WireMediaCredential {
-                        provider: c.provider,
-                        url: c.url,
-                        app_id: c.app_id,
-                        channel: c.channel,
-                        account: c.account,
-                        token: c.token,
-                        expires_at_ms: c.expires_at_ms,
-                    })
-                    .collect(),
-            ),
-            Err(e) => WireMediaReply::Refused(e),
-        }
-    }
-
-    /// The result, or `None` when the auth component failed.
-    pub fn into_result(self) -> Option<Result<Vec<MediaCredential>, String>> {
-        match self {
-            WireMediaReply::Ok(list) => Some(Ok(list
-                .into_iter()
-                .map(|c| MediaCredential {
-                    provider: c.provider,
-                    url: c.url,
-                    app_id: c.app_id,
-                    channel: c.channel,
-                    account: c.account,
-                    token: c.token,
-                    expires_at_ms: c.expires_at_ms,
-                })
-                .collect())),
-            WireMediaReply::Refused(e) => Some(Err(e)),
-            WireMediaReply::Failed => None,
-        }
-    }
 }

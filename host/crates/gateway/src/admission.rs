@@ -54,15 +54,9 @@ pub(crate) async fn before_join<S: AsyncRead + AsyncWrite + Unpin>(
                 last_seq,
             }) => match resume(gw, &resume_token, last_seq, conn.encoding).await {
                 Ok(s) => {
-                    let media = crate::media::issue(
-                        gw,
-                        &s.peer,
-                        s.room.name(),
-                        s.expires_at_ms,
-                        MediaCause::Resume,
-                    )
-                    .await
-                    .unwrap_or_default();
+                    let media = crate::media::issue(gw, &s, MediaCause::Resume)
+                        .await
+                        .unwrap_or_default();
                     Ok((s, Opening::Resumed(media)))
                 }
                 Err(e) => Err(e),
@@ -294,15 +288,9 @@ async fn join_inner(
         gap: false,
         media_at_s: 0,
     };
-    let media = crate::media::issue(
-        gw,
-        &state.peer,
-        state.room.name(),
-        expires_at_ms,
-        MediaCause::Join,
-    )
-    .await
-    .unwrap_or_default();
+    let media = crate::media::issue(gw, &state, MediaCause::Join)
+        .await
+        .unwrap_or_default();
     let mut frame = ServerFrame::Joined {
         peer_id: state.peer.id.clone(),
         room,

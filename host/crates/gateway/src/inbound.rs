@@ -19,8 +19,8 @@ pub(crate) enum Handled {
     Reply(Refusal),
     /// A stream frame to send (numbered, kept for resume).
     Send(ServerFrame),
-    Pong(Option<f64>),
-    /// A reply outside the numbered stream, never kept for a replay.
+    /// A reply outside the numbered stream, never kept for a replay
+    /// (`pong`, `media-token`).
     Direct(ServerFrame),
     Left,
 }
@@ -151,7 +151,7 @@ pub(crate) async fn handle(gw: &Gateway, state: &mut PeerState, frame: Inbound) 
             state.room.leave(&state.peer.id, LeaveReason::Left).await;
             Handled::Left
         }
-        Inbound::Ping { ts } => Handled::Pong(ts),
+        Inbound::Ping { ts } => Handled::Direct(ServerFrame::Pong { ts }),
         Inbound::Ack { seq } => {
             if state.ack(seq) {
                 Handled::Done
@@ -212,15 +212,7 @@ async fn media_token(gw: &Gateway, state: &mut PeerState) -> Handled {
             ),
         );
     }
-    match media::issue(
-        gw,
-        &state.peer,
-        state.room.name(),
-        state.expires_at_ms,
-        MediaCause::Refresh,
-    )
-    .await
-    {
+    match media::issue(gw, state, MediaCause::Refresh).await {
         Ok(media) => Handled::Direct(ServerFrame::MediaToken { media }),
         Err(MediaFailure::NotConfigured) => refuse(
             ErrorCode::MediaUnavailable,

@@ -9,31 +9,28 @@
 
 use crate::Gateway;
 use crate::resume::PeerState;
-use roomlet_protocol::{Media, MediaCredential};
+use roomlet_protocol::Media;
 use roomlet_runtime::bindings::media::{MediaCause, MediaRequest};
-use roomlet_runtime::bindings::types::Peer;
 
 /// A session asks for fresh credentials at most this often.
 pub(crate) const MIN_INTERVAL_S: u32 = 10;
 
-/// Issues `peer`'s credentials, where tokens are checked. A failure is
-/// logged and counted, and the session goes on without them (its call
-/// still works peer to peer).
+/// Issues the credentials of `state`'s peer, where tokens are checked,
+/// never past its access token. A failure is logged and counted, and the
+/// session goes on without them (its call still works peer to peer).
 pub(crate) async fn issue(
     gw: &Gateway,
-    peer: &Peer,
-    room: &str,
-    expires_at_ms: u64,
+    state: &PeerState,
     cause: MediaCause,
 ) -> Result<Media, MediaFailure> {
     if !gw.media {
         return Err(MediaFailure::NotConfigured);
     }
     let request = MediaRequest {
-        room: room.to_owned(),
-        peer: peer.clone(),
+        room: state.room.name().to_string(),
+        peer: (*state.peer).clone(),
         region: gw.region.clone(),
-        expires_at_ms,
+        expires_at_ms: state.expires_at_ms,
         cause,
     };
     let outcome = gw.topology.issue_media(gw.auth(), &request).await;
@@ -43,24 +40,12 @@ pub(crate) async fn issue(
         MediaCause::Refresh => "refresh",
     };
     match outcome {
-        Ok(Ok(list)) => {
-            let mut media = Media::new();
-            for c in list {
+        Ok(Ok(media)) => {
+            for provider in media.keys() {
                 gw.metrics
                     .media_issued
-                    .with_label_values(&[provider_label(&c.provider), cause])
+                    .with_label_values(&[provider_label(provider), cause])
                     .inc();
-                media.insert(
-                    c.provider,
-                    MediaCredential {
-                        url: c.url,
-                        app_id: c.app_id,
-                        channel: c.channel,
-                        account: c.account,
-                        token: c.token,
-                        expires_at: c.expires_at_ms,
-                    },
-                );
             }
             Ok(media)
         }

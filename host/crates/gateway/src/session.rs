@@ -380,12 +380,6 @@ async fn on_incoming<S: AsyncRead + AsyncWrite + Unpin>(
                 conn.close(CloseCode::Normal, "left").await;
                 return Some(End::Over);
             }
-            Handled::Pong(ts) => {
-                if !conn.send(&ServerFrame::Pong { ts }).await {
-                    return Some(End::Dropped);
-                }
-                None
-            }
             Handled::Direct(frame) => {
                 if !conn.send(&frame).await {
                     return Some(End::Dropped);

@@ -14,10 +14,11 @@
 //! its room on every frame goes through [`RoomLink`], an enum over the
 //! two kinds of room, so a relayed frame never allocates a future.
 
+use roomlet_protocol::{Media, MediaCredential};
 use roomlet_rooms::{JoinError, Joined, LeaveReason, Outbox, RoomHandle, RoomShared, Rooms};
 use roomlet_runtime::AuthFunction;
 use roomlet_runtime::bindings::authenticator::{AuthError, AuthRequest};
-use roomlet_runtime::bindings::media::{MediaCredential, MediaRequest};
+use roomlet_runtime::bindings::media::MediaRequest;
 use roomlet_runtime::bindings::types::{Identity, Peer, RoomMessage, Signal};
 use std::future::Future;
 use std::pin::Pin;
@@ -43,9 +44,10 @@ pub enum AuthUnavailable {
 /// inner one the token being refused.
 pub type AuthOutcome = Result<Result<Identity, AuthError>, AuthUnavailable>;
 
-/// What issuing media credentials gives: the outer error is the issuer
-/// failing, the inner one its refusal (a message for the log).
-pub type MediaOutcome = Result<Result<Vec<MediaCredential>, String>, AuthUnavailable>;
+/// What issuing media credentials gives, by provider, as the client gets
+/// them: the outer error is the issuer failing, the inner one its refusal
+/// (a message for the log).
+pub type MediaOutcome = Result<Result<Media, String>, AuthUnavailable>;
 
 /// What a gateway needs from wherever rooms live.
 pub trait Topology: Send + Sync + 'static {
@@ -165,12 +167,29 @@ pub async fn authenticate_here(local: Arc<AuthFunction>, request: &AuthRequest) 
         .map_err(|e| AuthUnavailable::Failed(e.to_string()))
 }
 
-/// Issues media credentials with this node's auth function.
+/// Issues media credentials with this node's auth function: the one place
+/// the component's list becomes the client's map (an auth node answering
+/// over the bus sends the map as it is).
 pub async fn issue_media_here(local: Arc<AuthFunction>, request: &MediaRequest) -> MediaOutcome {
-    local
+    let issued = local
         .issue_media(request)
         .await
-        .map_err(|e| AuthUnavailable::Failed(e.to_string()))
+        .map_err(|e| AuthUnavailable::Failed(e.to_string()))?;
+    Ok(issued.map(|list| {
+        list.into_iter()
+            .map(|c| {
+                let credential = MediaCredential {
+                    url: c.url,
+                    app_id: c.app_id,
+                    channel: c.channel,
+                    account: c.account,
+                    token: c.token,
+                    expires_at: c.expires_at_ms,
+                };
+                (c.provider, credential)
+            })
+            .collect()
+    }))
 }
 
 /// A session's way into its room: a room actor in this process, or a room

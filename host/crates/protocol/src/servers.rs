@@ -30,8 +30,10 @@ pub struct RegionLink {
 }
 
 /// One media provider's credential for one peer (an SFU's join token).
-/// It is a bearer credential: it goes to its peer and nowhere else.
-#[derive(Clone, Serialize, PartialEq)]
+/// It is a bearer credential: it goes to its peer and nowhere else (and,
+/// in split mode, from the auth node that issued it to the peer's
+/// gateway).
+#[derive(Clone, Serialize, Deserialize, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct MediaCredential {
     /// Where to connect (LiveKit's server URL).
