@@ -8,6 +8,7 @@
 pub mod agora;
 pub mod http;
 pub mod process;
+pub mod raw;
 pub mod server;
 pub mod tokens;
 

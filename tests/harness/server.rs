@@ -225,6 +225,11 @@ impl Client {
         f
     }
 
+    /// The WebSocket itself, for a test that splits it.
+    pub fn into_inner(self) -> WebSocketStream<MaybeTlsStream<TcpStream>> {
+        self.ws
+    }
+
     /// Drops the TCP connection without a close handshake.
     pub fn drop_connection(self) {
         drop(self.ws);

@@ -2,6 +2,7 @@
 //! `/readyz`, and `/v1/dev/token` in dev mode) and the internal one
 //! (`/metrics`, `/v1/admin/...`), on hyper 1.x.
 
+use super::admit::{Admission, Pending, Socket};
 use super::dev::dev_token;
 use super::front::{Http, text, with_type, with_type_owned};
 use super::upgrade::upgrade;
@@ -15,15 +16,19 @@ use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 
 static DEMO_HTML: &str = include_str!("../../../clients/js/demo.html");
 static CLIENT_JS: &str = include_str!("../../../clients/js/roomlet.js");
 
+/// Accepts connections on `listener` until shutdown, each admitted by
+/// `gate` (which may close an older one for it, or refuse it) and served
+/// on a task of its own.
 pub(super) async fn accept(
     listener: TcpListener,
     http: Arc<Http>,
+    gate: Arc<Admission>,
     mut shutdown: watch::Receiver<bool>,
     internal: bool,
 ) {
@@ -32,46 +37,90 @@ pub(super) async fn accept(
             r = listener.accept() => match r {
                 Ok(x) => x,
                 Err(e) => {
+                    gate.accept_failed(&e);
                     // Out of file descriptors and the like: back off
                     // instead of spinning.
-                    tracing::warn!(error = %e, "accept failed");
                     tokio::time::sleep(Duration::from_millis(50)).await;
                     continue;
                 }
             },
             _ = shutdown.changed() => return,
         };
-        let _ = stream.set_nodelay(true);
-        let head_timeout = Duration::from_millis(http.gateway.limits.request_head_timeout_ms);
-        let http = http.clone();
-        tokio::spawn(async move {
-            let service = service_fn(move |req| {
-                let http = http.clone();
-                async move {
-                    Ok::<_, Infallible>(if internal {
-                        route_internal(&http, req).await
-                    } else {
-                        route_public(http, req, addr)
-                    })
-                }
-            });
-            // hyper enforces the head's deadline only with a timer set.
-            let conn = hyper::server::conn::http1::Builder::new()
-                .timer(TokioTimer::new())
-                .header_read_timeout(head_timeout)
-                .serve_connection(TokioIo::new(stream), service)
-                .with_upgrades();
-            if let Err(e) = conn.await {
-                tracing::trace!(error = %e, "http connection ended with an error");
+        match gate.admit(addr.ip().to_canonical()).await {
+            Ok((socket, pending)) => {
+                let _ = stream.set_nodelay(true);
+                tokio::spawn(connection(
+                    stream,
+                    addr,
+                    http.clone(),
+                    (socket, pending),
+                    internal,
+                ));
             }
-        });
+            Err(why) => {
+                gate.refused(why, addr);
+                refuse(&stream);
+            }
+        }
     }
+}
+
+/// Serves one admitted connection until it ends, upgrades, or its slot is
+/// taken for a newer one.
+async fn connection(
+    stream: TcpStream,
+    addr: SocketAddr,
+    http: Arc<Http>,
+    (socket, mut pending): (Arc<Socket>, Pending),
+    internal: bool,
+) {
+    let head_timeout = Duration::from_millis(http.gateway.limits.request_head_timeout_ms);
+    let counted = socket.clone();
+    let service = service_fn(move |req| {
+        let http = http.clone();
+        let socket = counted.clone();
+        async move {
+            Ok::<_, Infallible>(if internal {
+                route_internal(&http, req).await
+            } else {
+                route_public(http, req, addr, socket)
+            })
+        }
+    });
+    // hyper enforces the head's deadline only with a timer set. It runs
+    // from the first poll for a head to the head's end (not reset by each
+    // byte), and again while a keep-alive connection waits for the next.
+    let conn = hyper::server::conn::http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(head_timeout)
+        .serve_connection(TokioIo::new(stream), service)
+        .with_upgrades();
+    tokio::select! {
+        r = conn => if let Err(e) = r {
+            tracing::trace!(error = %e, "http connection ended with an error");
+        },
+        () = pending.evicted() => {
+            tracing::debug!(client = %addr, "connection closed for a newer one");
+        }
+    }
+    // The connection is closed (or upgraded): the socket is counted as
+    // such before its slot is freed, as admission expects.
+    drop(socket);
+    drop(pending);
+}
+
+/// Closes a refused connection at once, with a 503 if its buffer takes it.
+fn refuse(stream: &TcpStream) {
+    let _ = stream.try_write(
+        b"HTTP/1.1 503 Service Unavailable\r\nConnection: close\r\nContent-Length: 0\r\n\r\n",
+    );
 }
 
 fn route_public(
     http: Arc<Http>,
     req: Request<Incoming>,
     addr: SocketAddr,
+    socket: Arc<Socket>,
 ) -> Response<Full<Bytes>> {
     if req.method() != Method::GET {
         return text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n");
@@ -81,7 +130,7 @@ fn route_public(
             StatusCode::NOT_FOUND,
             "this node does not run the relay function; connect to a gateway\n",
         ),
-        "/v1/ws" => upgrade(http, req, addr),
+        "/v1/ws" => upgrade(http, req, addr, socket),
         "/demo" | "/demo/" => with_type(DEMO_HTML, "text/html; charset=utf-8"),
         "/demo/roomlet.js" => with_type(CLIENT_JS, "text/javascript; charset=utf-8"),
         "/healthz" => text(StatusCode::OK, "ok\n"),

@@ -3,6 +3,7 @@
 //! both listeners are bound (tests start nodes in-process this way; the
 //! binary is this and a signal handler). The HTTP front is in [`http`].
 
+mod admit;
 mod dev;
 mod front;
 mod http;
@@ -360,7 +361,9 @@ pub async fn start(config: Config, secrets: Secrets) -> Result<Running, ServerEr
     if config.server.dev {
         modules.watch_files();
     }
-    let frame_cap = config.limits.max_frame_bytes.saturating_mul(4);
+    // tungstenite refuses a larger frame or message before buffering it;
+    // the session answers `frame-too-large` and 1009.
+    let frame_cap = config.limits.max_frame_bytes;
     let http = Arc::new(Http {
         gateway: gateway.clone(),
         registry: registry.clone(),
@@ -383,8 +386,9 @@ pub async fn start(config: Config, secrets: Secrets) -> Result<Running, ServerEr
     let (public, public_addr) = bind(config.server.listen, "public").await?;
     let (internal, internal_addr) = bind(config.server.internal_listen, "internal").await?;
     let (shutdown, rx) = watch::channel(false);
-    tokio::spawn(http::accept(public, http.clone(), rx.clone(), false));
-    tokio::spawn(http::accept(internal, http, rx, true));
+    let (gate, internal_gate) = admit::gates(&config.limits, &registry);
+    tokio::spawn(http::accept(public, http.clone(), gate, rx.clone(), false));
+    tokio::spawn(http::accept(internal, http, internal_gate, rx, true));
     tracing::info!(%public_addr, %internal_addr, region = %config.server.region, %node, "roomlet ready");
     Ok(Running {
         public_addr,
@@ -560,6 +564,12 @@ fn sample_node(registry: &Registry, gateway: &Arc<Gateway>) {
         "roomlet_connections",
         "Open WebSocket connections.",
         move || g.connections() as f64,
+    );
+    let b = gateway.read_budget.clone();
+    registry.sampled_gauge(
+        "roomlet_unfinished_frame_bytes",
+        "Bytes of client frames not yet complete (limit: unfinished_frame_bytes).",
+        move || b.held() as f64,
     );
     let g = gateway.clone();
     registry.sampled_gauge(

@@ -1,15 +1,19 @@
 //! The WebSocket handshake on `/v1/ws`.
 
+use super::admit::Socket;
 use super::front::{Http, text};
 use bytes::Bytes;
+use futures_util::FutureExt;
 use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::header::{self, HeaderValue};
 use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
+use roomlet_gateway::budget::Budgeted;
 use roomlet_gateway::{ClientInfo, Encoding};
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 use tokio_tungstenite::tungstenite::protocol::Role;
@@ -23,11 +27,15 @@ fn header_has(req: &Request<Incoming>, name: header::HeaderName, token: &str) ->
 }
 
 /// The WebSocket handshake: checks it, picks the subprotocol, answers 101
-/// and hands the upgraded connection to a gateway session.
+/// and hands the upgraded connection to a gateway session. The upgrade
+/// itself (the 101 sent, the socket handed over) has the request head's
+/// deadline; `socket` counts against the listener's budget until the
+/// session ends.
 pub(super) fn upgrade(
     http: Arc<Http>,
     req: Request<Incoming>,
     addr: SocketAddr,
+    socket: Arc<Socket>,
 ) -> Response<Full<Bytes>> {
     if !header_has(&req, header::UPGRADE, "websocket")
         || !header_has(&req, header::CONNECTION, "upgrade")
@@ -78,20 +86,23 @@ pub(super) fn upgrade(
     };
     let gateway = http.gateway.clone();
     let ws_config = http.ws_config;
+    let deadline = Duration::from_millis(http.gateway.limits.request_head_timeout_ms);
     tokio::spawn(async move {
-        match hyper::upgrade::on(req).await {
-            Ok(upgraded) => {
-                let ws = WebSocketStream::from_raw_socket(
-                    TokioIo::new(upgraded),
-                    Role::Server,
-                    Some(ws_config),
-                )
-                .await;
+        match tokio::time::timeout(deadline, hyper::upgrade::on(req)).await {
+            Ok(Ok(upgraded)) => {
+                // Its unfinished frames count against the node's budget.
+                let io = Budgeted::new(TokioIo::new(upgraded), gateway.read_budget.clone());
+                let ws = WebSocketStream::from_raw_socket(io, Role::Server, Some(ws_config)).await;
                 // A task of its own: the upgrade's state is freed, not
                 // carried for the whole session.
-                tokio::spawn(roomlet_gateway::serve(gateway, ws, encoding, client));
+                // `map`, not an `async` block awaiting the session: that
+                // would hold the session's future twice, as a capture and
+                // as the future awaited (about 1 KiB per idle connection).
+                let session = roomlet_gateway::serve(gateway, ws, encoding, client);
+                tokio::spawn(session.map(move |()| drop(socket)));
             }
-            Err(e) => tracing::debug!(error = %e, "websocket upgrade failed"),
+            Ok(Err(e)) => tracing::debug!(error = %e, "websocket upgrade failed"),
+            Err(_) => tracing::debug!(?deadline, "websocket upgrade not done within its deadline"),
         }
     });
     let mut r = Response::new(Full::new(Bytes::new()));

@@ -76,6 +76,10 @@ pub(crate) async fn before_join<S: AsyncRead + AsyncWrite + Unpin>(
                 error,
                 message,
             } => Err(Refusal::new(error, message, Some(code))),
+            Incoming::Violation(code, reason) => {
+                conn.close(code, reason).await;
+                return None;
+            }
             Incoming::Gone => return None,
         };
         match attempt {
@@ -242,7 +246,7 @@ async fn join_inner(
         tracing::info!(room = %room, peer = %old.peer.id, "the same identity joined again; its dropped session leaves");
         old.room.leave(&old.peer.id, LeaveReason::Timeout).await;
     }
-    let (tx, inbox) = roomlet_rooms::outbox();
+    let (tx, inbox) = roomlet_rooms::outbox_capped(gw.limits.inbox_bytes);
     let may_create = peer.grants.contains(Grants::ROOM_CREATE);
     let (handle, joined) = gw
         .join_room(&room, peer.clone(), tx, may_create)
@@ -283,6 +287,7 @@ async fn join_inner(
         encoding,
         next_seq: 1,
         unacked: VecDeque::new(),
+        unacked_bytes: 0,
         trimmed_before: 0,
         expires_at_ms,
         gap: false,
@@ -306,14 +311,14 @@ async fn join_inner(
         media: Media::new(),
     };
     let first = if media.is_empty() {
-        state.number(&frame, gw.limits.resume_buffer);
+        state.number(&frame, gw.limits.keep());
         None
     } else {
         let kept = frame.clone();
         if let ServerFrame::Joined { media: m, .. } = &mut frame {
             *m = media;
         }
-        Some(state.number_keeping(&frame, Some(&kept), gw.limits.resume_buffer))
+        Some(state.number_keeping(&frame, Some(&kept), gw.limits.keep()))
     };
     if let Some(journal) = gw.resumable.journal.get() {
         let record = crate::journal::SessionRecord {
@@ -384,6 +389,7 @@ async fn resume_inner(
         state.next_seq = last_seq + 1;
         state.trimmed_before = state.next_seq;
         state.unacked.clear();
+        state.unacked_bytes = 0;
         None
     } else if !state.rewind(last_seq) {
         Some("lastSeq is ahead of the server or older than the resume buffer")

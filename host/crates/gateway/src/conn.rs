@@ -1,6 +1,7 @@
 //! The socket side of a session: reading client frames under the frame
 //! limits, and writing server frames, numbered or not.
 
+use crate::config::Keep;
 use crate::guard::{MAX_BAD_STREAK, Rate, RateLimit};
 use crate::metrics::GatewayMetrics;
 use crate::resume::{PeerState, message};
@@ -8,15 +9,38 @@ use futures_util::{SinkExt, StreamExt};
 use roomlet_protocol::codec::{self, DecodeError, Encoding};
 use roomlet_protocol::{CloseCode, ErrorCode, ErrorText, Inbound, ServerFrame};
 use std::sync::Arc;
-use tokio::io::{AsyncRead, AsyncWrite};
+use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::time::Instant;
 use tokio_tungstenite::WebSocketStream;
-use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 
 /// The longest close reason, in bytes (a close payload is the 2-byte code
 /// and at most 123 bytes of reason).
 const MAX_CLOSE_REASON: usize = 123;
+
+/// How long, and how many bytes, a closing connection goes on reading.
+const LINGER: Duration = Duration::from_secs(2);
+const LINGER_BYTES: usize = 1024 * 1024;
+
+/// A protocol violation's close reason.
+fn violation(p: &tokio_tungstenite::tungstenite::error::ProtocolError) -> &'static str {
+    use tokio_tungstenite::tungstenite::error::ProtocolError as P;
+    match p {
+        P::NonZeroReservedBits => "reserved bits set",
+        P::UnmaskedFrameFromClient => "unmasked client frame",
+        P::FragmentedControlFrame => "fragmented control frame",
+        P::ControlFrameTooBig => "control frame over 125 bytes",
+        P::UnknownControlFrameType(_) | P::UnknownDataFrameType(_) | P::InvalidOpcode(_) => {
+            "reserved opcode"
+        }
+        P::UnexpectedContinueFrame => "continuation without a message",
+        P::ExpectedFragment(_) => "new message inside a fragmented one",
+        P::InvalidCloseSequence => "invalid close frame",
+        _ => "protocol violation",
+    }
+}
 
 /// A refusal that ends the connection (or not, when `close` is `None`).
 pub(crate) struct Refusal {
@@ -51,6 +75,9 @@ pub(crate) enum Incoming {
         error: ErrorCode,
         message: String,
     },
+    /// The client broke the WebSocket protocol itself (RFC 6455): close
+    /// with the RFC's code, no `error` frame.
+    Violation(CloseCode, &'static str),
     /// The socket is gone.
     Gone,
 }
@@ -67,7 +94,7 @@ impl Incoming {
                 error,
                 message,
             } => Err(Some(Refusal::new(error, message, Some(code)))),
-            Incoming::Gone => Err(None),
+            Incoming::Violation(..) | Incoming::Gone => Err(None),
         }
     }
 }
@@ -108,7 +135,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
         &mut self,
         state: &mut PeerState,
         frame: &ServerFrame,
-        keep: usize,
+        keep: Keep,
     ) -> bool {
         self.metrics.sent(frame);
         let message = state.number(frame, keep);
@@ -120,7 +147,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
         &mut self,
         state: &mut PeerState,
         frame: &ServerFrame,
-        keep: usize,
+        keep: Keep,
     ) -> bool {
         self.feed_numbered(state, frame, keep).await && self.ws.flush().await.is_ok()
     }
@@ -139,12 +166,61 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
         let _ = self.ws.send(Message::Close(Some(frame))).await;
     }
 
+    /// What a read error means: a protocol violation gets its RFC 6455
+    /// close code (§7.4.1), a message over the cap `frame-too-large` and
+    /// 1009, whatever its size or fragments; the rest is a lost socket.
+    fn broken(&self, e: WsError) -> Incoming {
+        use tokio_tungstenite::tungstenite::error::ProtocolError as P;
+        match e {
+            WsError::Capacity(_) => Incoming::Close {
+                code: CloseCode::TooLarge,
+                error: ErrorCode::FrameTooLarge,
+                message: format!("frames are limited to {} bytes", self.max_frame),
+            },
+            WsError::Io(e) if crate::budget::is_spent(&e) => Incoming::Close {
+                code: CloseCode::TryLater,
+                error: ErrorCode::NodeFull,
+                message: "the node holds too many unfinished frames; try again".into(),
+            },
+            WsError::Utf8(_) => Incoming::Violation(CloseCode::InvalidData, "invalid UTF-8"),
+            WsError::Protocol(P::ResetWithoutClosingHandshake | P::ReceivedAfterClosing) => {
+                Incoming::Gone
+            }
+            WsError::Protocol(p) => Incoming::Violation(CloseCode::ProtocolError, violation(&p)),
+            _ => Incoming::Gone,
+        }
+    }
+
+    /// The end of a connection: flushes what is queued (tungstenite's
+    /// answer to a client's close among it), half-closes, then reads and
+    /// discards until the client closes too, for at most [`LINGER`] and
+    /// [`LINGER_BYTES`]. Closing a socket with unread input sends a reset,
+    /// which a client still writing reads before the close frame: it would
+    /// see 1006 instead of the code it was sent.
+    pub async fn linger(&mut self) {
+        let _ = tokio::time::timeout(LINGER, async {
+            let _ = self.ws.flush().await;
+            let io = self.ws.get_mut();
+            let _ = io.shutdown().await;
+            let mut buf = vec![0u8; 16 * 1024];
+            let mut read = 0;
+            while read < LINGER_BYTES {
+                match io.read(&mut buf).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => read += n,
+                }
+            }
+        })
+        .await;
+    }
+
     /// The next client frame. Reads only; never cancelled mid-write.
     pub async fn recv(&mut self) -> Incoming {
         loop {
             let msg = match self.ws.next().await {
                 Some(Ok(m)) => m,
-                Some(Err(_)) | None => return Incoming::Gone,
+                Some(Err(e)) => return self.broken(e),
+                None => return Incoming::Gone,
             };
             let now = Instant::now();
             self.last_heard = now;

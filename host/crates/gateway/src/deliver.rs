@@ -1,5 +1,6 @@
 //! What a room sends a peer, as the frame its session writes.
 
+use crate::config::Keep;
 use crate::conn::{Conn, End};
 use crate::resume::PeerState;
 use crate::wire::{signal_kind, wire_peer};
@@ -13,7 +14,7 @@ pub(crate) async fn deliver<S: AsyncRead + AsyncWrite + Unpin>(
     conn: &mut Conn<S>,
     state: &mut PeerState,
     d: Delivery,
-    keep: usize,
+    keep: Keep,
 ) -> Option<End> {
     let (frame, close_with) = frame_of(d);
     let sent = conn.feed_numbered(state, &frame, keep).await;

@@ -5,6 +5,7 @@
 //! for a grace period (resume).
 
 mod admission;
+pub mod budget;
 pub mod config;
 mod conn;
 mod deliver;
@@ -88,6 +89,9 @@ pub struct Gateway {
     drain: tokio::sync::watch::Sender<Option<Drain>>,
     /// Sessions handed over for a restart ([`Drain::Restart`]).
     handed: parking_lot::Mutex<Vec<resume::PeerState>>,
+    /// Bytes of client frames not yet complete, node-wide: wrap each
+    /// socket in [`budget::Budgeted`] with it.
+    pub read_budget: Arc<budget::ReadBudget>,
 }
 
 /// How sessions leave a node that stops.
@@ -115,6 +119,7 @@ impl Gateway {
             rooms,
             auth: ArcSwap::new(auth),
             relay: ArcSwap::new(relay),
+            read_budget: budget::ReadBudget::new(settings.limits.unfinished_frame_bytes),
             limits: settings.limits,
             region: settings.region,
             regions: settings.regions,

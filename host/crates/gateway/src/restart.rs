@@ -73,7 +73,7 @@ impl Gateway {
         self.set_draining();
         let _ = self.drain.send(Some(crate::Drain::Restart));
         let _ = tokio::time::timeout(within, self.until_all_closed()).await;
-        let keep = self.limits.resume_buffer;
+        let keep = self.limits.keep();
         let mut states: Vec<(resume::Key, PeerState)> = std::mem::take(&mut *self.handed.lock())
             .into_iter()
             .map(|s| (resume::key(&s.resume_token), s))
@@ -133,7 +133,7 @@ impl Gateway {
                 let Some(member) = members.remove(&s.peer_id) else {
                     continue;
                 };
-                let (tx, inbox) = roomlet_rooms::outbox();
+                let (tx, inbox) = roomlet_rooms::outbox_capped(self.limits.inbox_bytes);
                 outboxes.insert(s.peer_id.clone(), tx);
                 waiting.push((s, member, inbox));
             }
@@ -251,6 +251,7 @@ fn peer_state(
             Encoding::Json
         },
         next_seq: s.next_seq,
+        unacked_bytes: unacked.iter().map(|u| u.message.len()).sum(),
         unacked,
         trimmed_before: s.trimmed_before,
         expires_at_ms: s.expires_at_ms,

@@ -8,6 +8,7 @@
 //! it over) and replays every frame after the client's last seq.
 
 use super::topology::RoomLink;
+use crate::config::Keep;
 use parking_lot::Mutex;
 use roomlet_protocol::codec::{self, Encoded, Encoding};
 use roomlet_protocol::frames::ServerFrame;
@@ -36,6 +37,8 @@ pub(crate) struct PeerState {
     /// encoded, a frame costs one reference-counted copy, not a clone of
     /// every string in it.
     pub unacked: VecDeque<Unacked>,
+    /// The encoded size of `unacked`.
+    pub unacked_bytes: usize,
     /// Frames before this seq were dropped from `unacked` for room.
     pub trimmed_before: u64,
     /// When the session's access token expires (Unix ms), as its last
@@ -64,7 +67,7 @@ const SHRINK_ABOVE: usize = 8;
 
 impl PeerState {
     /// Numbers and encodes a frame, and remembers it for resume.
-    pub fn number(&mut self, frame: &ServerFrame, keep: usize) -> Message {
+    pub fn number(&mut self, frame: &ServerFrame, keep: Keep) -> Message {
         self.number_keeping(frame, None, keep)
     }
 
@@ -74,7 +77,7 @@ impl PeerState {
         &mut self,
         frame: &ServerFrame,
         kept: Option<&ServerFrame>,
-        keep: usize,
+        keep: Keep,
     ) -> Message {
         let seq = self.next_seq;
         self.next_seq += 1;
@@ -83,13 +86,17 @@ impl PeerState {
             Some(k) => self::message(codec::encode(self.encoding, Some(seq), k)),
             None => message.clone(),
         };
+        self.unacked_bytes += stored.len();
         self.unacked.push_back(Unacked {
             seq,
             kind: frame.type_index() as u8,
             message: stored,
         });
-        while self.unacked.len() > keep {
+        while self.unacked.len() > keep.frames
+            || (self.unacked.len() > 1 && self.unacked_bytes > keep.bytes)
+        {
             if let Some(u) = self.unacked.pop_front() {
+                self.unacked_bytes -= u.message.len();
                 self.trimmed_before = u.seq + 1;
             }
         }
@@ -102,7 +109,9 @@ impl PeerState {
             return false;
         }
         while self.unacked.front().is_some_and(|u| u.seq <= seq) {
-            self.unacked.pop_front();
+            if let Some(u) = self.unacked.pop_front() {
+                self.unacked_bytes -= u.message.len();
+            }
         }
         if self.unacked.is_empty() && self.unacked.capacity() > SHRINK_ABOVE {
             self.unacked = VecDeque::new();

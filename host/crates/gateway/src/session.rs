@@ -2,6 +2,7 @@
 //! it pumps frames between the socket and the peer's [`PeerState`].
 
 use crate::admission::{Opening, before_join};
+use crate::config::Keep;
 use crate::conn::{Conn, End, Incoming};
 use crate::deliver::deliver;
 use crate::guard::RateLimit;
@@ -108,9 +109,13 @@ async fn open_and_join<S: AsyncRead + AsyncWrite + Unpin>(
         ))
         .await;
         conn.close(CloseCode::TryLater, "node full").await;
+        Box::pin(conn.linger()).await;
         return None;
     }
-    let (state, opening) = before_join(gw, &mut conn, &client).await?;
+    let Some((state, opening)) = before_join(gw, &mut conn, &client).await else {
+        Box::pin(conn.linger()).await;
+        return None;
+    };
     Some((conn, state, opening))
 }
 
@@ -143,16 +148,17 @@ fn joined<S: AsyncRead + AsyncWrite + Unpin>(
         match end {
             None => {} // handed over to another connection
             Some(End::Over) => gw.resumable.remove(&state.resume_token),
-            Some(End::Dropped) => {
+            Some(End::Dropped) => match takeover.try_recv() {
                 // A takeover may have raced with the drop: honour it.
-                if let Ok(reply) = takeover.try_recv() {
-                    let _ = reply.send(state);
-                    return;
-                }
-                gw.resumable
-                    .park(state, Duration::from_millis(gw.limits.resume_grace_ms));
-            }
+                Ok(reply) => drop(reply.send(state)),
+                Err(_) => gw
+                    .resumable
+                    .park(state, Duration::from_millis(gw.limits.resume_grace_ms)),
+            },
         }
+        // Last: the session is parked or handed on before the socket's
+        // final reads, so a resume elsewhere does not wait on them.
+        Box::pin(conn.linger()).await;
     }
 }
 
@@ -181,7 +187,8 @@ async fn open_stream<S: AsyncRead + AsyncWrite + Unpin>(
                 metadata: String::new(),
                 resumed: true,
                 expires_at: state.expires_at_ms,
-                gap: state.gap,
+                // Or its queue overflowed while it was away (or too slow).
+                gap: state.gap || state.inbox.take_overflow(),
                 media,
             };
             if !conn.feed(&frame).await {
@@ -213,7 +220,7 @@ async fn pump<S: AsyncRead + AsyncWrite + Unpin>(
     let mut ping = tokio::time::interval(Duration::from_millis(gw.limits.ping_interval_ms));
     ping.tick().await;
     let idle = Duration::from_millis(gw.limits.idle_timeout_ms);
-    let keep = gw.limits.resume_buffer;
+    let keep = gw.limits.keep();
     let mut drain = gw.drain_signal();
     // Both live across iterations: re-creating them on every frame cost a
     // timer-wheel insert and removal, and a waiter registration, per wake.
@@ -247,18 +254,25 @@ async fn pump<S: AsyncRead + AsyncWrite + Unpin>(
                     conn.close(CloseCode::RoomClosed, "room closed").await;
                     return Some(End::Over);
                 };
-                let mut next = Some(d);
-                let mut budget = 64;
-                while let Some(d) = next.take() {
-                    if let Some(end) = deliver(conn, state, d, keep).await {
-                        return Some(end);
-                    }
-                    budget -= 1;
-                    if budget > 0 {
-                        next = state.inbox.try_recv();
-                    }
+                // A client that stops reading stalls these writes; once its
+                // queue overflows it has the idle timeout to read on.
+                let overflow = state.inbox.overflow();
+                let end = tokio::select! {
+                    biased;
+                    end = deliver_batch(conn, state, d, keep) => end,
+                    // The timer boxed: inline, it would size every session.
+                    () = async { overflow.await; Box::pin(tokio::time::sleep(idle)).await } => Some(End::Dropped),
+                };
+                if end.is_some() {
+                    return end;
                 }
-                if conn.ws.flush().await.is_err() {
+                if state.inbox.overflowed() {
+                    let frame = ServerFrame::error(
+                        ErrorCode::TooSlow,
+                        "frames queued for this session passed its cap; resume to go on (with a gap)",
+                    );
+                    conn.send_numbered(state, &frame, keep).await;
+                    conn.close(CloseCode::TooSlow, "too slow").await;
                     return Some(End::Dropped);
                 }
             }
@@ -302,6 +316,31 @@ async fn pump<S: AsyncRead + AsyncWrite + Unpin>(
     }
 }
 
+/// Sends `d` and up to 63 more queued deliveries, then flushes. `Some`
+/// ends the session.
+async fn deliver_batch<S: AsyncRead + AsyncWrite + Unpin>(
+    conn: &mut Conn<S>,
+    state: &mut PeerState,
+    d: roomlet_rooms::Delivery,
+    keep: Keep,
+) -> Option<End> {
+    let mut next = Some(d);
+    let mut budget = 64;
+    while let Some(d) = next.take() {
+        if let Some(end) = deliver(conn, state, d, keep).await {
+            return Some(end);
+        }
+        budget -= 1;
+        if budget > 0 {
+            next = state.inbox.try_recv();
+        }
+    }
+    if conn.ws.flush().await.is_err() {
+        return Some(End::Dropped);
+    }
+    None
+}
+
 /// A restart of the all-in-one node: what the room sent is delivered (and
 /// kept for a resume), then the session is handed to the gateway to be
 /// written to disk, and the socket closes with 1012. The peer stays in its
@@ -310,7 +349,7 @@ async fn hand_over<S: AsyncRead + AsyncWrite + Unpin>(
     gw: &Gateway,
     conn: &mut Conn<S>,
     state: &mut PeerState,
-    keep: usize,
+    keep: Keep,
 ) -> Option<End> {
     while let Some(d) = state.inbox.try_recv() {
         if let Some(end) = deliver(conn, state, d, keep).await {
@@ -352,7 +391,7 @@ async fn finish_reading<S: AsyncRead + AsyncWrite + Unpin>(
                 }
             }
             Incoming::Refused(_) => {}
-            Incoming::Close { .. } | Incoming::Gone => break,
+            Incoming::Close { .. } | Incoming::Violation(..) | Incoming::Gone => break,
         }
     }
     state.room.leave(&state.peer.id, LeaveReason::Left).await;
@@ -364,8 +403,12 @@ async fn on_incoming<S: AsyncRead + AsyncWrite + Unpin>(
     conn: &mut Conn<S>,
     state: &mut PeerState,
     incoming: Incoming,
-    keep: usize,
+    keep: Keep,
 ) -> Option<End> {
+    if let Incoming::Violation(code, reason) = incoming {
+        conn.close(code, reason).await;
+        return Some(End::Dropped);
+    }
     let reply = match incoming.refusal() {
         Ok(f) => match handle(gw, state, f).await {
             Handled::Done => None,
@@ -416,6 +459,7 @@ fn placeholder(state: &PeerState) -> PeerState {
         encoding: state.encoding,
         next_seq: state.next_seq,
         unacked: VecDeque::new(),
+        unacked_bytes: 0,
         trimmed_before: state.next_seq,
         expires_at_ms: state.expires_at_ms,
         gap: false,

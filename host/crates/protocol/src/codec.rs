@@ -2,6 +2,7 @@
 //! MessagePack (binary) — the subprotocol picks one per connection.
 
 use super::codes::ErrorCode;
+use super::contract;
 use super::frames::{Inbound, Numbered, ServerFrame, SignalKind, Stats, WireIn};
 use std::fmt::Write as _;
 
@@ -64,9 +65,10 @@ pub fn decode(encoding: Encoding, text: bool, bytes: &[u8]) -> Result<Inbound, D
             decode_text(encoding, text)
         }
         (Encoding::Msgpack, false) => {
+            contract::check_msgpack(bytes).map_err(bad)?;
             let wire: WireIn<serde_json::Value> = rmp_serde::from_slice(bytes)
                 .map_err(|e| bad(format!("invalid MessagePack frame: {e}")))?;
-            check(wire, |v| v.to_string())
+            check(wire, |v| Ok(v.to_string()))
         }
         (Encoding::Json, false) => Err(bad("binary frame on a roomlet.v1.json connection")),
     }
@@ -81,7 +83,10 @@ pub fn decode_text(encoding: Encoding, text: &str) -> Result<Inbound, DecodeErro
         Encoding::Json => {
             let wire: WireIn<&serde_json::value::RawValue> =
                 serde_json::from_str(text).map_err(|e| bad(format!("invalid JSON frame: {e}")))?;
-            check(wire, |p| p.get().to_owned())
+            check(wire, |p| {
+                contract::check_json(p.get()).map_err(bad)?;
+                Ok(p.get().to_owned())
+            })
         }
         Encoding::Msgpack => Err(bad("text frame on a roomlet.v1.msgpack connection")),
     }
@@ -91,7 +96,10 @@ fn need<T>(v: Option<T>, frame: &str, field: &str) -> Result<T, DecodeError> {
     v.ok_or_else(|| bad(format!("`{frame}` needs `{field}`")))
 }
 
-fn check<P>(w: WireIn<'_, P>, text: impl Fn(P) -> String) -> Result<Inbound, DecodeError> {
+fn check<P>(
+    w: WireIn<'_, P>,
+    text: impl Fn(P) -> Result<String, DecodeError>,
+) -> Result<Inbound, DecodeError> {
     let t = need(w.frame_type, "frame", "type")?;
     Ok(match &*t.0 {
         "join" => Inbound::Join {
@@ -110,12 +118,12 @@ fn check<P>(w: WireIn<'_, P>, text: impl Fn(P) -> String) -> Result<Inbound, Dec
             Inbound::Signal {
                 to: need(w.to, "signal", "to")?,
                 kind,
-                payload: text(need(w.payload, "signal", "payload")?),
+                payload: text(need(w.payload, "signal", "payload")?)?,
             }
         }
         "message" => Inbound::Message {
             to: w.to,
-            data: text(need(w.data, "message", "data")?),
+            data: text(need(w.data, "message", "data")?)?,
         },
         "leave" => Inbound::Leave,
         "ping" => Inbound::Ping { ts: w.ts },

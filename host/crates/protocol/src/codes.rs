@@ -41,6 +41,9 @@ codes! {
         FrameTooLarge = "frame-too-large",
         /// Over the frames-per-second limit.
         RateLimited = "rate-limited",
+        /// The client took too little of what was sent to it: its
+        /// session's queue passed its byte cap.
+        TooSlow = "too-slow",
         /// A room frame before `join` or `resume`.
         NotJoined = "not-joined",
         /// A second `join` or `resume`.
@@ -104,6 +107,10 @@ codes! {
     pub enum CloseCode: u16 {
         /// Normal closure (after `leave`).
         Normal = 1000,
+        /// The client broke the WebSocket protocol (RFC 6455 §7.4.1).
+        ProtocolError = 1002,
+        /// A text frame that is not UTF-8.
+        InvalidData = 1007,
         /// A frame too large.
         TooLarge = 1009,
         /// The server failed.
@@ -133,6 +140,8 @@ codes! {
         RoomRefused = 4009,
         /// The session was resumed on another connection.
         ResumedElsewhere = 4010,
+        /// The client read too slowly: its queue passed its byte cap.
+        TooSlow = 4011,
     }
 }
 

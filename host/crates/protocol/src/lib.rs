@@ -5,10 +5,12 @@
 
 pub mod codec;
 pub mod codes;
+mod contract;
 pub mod frames;
 mod servers;
 
 pub use codec::{DecodeError, Encoded, Encoding};
 pub use codes::{CloseCode, ErrorCode, ErrorText};
+pub use contract::MAX_DEPTH;
 pub use frames::{Inbound, ServerFrame, SignalKind, Stats, WirePeer};
 pub use servers::{IceServer, Media, MediaCredential, RegionLink};

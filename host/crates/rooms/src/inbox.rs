@@ -16,15 +16,40 @@ use std::future::poll_fn;
 use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
 
-/// A fresh queue: its sending and receiving ends.
+/// A fresh queue without a byte cap: its sending and receiving ends.
 pub fn outbox() -> (Outbox, Inbox) {
+    outbox_capped(usize::MAX)
+}
+
+/// A fresh queue holding at most `cap` bytes of deliveries (as
+/// [`weight`] counts them): past it, deliveries are dropped and the
+/// receiver sees [`Inbox::overflowed`]. A session's queue grows only when
+/// its client stops reading, or while its socket is gone; the cap is what
+/// keeps that from growing without end.
+pub fn outbox_capped(cap: usize) -> (Outbox, Inbox) {
     let queue = Arc::new(Mutex::new(Queue {
         items: VecDeque::new(),
         waker: None,
         senders: 1,
         receiving: true,
+        bytes: 0,
+        cap,
+        overflowed: false,
     }));
     (Outbox(queue.clone()), Inbox(queue))
+}
+
+/// What a delivery counts toward its queue's cap: its text, plus the
+/// queue slot and the strings around it.
+fn weight(d: &Delivery) -> usize {
+    64 + match d {
+        Delivery::Message { data, .. } => data.len(),
+        Delivery::Signal { payload, .. } => payload.len(),
+        Delivery::Error { message, .. } => message.len(),
+        Delivery::Rejected { message, .. } => message.len(),
+        Delivery::Metadata(m) => m.len(),
+        _ => 0,
+    }
 }
 
 struct Queue {
@@ -35,11 +60,19 @@ struct Queue {
     senders: usize,
     /// Whether the [`Inbox`] still exists: once it is gone, sends fail.
     receiving: bool,
+    /// What `items` weigh, and the most they may.
+    bytes: usize,
+    cap: usize,
+    /// A delivery was dropped for the cap since the receiver last asked.
+    overflowed: bool,
 }
 
 impl Queue {
     fn pop(&mut self) -> Option<Delivery> {
         let d = self.items.pop_front();
+        if let Some(d) = &d {
+            self.bytes -= weight(d);
+        }
         if self.items.is_empty() && self.items.capacity() > 0 {
             // Drained: give the buffer back, so an idle peer holds none.
             self.items = VecDeque::new();
@@ -57,15 +90,26 @@ pub struct Gone(pub Delivery);
 
 impl Outbox {
     /// Queues `d` and wakes the receiver; fails when the receiver is gone.
+    /// Over the queue's cap `d` is dropped, and the receiver told so.
     pub fn send(&self, d: Delivery) -> Result<(), Gone> {
-        let waker = {
+        let w = weight(&d);
+        let (waker, dropped) = {
             let mut q = self.0.lock();
             if !q.receiving {
                 return Err(Gone(d));
             }
-            q.items.push_back(d);
-            q.waker.take()
+            let dropped = if q.bytes.saturating_add(w) > q.cap {
+                q.overflowed = true;
+                Some(d)
+            } else {
+                q.bytes += w;
+                q.items.push_back(d);
+                None
+            };
+            (q.waker.take(), dropped)
         };
+        // Outside the lock, as in `Inbox`'s drop.
+        drop(dropped);
         if let Some(w) = waker {
             w.wake();
         }
@@ -130,6 +174,34 @@ impl Inbox {
         self.0.lock().pop()
     }
 
+    /// Whether a delivery was dropped for the cap (and not yet taken).
+    pub fn overflowed(&self) -> bool {
+        self.0.lock().overflowed
+    }
+
+    /// [`Inbox::overflowed`], clearing it.
+    pub fn take_overflow(&self) -> bool {
+        std::mem::take(&mut self.0.lock().overflowed)
+    }
+
+    /// Resolves once a delivery is dropped for the cap: for a session
+    /// waiting on a socket its client does not read.
+    pub fn overflow(&self) -> impl Future<Output = ()> + use<> {
+        let queue = self.0.clone();
+        poll_fn(move |cx| {
+            let mut q = queue.lock();
+            if q.overflowed {
+                return Poll::Ready(());
+            }
+            // The session's own task: the same waker `recv` leaves.
+            match &mut q.waker {
+                Some(w) if w.will_wake(cx.waker()) => {}
+                slot => *slot = Some(cx.waker().clone()),
+            }
+            Poll::Pending
+        })
+    }
+
     /// Whether nothing is queued.
     pub fn is_empty(&self) -> bool {
         self.0.lock().items.is_empty()
@@ -173,6 +245,24 @@ mod tests {
             Some(other) => panic!("unexpected {other:?}"),
             None => None,
         }
+    }
+
+    #[tokio::test]
+    async fn past_its_cap_a_queue_drops_and_says_so() {
+        let (tx, mut rx) = outbox_capped(3 * (64 + 4));
+        for n in 1000..1005 {
+            tx.send(message(n)).unwrap();
+        }
+        assert!(rx.overflowed());
+        let overflow = rx.overflow();
+        overflow.await;
+        let got: Vec<_> = std::iter::from_fn(|| data(rx.try_recv())).collect();
+        assert_eq!(got, ["1000", "1001", "1002"]);
+        assert!(rx.take_overflow());
+        assert!(!rx.overflowed());
+        // Drained, it takes deliveries again.
+        tx.send(message(1005)).unwrap();
+        assert_eq!(data(rx.try_recv()).as_deref(), Some("1005"));
     }
 
     #[tokio::test]

@@ -20,7 +20,7 @@ pub use config::{RoomsConfig, RoomsSection};
 pub use delivery::{Delivery, LeaveReason};
 pub use handle::{JoinError, Joined, RoomHandle, RoomStatus};
 pub use image::{MemberImage, RoomImage, grants_bits, grants_from};
-pub use inbox::{Gone, Inbox, Outbox, outbox};
+pub use inbox::{Gone, Inbox, Outbox, outbox, outbox_capped};
 pub use members::RoomShared;
 pub use metrics::RoomsMetrics;
 pub use registry::Rooms;
