@@ -83,10 +83,8 @@ pub fn decode_text(encoding: Encoding, text: &str) -> Result<Inbound, DecodeErro
         Encoding::Json => {
             let wire: WireIn<&serde_json::value::RawValue> =
                 serde_json::from_str(text).map_err(|e| bad(format!("invalid JSON frame: {e}")))?;
-            check(wire, |p| {
-                contract::check_json(p.get()).map_err(bad)?;
-                Ok(p.get().to_owned())
-            })
+            contract::check_json(text, contract::MAX_DEPTH + 1).map_err(bad)?;
+            check(wire, |p| Ok(p.get().to_owned()))
         }
         Encoding::Msgpack => Err(bad("text frame on a roomlet.v1.msgpack connection")),
     }
@@ -371,6 +369,18 @@ mod tests {
             decode(Encoding::Msgpack, true, b"x").unwrap_err().code,
             ErrorCode::BadFrame
         );
+        // The contract covers a whole frame, fields it does not use
+        // included, in JSON as in MessagePack.
+        for frame in [
+            r#"{"type":"leave","x":1e400}"#,
+            r#"{"type":"leave","x":"\ud800"}"#,
+            r#"{"type":"leave","x":{"k":1,"k":2}}"#,
+        ] {
+            let e = decode(Encoding::Json, true, frame.as_bytes()).unwrap_err();
+            assert_eq!(e.code, ErrorCode::BadFrame, "{frame}");
+            let v: serde_json::Value = serde_json::json!({"type": "leave", "x": [[[[1]]]]});
+            assert!(decode(Encoding::Json, true, v.to_string().as_bytes()).is_ok());
+        }
     }
 }
 

@@ -21,8 +21,11 @@ pub const MAX_DEPTH: usize = 64;
 const PAIRWISE_KEYS: usize = 16;
 
 /// Checks JSON text that serde_json has already parsed as a value: its
-/// depth, its numbers, its `\u` escapes and its keys.
-pub(crate) fn check_json(text: &str) -> Result<(), String> {
+/// depth (at most `levels` of arrays and objects), its numbers, its `\u`
+/// escapes and its keys. A frame is checked whole, fields it does not use
+/// included, as MessagePack frames are: `levels` is then one more than
+/// [`MAX_DEPTH`], for the frame's own object.
+pub(crate) fn check_json(text: &str, levels: usize) -> Result<(), String> {
     let b = text.as_bytes();
     // Open containers: `Some(first key's index in keys)` for an object.
     let mut open: Vec<Option<usize>> = Vec::new();
@@ -33,7 +36,7 @@ pub(crate) fn check_json(text: &str) -> Result<(), String> {
     while i < b.len() {
         match b[i] {
             b'{' | b'[' => {
-                if open.len() == MAX_DEPTH {
+                if open.len() == levels {
                     return Err(format!("data nests deeper than {MAX_DEPTH} levels"));
                 }
                 let object = b[i] == b'{';
@@ -293,25 +296,29 @@ mod tests {
 
     #[test]
     fn json_limits() {
-        assert!(check_json(&nested(MAX_DEPTH)).is_ok());
-        assert!(check_json(&nested(MAX_DEPTH + 1)).is_err());
+        assert!(check_json(&nested(MAX_DEPTH), MAX_DEPTH).is_ok());
+        assert!(check_json(&nested(MAX_DEPTH + 1), MAX_DEPTH).is_err());
         assert!(
-            check_json(r#"{"a":1e308,"b":-12345678901234567890123,"c":"\ud83d\ude00"}"#).is_ok()
+            check_json(
+                r#"{"a":1e308,"b":-12345678901234567890123,"c":"\ud83d\ude00"}"#,
+                MAX_DEPTH
+            )
+            .is_ok()
         );
-        assert!(check_json("1e400").is_err());
-        assert!(check_json("[-1e400]").is_err());
-        assert!(check_json(r#"["\ud800"]"#).is_err());
-        assert!(check_json(r#"["\udc00x"]"#).is_err());
-        assert!(check_json(r#"["\ud800\u0041"]"#).is_err());
-        assert!(check_json(r#"{"a":1,"b":{"a":2},"c":[{"a":3}]}"#).is_ok());
-        assert!(check_json(r#"{"a":1,"b":2,"a":3}"#).is_err());
-        assert!(check_json(r#"{"a":1,"\u0061":2}"#).is_err());
-        assert!(check_json(r#"{"a":"b","b":"a"}"#).is_ok());
+        assert!(check_json("1e400", MAX_DEPTH).is_err());
+        assert!(check_json("[-1e400]", MAX_DEPTH).is_err());
+        assert!(check_json(r#"["\ud800"]"#, MAX_DEPTH).is_err());
+        assert!(check_json(r#"["\udc00x"]"#, MAX_DEPTH).is_err());
+        assert!(check_json(r#"["\ud800\u0041"]"#, MAX_DEPTH).is_err());
+        assert!(check_json(r#"{"a":1,"b":{"a":2},"c":[{"a":3}]}"#, MAX_DEPTH).is_ok());
+        assert!(check_json(r#"{"a":1,"b":2,"a":3}"#, MAX_DEPTH).is_err());
+        assert!(check_json(r#"{"a":1,"\u0061":2}"#, MAX_DEPTH).is_err());
+        assert!(check_json(r#"{"a":"b","b":"a"}"#, MAX_DEPTH).is_ok());
         // Keys in strings and string values are not keys.
-        assert!(check_json(r#"["a","a",{"x":"a","a":"x"}]"#).is_ok());
+        assert!(check_json(r#"["a","a",{"x":"a","a":"x"}]"#, MAX_DEPTH).is_ok());
         let many: Vec<String> = (0..40).map(|k| format!("\"k{k}\":{k}")).collect();
-        assert!(check_json(&format!("{{{}}}", many.join(","))).is_ok());
-        assert!(check_json(&format!("{{{},\"k7\":0}}", many.join(","))).is_err());
+        assert!(check_json(&format!("{{{}}}", many.join(",")), MAX_DEPTH).is_ok());
+        assert!(check_json(&format!("{{{},\"k7\":0}}", many.join(",")), MAX_DEPTH).is_err());
     }
 
     #[test]
