@@ -31,18 +31,8 @@ fn serve(dir: &std::path::Path) -> Serve {
     ServeCommand::new(&bin, &dir.join("serve.log"))
         .arg("--config")
         .arg(&config)
-        .args([
-            "--dev",
-            "--listen",
-            "127.0.0.1:0",
-            "--internal-listen",
-            "127.0.0.1:0",
-        ])
-        .arg("--data-dir")
-        .arg(dir)
-        .env_remove("ROOMLET_CONFIG")
-        .env_remove("ROOMLET_API_KEYS")
-        .within(Duration::from_secs(120))
+        .args(["--listen", "127.0.0.1:0"])
+        .dev(dir)
         .start()
         .unwrap_or_else(|log| panic!("roomlet serve did not start:\n{log}"))
 }

@@ -21,14 +21,9 @@ fn roomlet_binary() -> PathBuf {
 /// `roomlet serve --dev ARGS…` on `dir`, logging to `dir/serve.log`.
 fn serve(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Serve {
     let mut cmd = ServeCommand::new(&roomlet_binary(), &dir.join("serve.log"))
-        .args(["--dev", "--listen", "127.0.0.1:0"])
-        .args(["--internal-listen", "127.0.0.1:0"])
-        .arg("--data-dir")
-        .arg(dir.join("data"))
-        .args(args.iter().copied())
-        .env_remove("ROOMLET_CONFIG")
-        .env_remove("ROOMLET_API_KEYS")
-        .within(std::time::Duration::from_secs(120));
+        .args(["--listen", "127.0.0.1:0"])
+        .dev(&dir.join("data"))
+        .args(args.iter().copied());
     for (k, v) in env {
         cmd = cmd.env(k, v);
     }

@@ -19,13 +19,8 @@ fn roomlet_binary() -> PathBuf {
 /// `roomlet serve --dev` on 127.0.0.1:`port` and `dir`.
 fn serve(dir: &Path, port: u16, log: &str) -> Serve {
     ServeCommand::new(&roomlet_binary(), &dir.join(log))
-        .args(["--dev", "--listen", &format!("127.0.0.1:{port}")])
-        .args(["--internal-listen", "127.0.0.1:0"])
-        .arg("--data-dir")
-        .arg(dir.join("data"))
-        .env_remove("ROOMLET_CONFIG")
-        .env_remove("ROOMLET_API_KEYS")
-        .within(Duration::from_secs(120))
+        .args(["--listen", &format!("127.0.0.1:{port}")])
+        .dev(&dir.join("data"))
         .start()
         .unwrap_or_else(|log| panic!("roomlet serve did not start:\n{log}"))
 }
@@ -212,14 +207,9 @@ async fn a_refreshed_token_keeps_the_session_through_a_restart() {
     let port = free_port();
     let start = |log: &str| {
         ServeCommand::new(&roomlet_binary(), &dir.path().join(log))
-            .args(["--dev", "--listen", &format!("127.0.0.1:{port}")])
-            .args(["--internal-listen", "127.0.0.1:0"])
+            .args(["--listen", &format!("127.0.0.1:{port}")])
+            .dev(&dir.path().join("data"))
             .args(["--module-config", "auth.clock-leeway-seconds=0"])
-            .arg("--data-dir")
-            .arg(dir.path().join("data"))
-            .env_remove("ROOMLET_CONFIG")
-            .env_remove("ROOMLET_API_KEYS")
-            .within(Duration::from_secs(120))
             .start()
             .unwrap_or_else(|log| panic!("roomlet serve did not start:\n{log}"))
     };

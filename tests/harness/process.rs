@@ -84,6 +84,20 @@ impl ServeCommand {
         self
     }
 
+    /// A dev node on `data_dir` as the tests start one: `--dev`, the
+    /// internal listener on loopback port 0, no config or API keys from
+    /// the test's own environment, and 120 s to start (a debug build
+    /// compiles the embedded components first). The public listener is
+    /// the caller's: `.args(["--listen", …])`.
+    pub fn dev(self, data_dir: &Path) -> Self {
+        self.args(["--dev", "--internal-listen", "127.0.0.1:0"])
+            .arg("--data-dir")
+            .arg(data_dir)
+            .env_remove("ROOMLET_CONFIG")
+            .env_remove("ROOMLET_API_KEYS")
+            .within(Duration::from_secs(120))
+    }
+
     /// How long it may take to say where it listens (30 s).
     pub fn within(mut self, d: Duration) -> Self {
         self.within = d;

@@ -20,8 +20,9 @@ use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 /// and at most 123 bytes of reason).
 const MAX_CLOSE_REASON: usize = 123;
 
-/// How long, and how many bytes, a closing connection goes on reading.
-const LINGER: Duration = Duration::from_secs(2);
+/// How long, and how many bytes, a closing connection goes on reading
+/// (a draining session's last frames are read for as long).
+pub(crate) const LINGER: Duration = Duration::from_secs(2);
 const LINGER_BYTES: usize = 1024 * 1024;
 
 /// A protocol violation's close reason.
@@ -166,17 +167,23 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
         let _ = self.ws.send(Message::Close(Some(frame))).await;
     }
 
+    /// `frame-too-large` and 1009: the answer to a frame or message over
+    /// the cap, whether tungstenite or this session found it.
+    fn too_large(&self) -> Incoming {
+        Incoming::Close {
+            code: CloseCode::TooLarge,
+            error: ErrorCode::FrameTooLarge,
+            message: format!("frames are limited to {} bytes", self.max_frame),
+        }
+    }
+
     /// What a read error means: a protocol violation gets its RFC 6455
     /// close code (§7.4.1), a message over the cap `frame-too-large` and
     /// 1009, whatever its size or fragments; the rest is a lost socket.
     fn broken(&self, e: WsError) -> Incoming {
         use tokio_tungstenite::tungstenite::error::ProtocolError as P;
         match e {
-            WsError::Capacity(_) => Incoming::Close {
-                code: CloseCode::TooLarge,
-                error: ErrorCode::FrameTooLarge,
-                message: format!("frames are limited to {} bytes", self.max_frame),
-            },
+            WsError::Capacity(_) => self.too_large(),
             WsError::Io(e) if crate::budget::is_spent(&e) => Incoming::Close {
                 code: CloseCode::TryLater,
                 error: ErrorCode::NodeFull,
@@ -231,12 +238,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
                 Message::Close(_) => return Incoming::Gone,
                 Message::Ping(_) | Message::Pong(_) | Message::Frame(_) => continue,
             };
+            // tungstenite refuses a larger one already when the socket
+            // was made with the node's config; not every caller's is.
             if bytes.len() > self.max_frame {
-                return Incoming::Close {
-                    code: CloseCode::TooLarge,
-                    error: ErrorCode::FrameTooLarge,
-                    message: format!("frames are limited to {} bytes", self.max_frame),
-                };
+                return self.too_large();
             }
             match self.rate.check(now.into_std()) {
                 Rate::Ok => {}

@@ -363,10 +363,6 @@ async fn hand_over<S: AsyncRead + AsyncWrite + Unpin>(
     None
 }
 
-/// How long a draining session goes on reading after its close: until the
-/// client answers it, at most this.
-const DRAIN_READ: Duration = Duration::from_secs(2);
-
 /// After `reconnect` and the close: hands on what the client sent before it
 /// saw them, then leaves the room after those frames. `recv` being pending
 /// when the drain fired said only that tokio had not seen more bytes yet,
@@ -378,7 +374,9 @@ async fn finish_reading<S: AsyncRead + AsyncWrite + Unpin>(
     conn: &mut Conn<S>,
     state: &mut PeerState,
 ) {
-    let deadline = Instant::now() + DRAIN_READ;
+    // Until the client answers the close, at most as long as any closing
+    // connection reads on.
+    let deadline = Instant::now() + crate::conn::LINGER;
     loop {
         let incoming = tokio::select! {
             i = conn.recv() => i,
