@@ -127,6 +127,8 @@ export class RoomletClient extends EventTarget {
 
   #left = false;
   #redirectUrl = null;
+  /** The `reconnect` frame's reason: after `moved` the session is over and the client joins afresh. */
+  #redirectReason = null;
   /** A draining node sent us elsewhere: join afresh there (its sessions stay behind). */
   #rejoining = false;
   #reconnectTimer = null;
@@ -577,6 +579,7 @@ export class RoomletClient extends EventTarget {
     if (frame.type === 'reconnect') {
       // Without a hint, the same URL: the load balancer picks a node that is not draining.
       this.#redirectUrl = typeof frame.url === 'string' && frame.url !== '' ? frame.url : this.#url;
+      this.#redirectReason = frame.reason;
     } else if (frame.type === 'refreshed') {
       if (this.#refreshing) this.#token = this.#refreshing;
       this.#refreshing = null;
@@ -712,7 +715,12 @@ export class RoomletClient extends EventTarget {
       // The node is draining and told us where to go: go there now.
       this.#url = this.#redirectUrl;
       this.#redirectUrl = null;
-      this.#rejoining = true;
+      // A draining node's sessions move to the node the client resumes at
+      // (same peer id, nothing lost); a server that cannot move them answers
+      // resume-failed, and the client joins afresh then. After `moved` the
+      // session is over: join afresh at once.
+      this.#rejoining = this.#redirectReason === 'moved';
+      this.#redirectReason = null;
       delayMs = 0;
     } else if (sessionGone) {
       this.#rejoining = true;

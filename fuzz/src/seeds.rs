@@ -220,6 +220,7 @@ fn bus_messages() -> Vec<(String, Vec<u8>)> {
                 may_create: true,
                 rejoin: false,
                 seen_rev: Some(6),
+                moved_from: None,
             })
             .to_vec(),
         ),

@@ -11,8 +11,10 @@
 
 mod access;
 mod handoff;
+mod moves;
 mod outages;
 mod regions;
+mod rolling;
 mod sessions;
 mod unavailable;
 

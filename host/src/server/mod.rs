@@ -4,6 +4,7 @@
 //! binary is this and a signal handler). The HTTP front is in [`http`].
 
 mod admit;
+mod bus;
 mod dev;
 mod front;
 mod http;
@@ -186,12 +187,23 @@ impl Running {
 
     /// Graceful drain (SIGTERM): readiness fails, every client is sent
     /// `reconnect` (to `url`, or to wherever the client's list says) and
-    /// closed; waits up to `grace` for the sessions to end, then stops.
+    /// closed; waits up to `grace` for the sockets to close and (with a
+    /// bus) up to half of it for the sessions to be taken over where
+    /// their clients resumed, then stops.
     /// (SIGTERM on a node with a bus; one that is its whole deployment
     /// restarts instead, [`Running::restart`].)
     pub async fn drain(self, url: Option<String>, grace: Duration) {
         self.gateway.send_reconnect(url);
+        let started = tokio::time::Instant::now();
         let _ = tokio::time::timeout(grace, self.gateway.until_all_closed()).await;
+        if self.bus.is_some() {
+            // The sessions wait here for the gateways their clients resume
+            // at, which take them over with their streams; for half the
+            // grace at most, so the node is gone well before an
+            // orchestrator's kill (what is left resumes from its record).
+            let left = (started + grace / 2).saturating_duration_since(tokio::time::Instant::now());
+            let _ = tokio::time::timeout(left, self.gateway.until_moved()).await;
+        }
         self.stop().await;
     }
 
@@ -309,7 +321,8 @@ pub async fn start(config: Config, secrets: Secrets) -> Result<Running, ServerEr
     let topology: Arc<dyn Topology> = match &bus {
         Some(bus) => {
             if runs(Function::Rooms) {
-                home = Some(Home::start(bus.clone(), rooms.clone(), kv.clone()).await?);
+                let grace = Duration::from_millis(config.limits.resume_grace_ms);
+                home = Some(Home::start(bus.clone(), rooms.clone(), kv.clone(), grace).await?);
             }
             let edge = if runs(Function::Relay) {
                 let local = runs(Function::Rooms).then(|| rooms.clone());
@@ -348,7 +361,7 @@ pub async fn start(config: Config, secrets: Secrets) -> Result<Running, ServerEr
     };
     let mut tasks = Vec::new();
     if let Some(bus) = &bus {
-        tasks.push(join_bus(bus, &gateway, &functions, &node_info).await?);
+        tasks.push(bus::join(bus, &gateway, &functions, &node_info).await?);
     }
     let modules = Arc::new(Modules::new(
         loader,
@@ -498,48 +511,6 @@ fn rooms_config(config: &Config, events: EventSink, registry: &Registry) -> Room
         metrics: RoomsMetrics::new(registry),
         ..RoomsConfig::default()
     }
-}
-
-/// Puts the node on the bus: answers token checks (auth), session moves
-/// (relay), takes its liveness lease and says hello. The lease's renewal
-/// task.
-async fn join_bus(
-    bus: &Arc<Bus>,
-    gateway: &Arc<Gateway>,
-    functions: &[Function],
-    info: &NodeInfo,
-) -> Result<tokio::task::JoinHandle<()>, ServerError> {
-    if functions.contains(&Function::Auth) {
-        let g = gateway.clone();
-        roomlet_bus::auth::serve(bus.clone(), Arc::new(move || g.auth())).await?;
-    }
-    if functions.contains(&Function::Relay) {
-        let g = gateway.clone();
-        bus.on_session_gone(move |token| {
-            let g = g.clone();
-            async move { g.end_resumed_elsewhere(&token).await }
-        })
-        .await?;
-        let g = gateway.clone();
-        bus.on_reap(move |r| {
-            let g = g.clone();
-            async move { g.reap_parked(&r.room, &r.identity, &r.peer).await }
-        })
-        .await?;
-    }
-    let renewal = tokio::spawn(bus.clone().keep_alive(info.clone()));
-    let within = Duration::from_secs(5);
-    let deadline = tokio::time::Instant::now() + within;
-    while !bus.lease_valid() {
-        if tokio::time::Instant::now() > deadline {
-            renewal.abort();
-            return Err(ServerError::Lease(within));
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    // Before serving: what this name held until now is gone.
-    bus.hello().await;
-    Ok(renewal)
 }
 
 /// A listener on `addr`, and the address it got.

@@ -7,11 +7,14 @@
 //! - `P.auth` (queue group): token checks for nodes without a local auth;
 //! - `P.join.NODE`: a join sent to the node chosen as a room's home;
 //! - `P.home.NODE`: every other frame for rooms homed on NODE;
-//! - `P.gw.NODE`: deliveries for peers whose sockets NODE holds.
+//! - `P.gw.NODE`: deliveries for peers whose sockets NODE holds;
+//! - `P.handover.NODE`: a session NODE holds, asked for by the gateway
+//!   its client resumed at.
 //!
 //! Buckets: `P_nodes` (one liveness key per node, expiring after the lease
-//! TTL), `P_rooms` (room → home node, written with compare-and-set) and
-//! `P_kv` (room state, one key per room key).
+//! TTL), `P_rooms` (room → home node, written with compare-and-set),
+//! `P_kv` (room state, one key per room key) and `P_sessions` (one record
+//! per joined session, [`sessions`]).
 
 pub mod auth;
 pub mod config;
@@ -19,6 +22,7 @@ pub mod directory;
 pub mod edge;
 pub mod home;
 mod metrics;
+pub mod sessions;
 pub mod store;
 pub mod topology;
 pub mod wire;
@@ -139,6 +143,8 @@ pub struct Bus {
     pub directory: Directory,
     /// Bucket of the rooms' committed kv.
     pub kv: jetstream::kv::Store,
+    /// The sessions' records.
+    pub sessions: sessions::SessionStore,
     request_timeout: Duration,
     /// Room-name prefixes pinned to a region, longest first.
     room_regions: Vec<(String, String)>,
@@ -234,11 +240,12 @@ impl Bus {
         // JetStream may still be electing its leader (a cluster that has
         // just started): retry the buckets for a while, not for ever.
         let deadline = tokio::time::Instant::now() + BUCKET_RETRY;
-        let (directory, kv) = loop {
+        let (directory, kv, sessions) = loop {
             let r = async {
                 let d = Directory::open(&js, &prefix, ttl).await?;
                 let kv = store::open_bucket(&js, &prefix).await?;
-                Ok::<_, BusError>((d, kv))
+                let s = sessions::SessionStore::open(&js, &prefix, &subject_token(node)).await?;
+                Ok::<_, BusError>((d, kv, s))
             }
             .await;
             match r {
@@ -264,6 +271,7 @@ impl Bus {
             region: region.to_owned(),
             directory,
             kv,
+            sessions,
             request_timeout: Duration::from_millis(settings.request_timeout_ms),
             lease_until_ms: AtomicU64::new(0),
             lease_epoch: AtomicU64::new(0),

@@ -4,10 +4,11 @@
 
 use super::Bus;
 use super::edge::Edge;
+use roomlet_gateway::journal::SessionKey;
 use roomlet_gateway::topology::{
     AuthOutcome, BoxFuture, MediaOutcome, authenticate_here, issue_media_here,
 };
-use roomlet_gateway::{RoomLink, Topology};
+use roomlet_gateway::{RoomLink, SessionImage, TakenSession, Topology};
 use roomlet_rooms::{JoinError, Joined, Outbox};
 use roomlet_runtime::AuthFunction;
 use roomlet_runtime::bindings::authenticator::AuthRequest;
@@ -87,6 +88,42 @@ impl Topology for Nats {
             if let Some((_, node)) = token.rsplit_once('.') {
                 self.bus.session_gone(node, token).await;
             }
+        })
+    }
+
+    fn take_session<'a>(
+        &'a self,
+        key: SessionKey,
+        outbox: Outbox,
+    ) -> BoxFuture<'a, Option<TakenSession>> {
+        Box::pin(async move {
+            let edge = self.edge.as_ref()?;
+            let stored = self.bus.sessions.take(&key).await?;
+            let r = stored.record;
+            let peer: Peer = r.peer.clone().into();
+            // Re-pointed first: what the room sends from now on comes
+            // here, and what it sent before is in the stream handed over.
+            let link = match edge.move_in(&r.room, peer, outbox, &stored.gateway).await {
+                Ok((link, _)) => link,
+                Err(e) => {
+                    tracing::info!(room = %r.room, peer = %r.peer.id, error = %e, "a session could not move here");
+                    self.bus.sessions.end(&key).await;
+                    return None;
+                }
+            };
+            let handed = if stored.gateway == self.bus.node {
+                None // this name's earlier process held it: its stream is gone
+            } else {
+                self.bus.hand_over(&stored.gateway, key).await
+            };
+            let image = handed
+                .filter(|i| i.peer_id == r.peer.id)
+                .unwrap_or_else(|| SessionImage::recorded(key, &r));
+            Some(TakenSession {
+                image,
+                peer: r.peer,
+                link,
+            })
         })
     }
 

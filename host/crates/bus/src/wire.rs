@@ -158,6 +158,11 @@ pub struct JoinRequest {
     pub rejoin: bool,
     /// The stale directory revision the gateway saw, if any.
     pub seen_rev: Option<u64>,
+    /// A session moving here from this gateway (with `rejoin`): the peer
+    /// must still be a member, and only its location changes. Absent
+    /// from an older gateway.
+    #[serde(default)]
+    pub moved_from: Option<String>,
 }
 
 /// The home's answer to a join.
@@ -192,6 +197,23 @@ pub enum JoinReply {
 pub struct SessionGone {
     /// The resume token the client presented elsewhere.
     pub token: String,
+}
+
+/// A gateway asks the one holding a session (`P.handover.NODE`,
+/// request/reply) to hand it over: the client resumed at the asking one,
+/// which has already re-pointed the peer at itself. The session is named
+/// by its resume token's SHA-256; the token never crosses the bus.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct HandOver {
+    pub key: [u8; 32],
+    /// The asking gateway (where stragglers for the peer are sent on).
+    pub to: String,
+}
+
+/// The answer to [`HandOver`]: the session's stream, if it was held.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct HandedOver {
+    pub session: Option<roomlet_gateway::SessionImage>,
 }
 
 /// A home asks the gateway holding one of a room's peers (`P.reap.NODE`,
@@ -268,6 +290,11 @@ pub enum WireDelivery {
     /// moved.
     Moved {
         from: String,
+    },
+    /// The peer [`ToGateway::peer`]'s session moved to gateway `at`:
+    /// frames for it go there from now on.
+    Relocated {
+        at: String,
     },
 }
 
@@ -351,7 +378,7 @@ impl WireDelivery {
             WireDelivery::Kicked { reason } => Delivery::Kicked { reason },
             WireDelivery::Metadata(m) => Delivery::Metadata(m.into()),
             WireDelivery::Closed { reason } => Delivery::Closed { reason },
-            WireDelivery::Moved { .. } => return None,
+            WireDelivery::Moved { .. } | WireDelivery::Relocated { .. } => return None,
         })
     }
 }

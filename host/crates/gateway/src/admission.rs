@@ -360,16 +360,28 @@ async fn resume_inner(
     encoding: Encoding,
 ) -> Result<PeerState, Refusal> {
     let failed = |m: &str| Refusal::new(ErrorCode::ResumeFailed, m, Some(CloseCode::ResumeFailed));
-    let Some(mut state) = gw.resumable.take(token).await else {
-        // Issued by another gateway (the load balancer sent the client
-        // elsewhere): that one ends the session it holds.
-        if let Some(here) = gw.topology().token_suffix()
-            && let Some((_, node)) = token.rsplit_once('.')
-            && node != here
-        {
-            gw.topology().resumed_elsewhere(token).await;
+    let mut state = match gw.resumable.take(token).await {
+        Some(state) => state,
+        None => {
+            // Issued by another gateway (the load balancer sent the client
+            // elsewhere, or that one drained or died): the session moves
+            // here. Without a record of it (a gateway of an older version),
+            // the one that issued it ends the session it holds.
+            let Some(here) = gw.topology().token_suffix() else {
+                return Err(failed("unknown or expired resume token"));
+            };
+            match crate::moves::take_elsewhere(gw, token).await {
+                Some(state) => state,
+                None => {
+                    if let Some((_, node)) = token.rsplit_once('.')
+                        && node != here
+                    {
+                        gw.topology().resumed_elsewhere(token).await;
+                    }
+                    return Err(failed("unknown or expired resume token"));
+                }
+            }
         }
-        return Err(failed("unknown or expired resume token"));
     };
     // A session the last process on this data directory left is known
     // by its token's hash only.

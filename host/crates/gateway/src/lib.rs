@@ -14,6 +14,7 @@ mod inbound;
 pub mod journal;
 mod media;
 mod metrics;
+mod moves;
 mod restart;
 mod resume;
 mod session;
@@ -21,11 +22,12 @@ pub mod topology;
 pub mod turn;
 mod wire;
 
+pub use journal::{FrameImage, SessionImage};
 pub use metrics::GatewayMetrics;
-pub use restart::{FrameImage, NodeImage, SessionImage};
+pub use restart::NodeImage;
 pub use roomlet_protocol::Encoding;
 pub use session::{ClientInfo, serve};
-pub use topology::{AuthUnavailable, Local, RemoteRoom, RoomLink, RoomOp, Topology};
+pub use topology::{AuthUnavailable, Local, RemoteRoom, RoomLink, RoomOp, TakenSession, Topology};
 
 use crate::config::{LimitsSection, TurnSection};
 use arc_swap::ArcSwap;
@@ -38,6 +40,9 @@ use roomlet_runtime::secrets::Secret;
 use roomlet_runtime::{AuthFunction, RelayFunction};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+
+/// A future a [`Topology`] (or a [`journal::SessionJournal`]) returns.
+pub type BoxFuture<'a, T> = std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send + 'a>>;
 
 /// What a gateway tells and allows its clients.
 #[derive(Debug, Clone, Default)]

@@ -8,7 +8,7 @@
 
 use crate::Gateway;
 use crate::deliver::frame_of;
-use crate::journal::SessionRecord;
+use crate::journal::{FrameImage, SessionImage, SessionRecord};
 use crate::resume::{self, PeerState, Unacked};
 use crate::topology::RoomLink;
 use roomlet_protocol::Encoding;
@@ -26,43 +26,6 @@ pub struct NodeImage {
     pub rooms: Vec<RoomImage>,
     /// Every joined session, live or parked.
     pub sessions: Vec<SessionImage>,
-}
-
-/// One session: enough to take a `resume` and replay what was not acked.
-#[derive(Debug, Serialize, Deserialize)]
-pub struct SessionImage {
-    /// SHA-256 of its resume token (the token is the client's secret).
-    pub key: [u8; 32],
-    /// Its peer id (the room image holds the peer).
-    pub peer_id: String,
-    /// Its room.
-    pub room: String,
-    /// Whether it speaks MessagePack (its frames are kept encoded).
-    pub msgpack: bool,
-    /// The next stream seq.
-    pub next_seq: u64,
-    /// Frames before this seq were dropped from the resume buffer.
-    pub trimmed_before: u64,
-    /// Its access token's expiry (Unix ms).
-    pub expires_at_ms: u64,
-    /// Re-created from a journal record: no stream to replay (`gap`).
-    #[serde(default)]
-    pub gap: bool,
-    /// Sent (or due) and not acknowledged, oldest first.
-    pub unacked: Vec<FrameImage>,
-}
-
-/// One numbered frame, as it went out.
-#[derive(Debug, Serialize, Deserialize)]
-pub struct FrameImage {
-    /// Its seq.
-    pub seq: u64,
-    /// Its type's index, for the frames-out metric when replayed.
-    pub kind: u8,
-    /// A binary WebSocket message (MessagePack) rather than text.
-    pub binary: bool,
-    /// The encoded frame.
-    pub bytes: Vec<u8>,
 }
 
 impl Gateway {
@@ -170,17 +133,7 @@ impl NodeImage {
                 created: true,
                 timer_ms: None,
             });
-            sessions.push(SessionImage {
-                key,
-                peer_id: r.peer.id.clone(),
-                room: r.room,
-                msgpack: r.msgpack,
-                next_seq: 1,
-                trimmed_before: 1,
-                expires_at_ms: r.expires_at_ms,
-                gap: true,
-                unacked: Vec::new(),
-            });
+            sessions.push(SessionImage::recorded(key, &r));
             room.members.push(r.peer);
         }
         NodeImage {
@@ -190,7 +143,7 @@ impl NodeImage {
     }
 }
 
-fn session_image(key: resume::Key, s: &PeerState) -> SessionImage {
+pub(crate) fn session_image(key: resume::Key, s: &PeerState) -> SessionImage {
     SessionImage {
         key,
         peer_id: s.peer.id.clone(),
@@ -216,7 +169,7 @@ fn session_image(key: resume::Key, s: &PeerState) -> SessionImage {
     }
 }
 
-fn peer_state(
+pub(crate) fn peer_state(
     s: SessionImage,
     peer: Arc<roomlet_runtime::bindings::types::Peer>,
     room: RoomLink,

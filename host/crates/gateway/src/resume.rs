@@ -231,6 +231,11 @@ impl Resumable {
         self.park_keyed(token, state, grace);
     }
 
+    /// How many sessions are parked.
+    pub fn parked(&self) -> usize {
+        self.slots.lock().parked.values().map(Vec::len).sum()
+    }
+
     /// Every parked session, taken out of the table (a restart writes them
     /// to disk; their grace timers then find nothing).
     pub fn take_all_parked(&self) -> Vec<(Key, PeerState)> {
@@ -324,7 +329,12 @@ impl Resumable {
 
     /// Takes the session for `token`, asking a live one to hand it over.
     pub async fn take(&self, token: &str) -> Option<PeerState> {
-        let token = key(token);
+        self.take_key(key(token)).await
+    }
+
+    /// [`Resumable::take`] by the token's key (another gateway asking for
+    /// the session knows no more: the token is the client's secret).
+    pub async fn take_key(&self, token: Key) -> Option<PeerState> {
         let slot = self.slots.lock().remove(&token)?;
         match slot {
             Slot::Parked { state, .. } => Some(*state),

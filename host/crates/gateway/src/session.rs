@@ -215,7 +215,7 @@ async fn pump<S: AsyncRead + AsyncWrite + Unpin>(
     gw: &Gateway,
     conn: &mut Conn<S>,
     state: &mut PeerState,
-    takeover: &mut tokio::sync::oneshot::Receiver<tokio::sync::oneshot::Sender<PeerState>>,
+    takeover: &mut TakeoverRx,
 ) -> Option<End> {
     let mut ping = tokio::time::interval(Duration::from_millis(gw.limits.ping_interval_ms));
     ping.tick().await;
@@ -295,7 +295,18 @@ async fn pump<S: AsyncRead + AsyncWrite + Unpin>(
                 let frame = ServerFrame::Reconnect { reason: "draining".into(), url };
                 conn.send_numbered(state, &frame, keep).await;
                 conn.close(CloseCode::Draining, "draining").await;
-                Box::pin(finish_reading(gw, conn, state)).await;
+                let open = takeover_open.then_some(&mut *takeover);
+                match Box::pin(finish_reading(gw, conn, state, open)).await {
+                    LastReads::Left => return Some(End::Over),
+                    LastReads::TakenOver => return None,
+                    LastReads::Done => {}
+                }
+                // With a bus the client resumes at another gateway, which
+                // takes the session from here: parked until then.
+                if gw.topology().token_suffix().is_some() {
+                    return Some(End::Dropped);
+                }
+                state.room.leave(&state.peer.id, LeaveReason::Left).await;
                 return Some(End::Over);
             }
             _ = ping.tick() => {
@@ -363,8 +374,22 @@ async fn hand_over<S: AsyncRead + AsyncWrite + Unpin>(
     None
 }
 
+/// Where a live session hears that a resume elsewhere takes it.
+type TakeoverRx = tokio::sync::oneshot::Receiver<tokio::sync::oneshot::Sender<PeerState>>;
+
+/// How a drained session's last reads ended.
+enum LastReads {
+    /// The client sent `leave`.
+    Left,
+    /// Another gateway took the session over (its client resumed there
+    /// before this socket's close was answered).
+    TakenOver,
+    /// The client answered the close, or the time was up.
+    Done,
+}
+
 /// After `reconnect` and the close: hands on what the client sent before it
-/// saw them, then leaves the room after those frames. `recv` being pending
+/// saw them; a resume elsewhere meanwhile takes the session at once. `recv` being pending
 /// when the drain fired said only that tokio had not seen more bytes yet,
 /// not that the client had sent none (tests/distributed.rs lost 49 of 50
 /// messages sent just before a drain, about one run in eight). Nothing can
@@ -373,26 +398,41 @@ async fn finish_reading<S: AsyncRead + AsyncWrite + Unpin>(
     gw: &Gateway,
     conn: &mut Conn<S>,
     state: &mut PeerState,
-) {
+    mut takeover: Option<&mut TakeoverRx>,
+) -> LastReads {
     // Until the client answers the close, at most as long as any closing
     // connection reads on.
     let deadline = Instant::now() + crate::conn::LINGER;
     loop {
         let incoming = tokio::select! {
             i = conn.recv() => i,
+            req = async {
+                match takeover.as_mut() {
+                    Some(t) => (&mut **t).await,
+                    None => std::future::pending().await,
+                }
+            } => {
+                takeover = None;
+                if let Ok(reply) = req {
+                    let taken = std::mem::replace(state, placeholder(state));
+                    let _ = reply.send(taken);
+                    return LastReads::TakenOver;
+                }
+                continue;
+            }
             _ = tokio::time::sleep_until(deadline) => break,
         };
         match incoming {
             Incoming::Frame(f) => {
                 if let Handled::Left = handle(gw, state, f).await {
-                    return;
+                    return LastReads::Left;
                 }
             }
             Incoming::Refused(_) => {}
             Incoming::Close { .. } | Incoming::Violation(..) | Incoming::Gone => break,
         }
     }
-    state.room.leave(&state.peer.id, LeaveReason::Left).await;
+    LastReads::Done
 }
 
 /// One client frame of a joined session. `Some` ends the session.

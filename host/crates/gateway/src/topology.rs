@@ -14,19 +14,30 @@
 //! its room on every frame goes through [`RoomLink`], an enum over the
 //! two kinds of room, so a relayed frame never allocates a future.
 
+use crate::journal::{SessionImage, SessionKey};
 use roomlet_protocol::{Media, MediaCredential};
-use roomlet_rooms::{JoinError, Joined, LeaveReason, Outbox, RoomHandle, RoomShared, Rooms};
+use roomlet_rooms::{
+    JoinError, Joined, LeaveReason, MemberImage, Outbox, RoomHandle, RoomShared, Rooms,
+};
 use roomlet_runtime::AuthFunction;
 use roomlet_runtime::bindings::authenticator::{AuthError, AuthRequest};
 use roomlet_runtime::bindings::media::MediaRequest;
 use roomlet_runtime::bindings::types::{Identity, Peer, RoomMessage, Signal};
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
 use tokio::sync::{mpsc, oneshot};
 
-/// A future a [`Topology`] returns.
-pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+pub use crate::BoxFuture;
+
+/// A session taken over from another gateway
+/// ([`Topology::take_session`]).
+pub struct TakenSession {
+    /// Its stream (with `gap` when the gateway that held it is gone).
+    pub image: SessionImage,
+    /// The peer as its room knows it.
+    pub peer: MemberImage,
+    /// The room, now delivering to this gateway.
+    pub link: RoomLink,
+}
 
 /// Why a token could not be checked at all.
 #[derive(Debug, thiserror::Error)]
@@ -79,6 +90,16 @@ pub trait Topology: Send + Sync + 'static {
     /// gateway that did is told, so it ends the session it holds now
     /// instead of after its grace period. Nothing to do on one node.
     fn resumed_elsewhere<'a>(&'a self, token: &'a str) -> BoxFuture<'a, ()>;
+
+    /// Takes over the session under `key` (a resume token's hash) that
+    /// another gateway holds or held, its deliveries coming to `outbox`
+    /// from now on: the room sees no leave and no join. `None` when no
+    /// gateway holds or recorded it (and always on one node).
+    fn take_session<'a>(
+        &'a self,
+        key: SessionKey,
+        outbox: Outbox,
+    ) -> BoxFuture<'a, Option<TakenSession>>;
 
     /// What a resume token issued here ends with, so another gateway knows
     /// whom to tell ([`Topology::resumed_elsewhere`]); `None` on one node.
@@ -140,6 +161,14 @@ impl Topology for Local {
 
     fn resumed_elsewhere<'a>(&'a self, _token: &'a str) -> BoxFuture<'a, ()> {
         Box::pin(async {})
+    }
+
+    fn take_session<'a>(
+        &'a self,
+        _key: SessionKey,
+        _outbox: Outbox,
+    ) -> BoxFuture<'a, Option<TakenSession>> {
+        Box::pin(async { None })
     }
 
     fn token_suffix(&self) -> Option<&str> {
@@ -234,6 +263,19 @@ impl RoomLink {
         }
     }
 
+    /// The peer's session moved to gateway `to`, which has re-pointed it
+    /// at itself: this node forgets it without a leave. A room actor here
+    /// was re-pointed by that move already.
+    pub async fn moved_away(&self, peer_id: &str, to: &str) {
+        if let RoomLink::Remote(r) = self {
+            r.send(RoomOp::MovedAway {
+                peer_id: peer_id.into(),
+                to: to.into(),
+            })
+            .await
+        }
+    }
+
     /// A room message the module observes.
     pub async fn message(&self, message: RoomMessage) {
         match self {
@@ -316,6 +358,13 @@ pub enum RoomOp {
         peer_id: String,
         /// Why.
         reason: LeaveReason,
+    },
+    /// A peer's session moved to another gateway (no leave).
+    MovedAway {
+        /// Its id.
+        peer_id: String,
+        /// The gateway now holding it.
+        to: String,
     },
     /// A room message the module observes.
     Message(RoomMessage),

@@ -76,7 +76,16 @@ pub struct Edge {
     proxies: Mutex<HashMap<String, Arc<Proxy>>>,
     /// This process's own rooms, for deliveries to peers of rooms homed here.
     local_rooms: Option<roomlet_rooms::Rooms>,
+    /// (room, peer) → the gateway a session moved to, for a while after
+    /// the move: deliveries still on their way here are sent on.
+    moved: Mutex<HashMap<(String, String), String>>,
+    /// Deliveries sent on ([`Edge::moved`]), published in arrival order.
+    sending_on: mpsc::UnboundedSender<(String, bytes::Bytes)>,
 }
+
+/// How long a gateway sends on deliveries for a session that moved away:
+/// what other gateways and the home sent before they heard of the move.
+const SEND_ON: Duration = Duration::from_secs(30);
 
 fn unavailable(message: &str) -> JoinError {
     JoinError::Unavailable(message.into())
@@ -98,11 +107,20 @@ impl Edge {
         local_rooms: Option<roomlet_rooms::Rooms>,
     ) -> Result<Arc<Self>, super::BusError> {
         let mut sub = bus.subscribe(bus.subject("gw", Some(&bus.node))).await?;
+        let (sending_on, mut on) = mpsc::unbounded_channel::<(String, bytes::Bytes)>();
+        let client = bus.client().clone();
+        tokio::spawn(async move {
+            while let Some((subject, msg)) = on.recv().await {
+                let _ = client.publish(subject, msg).await;
+            }
+        });
         let edge = Arc::new(Self {
             bus,
             home,
             proxies: Mutex::default(),
             local_rooms,
+            moved: Mutex::default(),
+            sending_on,
         });
         let e = edge.clone();
         tokio::spawn(async move {
@@ -145,16 +163,40 @@ impl Edge {
         outbox: Outbox,
         may_create: bool,
     ) -> Result<(RoomLink, Joined), JoinError> {
+        self.enter(room, peer, outbox, may_create, None).await
+    }
+
+    /// Re-points `peer`, a member of `room` whose session gateway `from`
+    /// held, at this gateway: no leave, no join, deliveries to `outbox`.
+    pub async fn move_in(
+        self: &Arc<Self>,
+        room: &str,
+        peer: Peer,
+        outbox: Outbox,
+        from: &str,
+    ) -> Result<(RoomLink, Joined), JoinError> {
+        self.enter(room, peer, outbox, false, Some(from)).await
+    }
+
+    async fn enter(
+        self: &Arc<Self>,
+        room: &str,
+        peer: Peer,
+        outbox: Outbox,
+        may_create: bool,
+        moved_from: Option<&str>,
+    ) -> Result<(RoomLink, Joined), JoinError> {
         let started = std::time::Instant::now();
         let mut target = self.pick_home(room, None).await?;
-        let request = |rejoin: bool, seen_rev: Option<u64>| JoinRequest {
+        let request = |_: bool, seen_rev: Option<u64>| JoinRequest {
             room: room.to_owned(),
             peer: WirePeer::from(&peer),
             gateway: self.bus.node.clone(),
             region: self.bus.region.clone(),
             may_create,
-            rejoin,
+            rejoin: moved_from.is_some(),
             seen_rev,
+            moved_from: moved_from.map(str::to_owned),
         };
         // The peer is known here before the home answers: the home may
         // send it something (a module's greeting) before its reply lands.
@@ -181,6 +223,8 @@ impl Edge {
                 p.local
                     .lock()
                     .insert(peer.id.clone(), (peer.clone(), outbox.clone()));
+                // A peer moving here was mirrored at its old gateway.
+                p.at.write().remove(&peer.id);
                 p.shared.insert(&peer.id, outbox.clone(), peer.grants);
                 p
             });

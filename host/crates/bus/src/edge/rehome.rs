@@ -171,6 +171,7 @@ impl Edge {
                 may_create: true,
                 rejoin: true,
                 seen_rev: Some(old.rev),
+                moved_from: None,
             };
             let reply = if target == self.bus.node
                 && let Some(home) = &self.home

@@ -42,6 +42,28 @@ impl Edge {
                     reason,
                 },
                 RoomOp::SetMetadata(metadata) => HomeOp::SetMetadata { metadata },
+                // After everything the peer sent from here: the home has
+                // its new location already.
+                RoomOp::MovedAway { peer_id, to } => {
+                    let grants = proxy.shared.peer(&peer_id).map(|(_, g)| g);
+                    self.forget_local(&proxy, &peer_id);
+                    // Still a member, at `to`, for the peers here.
+                    if let Some(grants) = grants
+                        && !proxy.shared.is_closed()
+                    {
+                        proxy.at.write().insert(peer_id.clone(), to.clone());
+                        let out = crate::home::forwarder(
+                            self.bus.clone(),
+                            proxy.room.clone(),
+                            peer_id.clone(),
+                            to.clone(),
+                            proxy.at.clone(),
+                        );
+                        proxy.shared.insert(&peer_id, out, grants);
+                    }
+                    self.send_on(&proxy.room, &peer_id, to);
+                    continue;
+                }
                 // Every frame before it has been handed to the bus.
                 RoomOp::Barrier(done) => {
                     let _ = done.send(());
@@ -103,9 +125,42 @@ impl Edge {
         }
     }
 
+    /// Sends on what still arrives here for `peer` of `room`, whose
+    /// session moved to gateway `to`, for [`super::SEND_ON`].
+    pub(super) fn send_on(self: &Arc<Self>, room: &str, peer: &str, to: String) {
+        let key = (room.to_owned(), peer.to_owned());
+        self.moved.lock().insert(key.clone(), to.clone());
+        let e = self.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(super::SEND_ON).await;
+            let mut moved = e.moved.lock();
+            if moved.get(&key) == Some(&to) {
+                moved.remove(&key);
+            }
+        });
+    }
+
     /// A delivery from a home or another gateway for a peer held here.
     pub(super) fn deliver(self: &Arc<Self>, m: ToGateway) {
         let proxy = self.proxies.lock().get(&m.room).cloned();
+        if let WireDelivery::Relocated { at } = &m.delivery {
+            // A member's session moved: frames for it go to `at` now.
+            if let Some(p) = proxy
+                && !p.local.lock().contains_key(&m.peer)
+                && let Some((_, grants)) = p.shared.peer(&m.peer)
+            {
+                p.at.write().insert(m.peer.clone(), at.clone());
+                let out = crate::home::forwarder(
+                    self.bus.clone(),
+                    m.room.clone(),
+                    m.peer.clone(),
+                    at.clone(),
+                    p.at.clone(),
+                );
+                p.shared.insert(&m.peer, out, grants);
+            }
+            return;
+        }
         if let WireDelivery::Moved { from } = &m.delivery {
             let Some(p) = proxy else { return };
             // A frame the old home refused: its sender hears so.
@@ -149,7 +204,20 @@ impl Edge {
                 .and_then(|h| h.shared().peer(&m.peer))
                 .map(|(o, _)| o),
         };
-        let (Some(outbox), Some(d)) = (outbox, m.delivery.into_delivery()) else {
+        let Some(outbox) = outbox else {
+            // The peer's session moved on from here: so does this.
+            let to = self
+                .moved
+                .lock()
+                .get(&(m.room.clone(), m.peer.clone()))
+                .cloned();
+            if let Some(to) = to {
+                let subject = self.bus.subject("gw", Some(&to));
+                let _ = self.sending_on.send((subject, wire::encode(&m)));
+            }
+            return;
+        };
+        let Some(d) = m.delivery.into_delivery() else {
             return;
         };
         let _ = outbox.send(d);

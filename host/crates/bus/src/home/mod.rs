@@ -13,6 +13,7 @@
 //! upkeep of the rooms held (leases, orphans, kv catch-up, hand-off) in
 //! [`upkeep`].
 
+mod moves;
 mod traffic;
 mod upkeep;
 
@@ -54,6 +55,13 @@ pub struct Home {
     claims: tokio::sync::Mutex<()>,
     /// Handing rooms off: the sweep leaves them to [`Home::release_all`].
     draining: std::sync::atomic::AtomicBool,
+    /// Members whose gateway is gone, by (room, peer), each with the
+    /// number of its wait: they leave unless their session resumes at
+    /// another gateway within `orphan_grace`.
+    orphans: Mutex<HashMap<(String, String), (u64, Orphaned)>>,
+    orphan_waits: std::sync::atomic::AtomicU64,
+    /// How long an orphan waits: the resume grace period.
+    orphan_grace: std::time::Duration,
 }
 
 impl Home {
@@ -62,6 +70,7 @@ impl Home {
         bus: Arc<Bus>,
         rooms: Rooms,
         local_kv: Arc<KvStore>,
+        orphan_grace: std::time::Duration,
     ) -> Result<Arc<Self>, super::BusError> {
         let replica = Arc::new(JetStreamKv::new(
             bus.kv.clone(),
@@ -78,6 +87,9 @@ impl Home {
             held: Mutex::default(),
             claims: tokio::sync::Mutex::new(()),
             draining: std::sync::atomic::AtomicBool::new(false),
+            orphans: Mutex::default(),
+            orphan_waits: std::sync::atomic::AtomicU64::new(0),
+            orphan_grace,
         });
         let mut joins = bus.subscribe(bus.subject("join", Some(&bus.node))).await?;
         let mut frames = bus.subscribe(bus.subject("home", Some(&bus.node))).await?;
@@ -139,9 +151,16 @@ impl Home {
             at.clone(),
         );
         let peer_id = req.peer.id.clone();
+        let moved_from = req.moved_from.clone();
         let peer: Peer = req.peer.into();
-        match self.join(&req.room, peer, outbox, req.rejoin).await {
+        match self
+            .join(&req.room, peer, outbox, req.rejoin, moved_from.is_some())
+            .await
+        {
             Ok((rev, handle, joined)) => {
+                if moved_from.is_some() {
+                    self.relocated(&req.room, &peer_id, &req.gateway, &at).await;
+                }
                 // Acknowledged only once the join is in this node's event log.
                 if let Err(e) = joined.durable.wait().await {
                     tracing::error!(room = %req.room, error = %e, "event log write failed; join refused");
@@ -189,9 +208,16 @@ impl Home {
         at.write()
             .insert(req.peer.id.clone(), self.bus.node.clone());
         let peer_id = req.peer.id.clone();
+        let moving = req.moved_from.is_some();
         let peer: Peer = req.peer.into();
-        match self.join(&req.room, peer, outbox, req.rejoin).await {
-            Ok((rev, h, j)) => Ok((rev, h, j, at)),
+        match self.join(&req.room, peer, outbox, req.rejoin, moving).await {
+            Ok((rev, h, j)) => {
+                if moving {
+                    self.relocated(&req.room, &peer_id, &self.bus.node, &at)
+                        .await;
+                }
+                Ok((rev, h, j, at))
+            }
             Err(e) => Err(refused_join(&at, &peer_id, &e)),
         }
     }
@@ -207,9 +233,11 @@ impl Home {
         if req.rejoin {
             return; // the same session, following its room to a new home
         }
-        // A fresh room, or one whose peers are all at the joining gateway,
-        // stops here, without copying the table or asking the room.
-        if !at.read().values().any(|gw| *gw != req.gateway) {
+        // A fresh room, or one whose peers are all at the joining gateway
+        // (and none orphaned), stops here, without copying the table or
+        // asking the room.
+        let orphans = self.orphans.lock().keys().any(|(r, _)| *r == req.room);
+        if !orphans && !at.read().values().any(|gw| *gw != req.gateway) {
             return;
         }
         let Some(handle) = self.held_now(&req.room) else {
@@ -218,6 +246,16 @@ impl Home {
         let Some(members) = handle.peers().await else {
             return;
         };
+        if orphans {
+            // Its gateway died and the client joined afresh instead of
+            // resuming: the old session will not come back.
+            for p in members.iter().filter(|p| p.identity == req.peer.identity) {
+                if let Some(cause) = self.unorphan(&req.room, &p.id) {
+                    self.orphan_leaves(&handle, cause, &p.id, "joined afresh")
+                        .await;
+                }
+            }
+        }
         for p in members.iter().filter(|p| p.identity == req.peer.identity) {
             let gw = at
                 .read()
@@ -248,6 +286,7 @@ impl Home {
         peer: Peer,
         outbox: Outbox,
         rejoin: bool,
+        moving: bool,
     ) -> Result<(u64, RoomHandle, Joined), JoinError> {
         let rev = self
             .held
@@ -259,6 +298,14 @@ impl Home {
             ))?;
         if rejoin {
             let handle = self.rooms.open(room)?;
+            // A session moving between gateways keeps its place, or has
+            // none left to keep (it left, was kicked, or the room began
+            // again without it): then it cannot resume.
+            if moving && handle.shared().peer(&peer.id).is_none() {
+                return Err(JoinError::Unavailable(
+                    "the peer is no longer in the room".into(),
+                ));
+            }
             let joined = handle
                 .rejoin(peer, outbox)
                 .await

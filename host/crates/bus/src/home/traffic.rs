@@ -97,6 +97,16 @@ impl Home {
         };
         match m.op {
             HomeOp::Leave { peer, reason } => {
+                // From a gateway the peer's session has moved away from
+                // (a copy it held, ending late): the peer stays.
+                let stale = self
+                    .held
+                    .lock()
+                    .get(&m.room)
+                    .is_some_and(|h| h.at.read().get(&peer).is_some_and(|g| *g != m.gateway));
+                if stale {
+                    return;
+                }
                 handle.leave(&peer, HomeOp::leave_reason(reason)).await;
                 if let Some(h) = self.held.lock().get(&m.room) {
                     h.at.write().remove(&peer);

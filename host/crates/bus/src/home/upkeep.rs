@@ -65,13 +65,14 @@ impl Home {
     }
 
     /// Peers whose gateway's lease is gone leave their rooms (reason
-    /// `timeout`). Nothing else would remove them: a gateway that crashed
-    /// sends no `leave`, and one that lost NATS for longer than the TTL has
-    /// told its sessions to join again ([`super::edge`]). Without this they
-    /// stayed members for the room's life, listed to everyone, filling
-    /// one-to-one rooms. (A gateway restarted under its old name says
-    /// `hello` instead: its key never lapses.)
-    pub(super) async fn drop_orphans(&self) {
+    /// `timeout`) unless their session resumes at another gateway within
+    /// the grace period. Nothing else would remove them: a gateway that
+    /// crashed sends no `leave`, and one that lost NATS for longer than the
+    /// TTL has told its sessions to join again ([`super::edge`]). Without
+    /// this they stayed members for the room's life, listed to everyone,
+    /// filling one-to-one rooms. (A gateway restarted under its old name
+    /// says `hello` instead: its key never lapses.)
+    pub(super) async fn drop_orphans(self: &Arc<Self>) {
         if !self.bus.lease_valid() {
             return; // this node is letting its rooms go anyway
         }
@@ -93,13 +94,14 @@ impl Home {
         }
     }
 
-    /// The peers held by gateway `gw` leave their rooms here. All of them
-    /// are taken off the location tables first, in one pass without a
-    /// wait: a restarted gateway's first joins, arriving meanwhile, are
-    /// not caught up in it. Only members are made to leave and counted: an
-    /// entry may outlive its peer's membership for a moment (a kicked
-    /// peer's, until its forwarder has sent the kick).
-    pub(super) async fn drop_peers_of(&self, gw: &str, cause: Orphaned) {
+    /// The peers held by gateway `gw` become orphans here: they leave
+    /// their rooms after the grace period unless their sessions resume
+    /// elsewhere. All of them are taken off the location tables first, in
+    /// one pass without a wait: a restarted gateway's first joins,
+    /// arriving meanwhile, are not caught up in it. Only members are
+    /// orphaned: an entry may outlive its peer's membership for a moment
+    /// (a kicked peer's, until its forwarder has sent the kick).
+    pub(super) async fn drop_peers_of(self: &Arc<Self>, gw: &str, cause: Orphaned) {
         let mut gone: Vec<(RoomHandle, String)> = Vec::new();
         for (handle, at) in self.rooms_and_locations() {
             let members = handle.shared();
@@ -110,16 +112,9 @@ impl Home {
                 g != gw
             });
         }
-        self.bus
-            .metrics
-            .orphaned
-            .with_label_values(&[cause.label()])
-            .inc_by(gone.len() as u64);
         for (handle, peer) in gone {
-            tracing::info!(room = %handle.name(), %peer, gateway = %gw, cause = cause.label(), "the peer's gateway is gone; it leaves the room");
-            handle
-                .leave(&peer, roomlet_rooms::LeaveReason::Timeout)
-                .await;
+            tracing::info!(room = %handle.name(), %peer, gateway = %gw, cause = cause.label(), grace = ?self.orphan_grace, "the peer's gateway is gone; it leaves unless its session resumes elsewhere");
+            self.orphan(handle, peer, cause);
         }
     }
 
@@ -221,7 +216,7 @@ pub(super) enum Orphaned {
 }
 
 impl Orphaned {
-    fn label(self) -> &'static str {
+    pub(super) fn label(self) -> &'static str {
         match self {
             Self::Expired => "expired",
             Self::Restarted => "restarted",
