@@ -1,11 +1,15 @@
 #!/usr/bin/env bash
-# Runs roomlet's fuzz targets for a fixed time, all at once, under
-# `nice -n 19`; then minimises each target's corpus and prints, per
+# Runs roomlet's fuzz targets for a fixed CPU time each, JOBS at once, under
+# `nice -n ${NICE:-19}`; then minimises each target's corpus and prints, per
 # target, what the run did. See FUZZING.md.
 #
-#   fuzz/run.sh [SECONDS] [TARGET...]
+#   [JOBS=N] fuzz/run.sh [SECONDS] [TARGET...]
 #
-# SECONDS defaults to 1800 (0: only minimise); the targets, to all five.
+# SECONDS (default 1800; 0: only minimise) is CPU time, user + system, of
+# the fuzzer: a target is stopped (SIGINT, libFuzzer's own clean stop) when
+# its CPU time reaches it, however busy the machine, or after WALL_FACTOR
+# (default 4) times SECONDS of wall time. JOBS defaults to `nproc`; the
+# targets, to all five.
 # A target that crashes is restarted for the rest of its time (the crash
 # is in fuzz/artifacts/TARGET/), up to 10 crashes. New inputs go to the local
 # working corpus, fuzz/artifacts/corpus/TARGET (not committed); the
@@ -21,6 +25,9 @@ cd "$(dirname "$0")"
 
 seconds=${1:-1800}
 cap=${CORPUS_CAP:-300}
+jobs=${JOBS:-$(nproc)}
+wall_cap=$((seconds * ${WALL_FACTOR:-4}))
+ticks=$(getconf CLK_TCK)
 shift || true
 if (($# > 0)); then
     targets=("$@")
@@ -59,28 +66,46 @@ dictionary() {
     esac
 }
 
-# Runs target $1 for $seconds; writes "execs wall cpu crashes" to
-# $logs/$1.stats and the new crash inputs to $logs/$1.crashes.
+# CPU seconds (user + system) process $1 has used so far; 0 once gone.
+cpu_of() {
+    awk -v hz="$ticks" '{ printf "%d", ($14 + $15) / hz }' "/proc/$1/stat" 2>/dev/null || echo 0
+}
+
+# Runs target $1 until it has had $seconds of CPU; writes "execs wall cpu
+# crashes" to $logs/$1.stats and the new crash inputs to $logs/$1.crashes.
 fuzz_one() {
     local t=$1 log=$logs/$1.log
-    local start end remaining status stops=0 cpu=0 execs=0 wall
+    local start remaining status stops=0 cpu=0 execs=0 wall timer fuzzer
     mkdir -p "corpus/$t" "artifacts/$t" "artifacts/corpus/$t"
     touch "$log"
     findings "$t" >"$logs/$t.before"
     dictionary "$t" >"$logs/$t.dict"
     start=$(date +%s)
-    end=$((start + seconds))
-    while remaining=$((end - $(date +%s))) && ((remaining > 0)); do
+    while remaining=$((start + wall_cap - $(date +%s))) && ((remaining > 0)) && ((${cpu%.*} < seconds)); do
         status=0
         /usr/bin/time -f '%U %S' -o "$logs/$t.time" \
-            nice -n 19 "$bin/$t" \
+            nice -n "${NICE:-19}" "$bin/$t" \
             -max_total_time="$remaining" -print_final_stats=1 \
             -rss_limit_mb=2048 -timeout=10 -max_len=4096 -dict="$logs/$t.dict" \
             -artifact_prefix="artifacts/$t/" "artifacts/corpus/$t" "corpus/$t" \
-            >>"$log" 2>&1 || status=$?
+            >>"$log" 2>&1 &
+        timer=$!
+        # `nice` execs the fuzzer: the one child of `time`.
+        fuzzer=
+        while kill -0 "$timer" 2>/dev/null; do
+            fuzzer=${fuzzer:-$(pgrep -P "$timer" || true)}
+            if [[ -n $fuzzer ]] && (($(awk -v c="$cpu" 'BEGIN { printf "%d", c }') + $(cpu_of "$fuzzer") >= seconds)); then
+                kill -INT "$fuzzer" 2>/dev/null || true
+                break
+            fi
+            sleep 2
+        done
+        wait "$timer" || status=$?
         cpu=$(awk -v c="$cpu" 'END { print c + $1 + $2 }' "$logs/$t.time")
-        if ((status == 0)); then
-            break
+        # 0: -max_total_time ran out; 72: our SIGINT (libFuzzer's
+        # -interrupted_exitcode). Anything else is a finding or a failure.
+        if ((status == 0 || status == 72)); then
+            continue
         fi
         stops=$((stops + 1))
         if ((stops >= 10)); then
@@ -93,9 +118,15 @@ fuzz_one() {
     echo "$execs $wall $cpu $(wc -l <"$logs/$t.crashes")" >"$logs/$t.stats"
 }
 
-echo "fuzzing ${targets[*]} for ${seconds}s each, logs in fuzz/$logs/"
+echo "fuzzing ${targets[*]} for ${seconds} CPU s each, ${jobs} at once, logs in fuzz/$logs/"
+running=0
 for t in "${targets[@]}"; do
+    if ((running >= jobs)); then
+        wait -n || true
+        running=$((running - 1))
+    fi
     fuzz_one "$t" &
+    running=$((running + 1))
 done
 wait
 

@@ -66,12 +66,14 @@ async fn a_resume_at_another_gateway_keeps_the_peer_id_and_the_stream() {
     let _rooms = Node::start(&url, p, "rooms-1", "a", "rooms");
     let gw_a = Node::start(&url, p, "gw-a", "a", "auth,relay");
     let gw_b = Node::start(&url, p, "gw-b", "a", "auth,relay");
+    let gw_c = Node::start(&url, p, "gw-c", "a", "auth,relay");
     let (mut a, ja) = join(&gw_a, "r", "alice").await;
     let token = ja["resumeToken"].as_str().expect("resume token").to_owned();
     let (mut c, jc) = join(&gw_a, "r", "carol").await;
     let (mut b, jb) = join(&gw_b, "r", "bob").await;
-    let (a_id, b_id, c_id) = (id(&ja), id(&jb), id(&jc));
-    let seen = frames_until(&mut a, |f| f["peer"]["identity"] == "bob").await;
+    let (mut e, je) = join(&gw_c, "r", "erin").await;
+    let (a_id, b_id, c_id, e_id) = (id(&ja), id(&jb), id(&jc), id(&je));
+    let seen = frames_until(&mut a, |f| f["peer"]["identity"] == "erin").await;
     let last = last_seq(seen.iter().chain([&ja]));
 
     // alice's socket drops; the room goes on sending to her meanwhile.
@@ -98,7 +100,14 @@ async fn a_resume_at_another_gateway_keeps_the_peer_id_and_the_stream() {
         assert!(replayed.iter().any(|f| text_is(f, &want)), "{replayed:?}");
     }
 
-    // Signals reach her at gw-b, from her old gateway and from bob's.
+    // Signals reach her at gw-b, from her old gateway, from her new one,
+    // and from a third one (told by the room's home where she went).
+    e.send(json!({"type": "signal", "to": a_id, "kind": "offer", "payload": {"sdp": "e"}}))
+        .await;
+    let s = next_of(&mut a2, "signal", DEADLINE)
+        .await
+        .expect("erin's signal reaches alice at gw-b");
+    assert_eq!(s["from"], e_id.as_str(), "{s}");
     c.send(json!({"type": "signal", "to": a_id, "kind": "offer", "payload": {"sdp": "c"}}))
         .await;
     let s = next_of(&mut a2, "signal", DEADLINE)
@@ -117,13 +126,20 @@ async fn a_resume_at_another_gateway_keeps_the_peer_id_and_the_stream() {
         .await;
     let at_b = frames_until(&mut b, |f| text_is(f, "back")).await;
     no_one_left(&at_b);
-    assert!(!at_b.iter().any(|f| f["type"] == "peer-joined"), "{at_b:?}");
+    assert!(
+        !at_b
+            .iter()
+            .any(|f| f["type"] == "peer-joined" && f["peer"]["identity"] == "alice"),
+        "{at_b:?}"
+    );
     let at_c = frames_until(&mut c, |f| f["type"] == "signal").await;
     no_one_left(&at_c);
     assert_eq!(at_c.last().expect("signal")["from"], a_id.as_str());
+    let at_e = frames_until(&mut e, |f| text_is(f, "back")).await;
+    no_one_left(&at_e);
     // A newcomer finds her once, under her old id.
     let (_d, jd) = join(&gw_b, "r", "dave").await;
-    let mut want = [a_id.as_str(), b_id.as_str(), c_id.as_str()];
+    let mut want = [a_id.as_str(), b_id.as_str(), c_id.as_str(), e_id.as_str()];
     want.sort_unstable();
     assert_eq!(peer_ids(&jd), want, "{jd}");
     // A token from a stranger is refused and harms no one.
@@ -132,6 +148,16 @@ async fn a_resume_at_another_gateway_keeps_the_peer_id_and_the_stream() {
         .send(json!({"type": "resume", "resumeToken": "r-00.gw-a", "lastSeq": 0}))
         .await;
     assert_eq!(stranger.closed().await, 4007);
+    // Her old gateway is not on the way: without it, erin's signals still
+    // reach her (gw-c was told where she went, not left to gw-a's
+    // sending on).
+    gw_a.signal("KILL");
+    e.send(json!({"type": "signal", "to": a_id, "kind": "candidate", "payload": {"sdp": "e2"}}))
+        .await;
+    let s = next_of(&mut a2, "signal", DEADLINE)
+        .await
+        .expect("erin's signal reaches alice without gw-a");
+    assert_eq!(s["payload"]["sdp"], "e2", "{s}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -226,4 +252,54 @@ async fn a_killed_gateways_clients_resume_elsewhere_with_a_gap() {
     // A newcomer finds alice once, under her old id.
     let (_c, jc) = join(&gw_b, "r", "carol").await;
     assert_eq!(identities(&jc), ["alice", "bob"], "{jc}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sessions_move_to_and_from_the_node_that_is_the_rooms_home() {
+    let Some(bin) = nats_server() else { return };
+    let nats = Nats::start(bin, None);
+    let url = nats.url();
+    let p = "homemove";
+    // gw-a is the room's home too: its sessions reach the room in-process.
+    let gw_a = Node::start(&url, p, "gw-a", "a", "auth,rooms,relay");
+    let gw_b = Node::start(&url, p, "gw-b", "a", "auth,relay");
+    let (mut a, ja) = join(&gw_a, "r", "alice").await;
+    let (mut c, jc) = join(&gw_a, "r", "carol").await;
+    let (mut b, jb) = join(&gw_b, "r", "bob").await;
+    let (a_id, b_id, c_id) = (id(&ja), id(&jb), id(&jc));
+    let a_token = ja["resumeToken"].as_str().expect("resume token").to_owned();
+    let b_token = jb["resumeToken"].as_str().expect("resume token").to_owned();
+    let seen = frames_until(&mut a, |f| f["peer"]["identity"] == "bob").await;
+    let a_last = last_seq(seen.iter().chain([&ja]));
+    let b_last = jb["seq"].as_u64().expect("seq");
+
+    // alice leaves the home's own gateway for gw-b, bob the other way.
+    a.drop_connection();
+    b.drop_connection();
+    let (mut a2, j) = resume(&gw_b, &a_token, a_last).await;
+    assert_eq!(j["peerId"], a_id.as_str(), "{j}");
+    assert_ne!(j["gap"], true, "{j}");
+    let (mut b2, j) = resume(&gw_a, &b_token, b_last).await;
+    assert_eq!(j["peerId"], b_id.as_str(), "{j}");
+    assert_ne!(j["gap"], true, "{j}");
+
+    // carol, in the room's process, reaches both where they are now.
+    for to in [&a_id, &b_id] {
+        c.send(json!({"type": "signal", "to": to, "kind": "offer", "payload": {"sdp": "c"}}))
+            .await;
+    }
+    for moved in [&mut a2, &mut b2] {
+        let got = frames_until(moved, |f| f["type"] == "signal").await;
+        no_one_left(&got);
+        assert_eq!(got.last().expect("signal")["from"], c_id.as_str());
+    }
+    a2.send(message(json!({"text": "from alice"}))).await;
+    let at_c = frames_until(&mut c, |f| text_is(f, "from alice")).await;
+    no_one_left(&at_c);
+    b2.send(json!({"type": "signal", "to": a_id, "kind": "answer", "payload": {"sdp": "b"}}))
+        .await;
+    let s = next_of(&mut a2, "signal", DEADLINE)
+        .await
+        .expect("bob's signal reaches alice");
+    assert_eq!(s["from"], b_id.as_str(), "{s}");
 }

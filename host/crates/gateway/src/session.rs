@@ -389,8 +389,8 @@ enum LastReads {
 }
 
 /// After `reconnect` and the close: hands on what the client sent before it
-/// saw them; a resume elsewhere meanwhile takes the session at once. `recv` being pending
-/// when the drain fired said only that tokio had not seen more bytes yet,
+/// saw them; a resume elsewhere meanwhile takes the session at once.
+/// `recv` being pending when the drain fired said only that tokio had not seen more bytes yet,
 /// not that the client had sent none (tests/distributed.rs lost 49 of 50
 /// messages sent just before a drain, about one run in eight). Nothing can
 /// be answered any more: frames are handled, replies dropped.

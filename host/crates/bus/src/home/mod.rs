@@ -151,14 +151,11 @@ impl Home {
             at.clone(),
         );
         let peer_id = req.peer.id.clone();
-        let moved_from = req.moved_from.clone();
+        let moving = req.moved_from.is_some();
         let peer: Peer = req.peer.into();
-        match self
-            .join(&req.room, peer, outbox, req.rejoin, moved_from.is_some())
-            .await
-        {
+        match self.join(&req.room, peer, outbox, req.rejoin, moving).await {
             Ok((rev, handle, joined)) => {
-                if moved_from.is_some() {
+                if moving {
                     self.relocated(&req.room, &peer_id, &req.gateway, &at).await;
                 }
                 // Acknowledged only once the join is in this node's event log.
