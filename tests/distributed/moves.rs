@@ -265,7 +265,7 @@ async fn sessions_move_to_and_from_the_node_that_is_the_rooms_home() {
     let gw_b = Node::start(&url, p, "gw-b", "a", "auth,relay");
     let (mut a, ja) = join(&gw_a, "r", "alice").await;
     let (mut c, jc) = join(&gw_a, "r", "carol").await;
-    let (mut b, jb) = join(&gw_b, "r", "bob").await;
+    let (b, jb) = join(&gw_b, "r", "bob").await;
     let (a_id, b_id, c_id) = (id(&ja), id(&jb), id(&jc));
     let a_token = ja["resumeToken"].as_str().expect("resume token").to_owned();
     let b_token = jb["resumeToken"].as_str().expect("resume token").to_owned();
