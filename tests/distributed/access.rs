@@ -142,6 +142,18 @@ async fn malformed_bus_messages_are_refused_counted_and_harm_no_one() {
             "reap answered {:?}",
             r.payload
         );
+        let r = bus
+            .request(format!("{p}.handover.gw-1"), g.clone().into())
+            .await
+            .expect("the gateway answers");
+        assert!(
+            matches!(
+                rmp_serde::from_slice(&r.payload),
+                Ok(roomlet::bus::wire::HandedOver { session: None })
+            ),
+            "handover answered {:?}",
+            r.payload
+        );
         // One-way messages are dropped.
         for subject in [
             format!("{p}.home.rooms-1"),
@@ -160,6 +172,7 @@ async fn malformed_bus_messages_are_refused_counted_and_harm_no_one() {
     until_malformed(&rooms, "home", n).await;
     until_malformed(&gw, "gw", n).await;
     until_malformed(&gw, "reap", n).await;
+    until_malformed(&gw, "handover", n).await;
     until_malformed(&rooms, "hello", n).await;
     until_malformed(&gw, "hello", n).await;
     // The auth near-miss has a string `token`: a well-formed notice that

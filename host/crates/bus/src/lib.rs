@@ -394,21 +394,32 @@ impl Bus {
     /// not answer in time: the session then ends after its grace period,
     /// as it would have without the question.
     pub async fn reap(&self, node: &str, reap: &wire::Reap) -> bool {
-        let subject = self.subject("reap", Some(&subject_token(node)));
-        let asked =
-            tokio::time::timeout(REAP_WAIT, self.client.request(subject, wire::encode(reap))).await;
-        match asked {
-            Ok(Ok(m)) => {
-                wire::decode::<wire::Reaped>(&self.metrics.malformed, "reaped", &m.payload)
-                    .is_some_and(|r| r.ended)
-            }
+        self.ask::<wire::Reaped>(("reap", "reaped"), node, wire::encode(reap), REAP_WAIT)
+            .await
+            .is_some_and(|r| r.ended)
+    }
+
+    /// Asks `node` on `P.KIND.NODE` (request/reply) and decodes its answer
+    /// (counted as malformed under `REPLY_KIND` when it does not decode).
+    /// `None` when nobody answered within `wait`: the callers go on as if
+    /// they had not asked.
+    pub(crate) async fn ask<R: serde::de::DeserializeOwned>(
+        &self,
+        (kind, reply_kind): (&'static str, &'static str),
+        node: &str,
+        body: bytes::Bytes,
+        wait: Duration,
+    ) -> Option<R> {
+        let subject = self.subject(kind, Some(&subject_token(node)));
+        match tokio::time::timeout(wait, self.client.request(subject, body)).await {
+            Ok(Ok(m)) => wire::decode::<R>(&self.metrics.malformed, reply_kind, &m.payload),
             Ok(Err(e)) => {
-                tracing::debug!(error = %e, gateway = %node, "asking a gateway to end a dropped session failed");
-                false
+                tracing::debug!(error = %e, gateway = %node, kind, "a gateway did not answer");
+                None
             }
             Err(_) => {
-                tracing::debug!(gateway = %node, "a gateway did not answer whether it ended a dropped session");
-                false
+                tracing::debug!(gateway = %node, kind, ?wait, "a gateway did not answer in time");
+                None
             }
         }
     }

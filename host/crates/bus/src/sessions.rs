@@ -151,25 +151,13 @@ impl super::Bus {
     /// ([`wire::HandOver`]): its stream, or `None` when the gateway holds
     /// no such session, is gone, or did not answer in time.
     pub async fn hand_over(&self, node: &str, key: SessionKey) -> Option<SessionImage> {
-        let subject = self.subject("handover", Some(&super::subject_token(node)));
         let ask = wire::encode(&wire::HandOver {
             key,
             to: self.node.clone(),
         });
-        match tokio::time::timeout(HAND_OVER_WAIT, self.client().request(subject, ask)).await {
-            Ok(Ok(m)) => {
-                wire::decode::<wire::HandedOver>(&self.metrics.malformed, "handed-over", &m.payload)
-                    .and_then(|h| h.session)
-            }
-            Ok(Err(e)) => {
-                tracing::debug!(error = %e, gateway = %node, "the gateway holding a session did not hand it over");
-                None
-            }
-            Err(_) => {
-                tracing::info!(gateway = %node, "the gateway holding a session did not answer in time");
-                None
-            }
-        }
+        self.ask::<wire::HandedOver>(("handover", "handed-over"), node, ask, HAND_OVER_WAIT)
+            .await
+            .and_then(|h| h.session)
     }
 
     /// Answers [`wire::HandOver`] requests for this gateway with what
