@@ -342,6 +342,21 @@ mod tests {
     }
 
     #[test]
+    fn the_raw_value_marker_smuggles_nothing_past_the_contract() {
+        // serde_json reads a map whose first key is its raw-value marker as
+        // the JSON in the key's string: here 100 levels deep.
+        let deep = format!("{}1{}", "[".repeat(100), "]".repeat(100));
+        let data = serde_json::json!({"$serde_json::private::RawValue": deep});
+        let frame = serde_json::json!({"type": "message", "data": data});
+        let msgpack = rmp_serde::to_vec_named(&frame).expect("encodes");
+        let e = decode(Encoding::Msgpack, false, &msgpack).unwrap_err();
+        assert_eq!(e.code, ErrorCode::BadFrame, "{}", e.message);
+        let json = frame.to_string();
+        let e = decode(Encoding::Json, true, json.as_bytes()).unwrap_err();
+        assert_eq!(e.code, ErrorCode::BadFrame, "{}", e.message);
+    }
+
+    #[test]
     fn refuses_with_stable_codes() {
         assert_eq!(
             decode(Encoding::Json, true, b"{").unwrap_err().code,

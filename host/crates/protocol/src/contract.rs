@@ -16,6 +16,21 @@ use std::borrow::Cow;
 /// is one level; a scalar none. The frame's own map adds one more.
 pub const MAX_DEPTH: usize = 64;
 
+/// serde_json's marker for raw JSON text: a map whose first key it is
+/// becomes, in a `serde_json::Value`, whatever JSON its string value holds,
+/// parsed past this contract (any depth up to serde_json's own, repeated
+/// keys). The MessagePack decoder reads `data` as such a value, so the key
+/// is refused in both encodings; no client needs it. Found by the
+/// `frame_json` fuzzer (a map whose keys serde_json sorts it first).
+const RESERVED_KEY: &str = "$serde_json::private::RawValue";
+
+fn not_reserved(key: &[u8]) -> Result<(), String> {
+    if key == RESERVED_KEY.as_bytes() {
+        return Err(format!("the key {RESERVED_KEY} is reserved"));
+    }
+    Ok(())
+}
+
 /// Objects with more keys than this are checked for repeats by sorting
 /// once they close, not pairwise as each key arrives.
 const PAIRWISE_KEYS: usize = 16;
@@ -65,6 +80,7 @@ pub(crate) fn check_json(text: &str, levels: usize) -> Result<(), String> {
                     } else {
                         Cow::Borrowed(&raw[1..raw.len() - 1])
                     };
+                    not_reserved(key.as_bytes())?;
                     if let Some(Some(first)) = open.last() {
                         keys.push(key);
                         repeated_key(&mut keys[*first..], false)?;
@@ -273,7 +289,9 @@ impl<'a> Walk<'a> {
             0xdb => self.len(4)?,
             _ => return Err("map keys must be strings".into()),
         };
-        self.take(n)
+        let key = self.take(n)?;
+        not_reserved(key)?;
+        Ok(key)
     }
 }
 
@@ -319,6 +337,15 @@ mod tests {
         let many: Vec<String> = (0..40).map(|k| format!("\"k{k}\":{k}")).collect();
         assert!(check_json(&format!("{{{}}}", many.join(",")), MAX_DEPTH).is_ok());
         assert!(check_json(&format!("{{{},\"k7\":0}}", many.join(",")), MAX_DEPTH).is_err());
+        // serde_json's raw-value marker, plain or escaped.
+        assert!(check_json(r#"{"$serde_json::private::RawValue":"[1]"}"#, MAX_DEPTH).is_err());
+        assert!(
+            check_json(
+                r#"[{"\u0024serde_json::private::RawValue":"1"}]"#,
+                MAX_DEPTH
+            )
+            .is_err()
+        );
     }
 
     #[test]
@@ -343,5 +370,8 @@ mod tests {
         assert!(check_msgpack(&[0xdd, 0xff, 0xff, 0xff, 0xff]).is_err());
         assert!(check_msgpack(&[]).is_err());
         assert!(check_msgpack(&[0xc1]).is_err());
+        // serde_json's raw-value marker would smuggle JSON past the checks.
+        let smuggled = frame(json!({"$serde_json::private::RawValue": nested(100)}));
+        assert!(check_msgpack(&smuggled).is_err());
     }
 }
