@@ -29,8 +29,7 @@ use parking_lot::Mutex;
 use roomlet_gateway::{RemoteRoom, RoomLink, RoomOp};
 use roomlet_protocol::{ErrorCode, ErrorText};
 use roomlet_rooms::{JoinError, Joined, Outbox, RoomShared};
-use roomlet_runtime::bindings::types::Peer;
-use roomlet_runtime::bindings::types::Rejection;
+use roomlet_runtime::bindings::types::{Grants, Peer, Rejection};
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -188,7 +187,7 @@ impl Edge {
     ) -> Result<(RoomLink, Joined), JoinError> {
         let started = std::time::Instant::now();
         let mut target = self.pick_home(room, None).await?;
-        let request = |_: bool, seen_rev: Option<u64>| JoinRequest {
+        let request = |seen_rev: Option<u64>| JoinRequest {
             room: room.to_owned(),
             peer: WirePeer::from(&peer),
             gateway: self.bus.node.clone(),
@@ -209,7 +208,7 @@ impl Edge {
                     self.forget_local(&p, &peer.id);
                 }
                 // Home here: the peer joins the real room, no proxy.
-                return match home.join_local(request(false, None), outbox.clone()).await {
+                return match home.join_local(request(None), outbox.clone()).await {
                     Ok((_, handle, joined, _)) => Ok((RoomLink::Local(handle), joined)),
                     Err(JoinReply::NotHome { home, .. }) => {
                         target = home;
@@ -228,7 +227,7 @@ impl Edge {
                 p.shared.insert(&peer.id, outbox.clone(), peer.grants);
                 p
             });
-            let reply = match self.request_join(&target, &request(false, None)).await {
+            let reply = match self.request_join(&target, &request(None)).await {
                 Ok(r) => r,
                 Err(e) => {
                     self.forget_local(p, &peer.id);
@@ -371,15 +370,21 @@ impl Edge {
         if proxy.local.lock().contains_key(&peer.id) || gw == self.bus.node {
             return;
         }
-        proxy.at.write().insert(peer.id.clone(), gw.clone());
+        self.mirror_at(proxy, &peer.id, gw, peer.grants);
+    }
+
+    /// Mirrors `peer_id` as a member at gateway `gw`: frames for it go
+    /// there.
+    fn mirror_at(&self, proxy: &Proxy, peer_id: &str, gw: String, grants: Grants) {
+        proxy.at.write().insert(peer_id.to_owned(), gw.clone());
         let out = forwarder(
             self.bus.clone(),
             proxy.room.clone(),
-            peer.id.clone(),
+            peer_id.to_owned(),
             gw,
             proxy.at.clone(),
         );
-        proxy.shared.insert(&peer.id, out, peer.grants);
+        proxy.shared.insert(peer_id, out, grants);
     }
 }
 

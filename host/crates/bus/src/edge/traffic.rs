@@ -51,15 +51,7 @@ impl Edge {
                     if let Some(grants) = grants
                         && !proxy.shared.is_closed()
                     {
-                        proxy.at.write().insert(peer_id.clone(), to.clone());
-                        let out = crate::home::forwarder(
-                            self.bus.clone(),
-                            proxy.room.clone(),
-                            peer_id.clone(),
-                            to.clone(),
-                            proxy.at.clone(),
-                        );
-                        proxy.shared.insert(&peer_id, out, grants);
+                        self.mirror_at(&proxy, &peer_id, to.clone(), grants);
                     }
                     self.send_on(&proxy.room, &peer_id, to);
                     continue;
@@ -149,15 +141,7 @@ impl Edge {
                 && !p.local.lock().contains_key(&m.peer)
                 && let Some((_, grants)) = p.shared.peer(&m.peer)
             {
-                p.at.write().insert(m.peer.clone(), at.clone());
-                let out = crate::home::forwarder(
-                    self.bus.clone(),
-                    m.room.clone(),
-                    m.peer.clone(),
-                    at.clone(),
-                    p.at.clone(),
-                );
-                p.shared.insert(&m.peer, out, grants);
+                self.mirror_at(&p, &m.peer, at.clone(), grants);
             }
             return;
         }
