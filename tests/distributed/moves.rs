@@ -210,12 +210,17 @@ async fn a_killed_gateways_clients_resume_elsewhere_with_a_gap() {
     let (mut a, ja) = join(&gw_a, "r", "alice").await;
     let token = ja["resumeToken"].as_str().expect("resume token").to_owned();
     let (_d, jd) = join(&gw_a, "r", "dave").await;
-    let (mut b, _) = join(&gw_b, "r", "bob").await;
-    let (a_id, d_id) = (id(&ja), id(&jd));
+    let (_e, je) = join(&gw_a, "r", "erin").await;
+    let (mut b, jb) = join(&gw_b, "r", "bob").await;
+    let (a_id, d_id, e_id) = (id(&ja), id(&jd), id(&je));
     let seen = frames_until(&mut a, |f| f["peer"]["identity"] == "bob").await;
     let last = last_seq(seen.iter().chain([&ja]));
 
     gw_a.signal("KILL");
+    // erin's page reloads: she joins afresh at gw-b, whose home cannot ask
+    // the dead gw-a about her old session. That one leaves as soon as the
+    // home finds gw-a gone, not after the grace.
+    let (_e2, je2) = join(&gw_b, "r", "erin").await;
     // The room's home finds the gateway gone and waits for its clients.
     let deadline = Instant::now() + TTL * 2 + DEADLINE;
     while !rooms
@@ -231,17 +236,30 @@ async fn a_killed_gateways_clients_resume_elsewhere_with_a_gap() {
     b.send(message(json!({"text": "after"}))).await;
     assert_eq!(next_text(&mut a2).await, "after");
     a2.send(message(json!({"text": "alive"}))).await;
-    // dave never comes back: he alone leaves, after the grace.
-    let at_b = frames_until(&mut b, |f| f["type"] == "peer-left").await;
-    let left = at_b.last().expect("peer-left");
-    assert_eq!(left["peerId"], d_id.as_str(), "{left}");
-    assert_eq!(left["reason"], "timeout", "{left}");
-    assert!(at_b.iter().any(|f| text_is(f, "alive")), "{at_b:?}");
+    // erin's old self leaves first; dave, who never comes back, after the
+    // grace; alice stays.
+    let at_b = frames_until(&mut b, |f| {
+        f["type"] == "peer-left" && f["peerId"] == d_id.as_str()
+    })
+    .await;
+    let left: Vec<&Value> = at_b.iter().filter(|f| f["type"] == "peer-left").collect();
+    assert_eq!(left.len(), 2, "{left:?}");
+    assert_eq!(left[0]["peerId"], e_id.as_str(), "{left:?}");
+    assert!(left.iter().all(|f| f["reason"] == "timeout"), "{left:?}");
+    let alive = at_b.iter().position(|f| text_is(f, "alive"));
+    let erin_left = at_b.iter().position(|f| f["type"] == "peer-left");
+    assert!(
+        erin_left < alive && alive.is_some(),
+        "erin's ghost outlived the kill: {at_b:?}"
+    );
     let orphaned = "roomlet_orphaned_peers_total";
-    assert_eq!(rooms.metric(orphaned, &["cause=\"expired\""]).await, 1.0);
-    // A newcomer finds alice once, under her old id.
+    assert_eq!(rooms.metric(orphaned, &["cause=\"expired\""]).await, 2.0);
+    // A newcomer finds alice once, under her old id, and erin once.
     let (_c, jc) = join(&gw_b, "r", "carol").await;
-    assert_eq!(identities(&jc), ["alice", "bob"], "{jc}");
+    let (b_id, e2_id) = (id(&jb), id(&je2));
+    let mut want = [a_id.as_str(), b_id.as_str(), e2_id.as_str()];
+    want.sort_unstable();
+    assert_eq!(peer_ids(&jc), want, "{jc}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -389,14 +389,14 @@ impl Bus {
         .await
     }
 
-    /// Asks gateway `node` to end a dropped session ([`wire::Reap`]).
-    /// False when it did not (the session is live, or gone already) or did
-    /// not answer in time: the session then ends after its grace period,
-    /// as it would have without the question.
-    pub async fn reap(&self, node: &str, reap: &wire::Reap) -> bool {
+    /// Asks gateway `node` to end a dropped session ([`wire::Reap`]):
+    /// whether it did (not: the session is live, or gone already); `None`
+    /// when it did not answer in time (it may be dead: its peers become
+    /// orphans once its lease is gone).
+    pub async fn reap(&self, node: &str, reap: &wire::Reap) -> Option<bool> {
         self.ask::<wire::Reaped>(("reap", "reaped"), node, wire::encode(reap), REAP_WAIT)
             .await
-            .is_some_and(|r| r.ended)
+            .map(|r| r.ended)
     }
 
     /// Asks `node` on `P.KIND.NODE` (request/reply) and decodes its answer

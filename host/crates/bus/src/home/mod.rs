@@ -62,6 +62,10 @@ pub struct Home {
     orphan_waits: std::sync::atomic::AtomicU64,
     /// How long an orphan waits: the resume grace period.
     orphan_grace: std::time::Duration,
+    /// (room, peer) whose gateway did not answer a reap: the same user
+    /// joined again elsewhere, so if that gateway turns out dead, the peer
+    /// leaves at once instead of waiting for a resume that will not come.
+    unanswered: Mutex<std::collections::HashSet<(String, String)>>,
 }
 
 impl Home {
@@ -90,6 +94,7 @@ impl Home {
             orphans: Mutex::default(),
             orphan_waits: std::sync::atomic::AtomicU64::new(0),
             orphan_grace,
+            unanswered: Mutex::default(),
         });
         let mut joins = bus.subscribe(bus.subject("join", Some(&bus.node))).await?;
         let mut frames = bus.subscribe(bus.subject("home", Some(&bus.node))).await?;
@@ -267,12 +272,20 @@ impl Home {
                 identity: p.identity.clone(),
                 peer: p.id.clone(),
             };
-            if self.bus.reap(&gw, &reap).await {
-                tracing::info!(room = %req.room, peer = %p.id, gateway = %gw, "the same identity joined at another gateway; its dropped session leaves");
-                handle
-                    .leave(&p.id, roomlet_rooms::LeaveReason::Timeout)
-                    .await;
-                at.write().remove(&p.id);
+            match self.bus.reap(&gw, &reap).await {
+                Some(true) => {
+                    tracing::info!(room = %req.room, peer = %p.id, gateway = %gw, "the same identity joined at another gateway; its dropped session leaves");
+                    handle
+                        .leave(&p.id, roomlet_rooms::LeaveReason::Timeout)
+                        .await;
+                    at.write().remove(&p.id);
+                }
+                Some(false) => {}
+                None => {
+                    self.unanswered
+                        .lock()
+                        .insert((req.room.clone(), p.id.clone()));
+                }
             }
         }
     }

@@ -85,6 +85,13 @@ impl Home {
                 }
             }
         }
+        // A reap unanswered by a gateway that lives on: its peer stays.
+        let rooms = self.rooms_and_locations();
+        self.unanswered.lock().retain(|(room, peer)| {
+            rooms
+                .iter()
+                .any(|(h, _)| **h.name() == **room && h.shared().peer(peer).is_some())
+        });
         for gw in gateways {
             match self.bus.directory.node(&gw).await {
                 Ok(Some(_)) => {}
@@ -113,8 +120,15 @@ impl Home {
             });
         }
         for (handle, peer) in gone {
-            tracing::info!(room = %handle.name(), %peer, gateway = %gw, cause = cause.label(), grace = ?self.orphan_grace, "the peer's gateway is gone; it leaves unless its session resumes elsewhere");
-            self.orphan(handle, peer, cause);
+            let key = (handle.name().to_string(), peer);
+            if self.unanswered.lock().remove(&key) {
+                // Its user joined again elsewhere while this gateway died.
+                self.orphan_leaves(&handle, cause, &key.1, "joined again elsewhere")
+                    .await;
+                continue;
+            }
+            tracing::info!(room = %key.0, peer = %key.1, gateway = %gw, cause = cause.label(), grace = ?self.orphan_grace, "the peer's gateway is gone; it leaves unless its session resumes elsewhere");
+            self.orphan(handle, key.1, cause);
         }
     }
 
