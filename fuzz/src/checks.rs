@@ -646,7 +646,7 @@ fn verified_as_claimed(token: &str, v: &Verified) {
 // The bus.
 
 /// The bus message types, indexed by a `bus_wire` input's first byte.
-pub const BUS_TYPES: [&str; 11] = [
+pub const BUS_TYPES: [&str; 13] = [
     "ToHome",
     "JoinRequest",
     "JoinReply",
@@ -658,6 +658,8 @@ pub const BUS_TYPES: [&str; 11] = [
     "WireAuthRequest",
     "WireAuthReply",
     "HandOff",
+    "HandOver",
+    "HandedOver",
 ];
 
 /// The first byte picks the message type ([`BUS_TYPES`], modulo its
@@ -728,8 +730,14 @@ fn bus_wire(data: &[u8]) {
                 );
             }
         }
-        _ => {
+        10 => {
             round_trip::<wire::HandOff>(bytes);
+        }
+        11 => {
+            round_trip::<wire::HandOver>(bytes);
+        }
+        _ => {
+            round_trip::<wire::HandedOver>(bytes);
         }
     }
 }

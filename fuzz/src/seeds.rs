@@ -337,6 +337,48 @@ fn bus_messages() -> Vec<(String, Vec<u8>)> {
             })
             .to_vec(),
         ),
+        (
+            "ToGateway",
+            wire::encode(&to_gateway(WireDelivery::Relocated {
+                at: "node-b".into(),
+            }))
+            .to_vec(),
+        ),
+        (
+            "HandOver",
+            wire::encode(&wire::HandOver {
+                key: [0x5a; 32],
+                to: "node-b".into(),
+            })
+            .to_vec(),
+        ),
+        (
+            "HandedOver",
+            wire::encode(&wire::HandedOver {
+                session: Some(wire::SessionImage {
+                    key: [0x5a; 32],
+                    peer_id: "p-3f9a".into(),
+                    room: "demo".into(),
+                    msgpack: false,
+                    next_seq: 9,
+                    trimmed_before: 7,
+                    expires_at_ms: TOKEN_NOW_MS + 600_000,
+                    gap: false,
+                    unacked: vec![wire::FrameImage {
+                        seq: 7,
+                        kind: 4,
+                        binary: false,
+                        bytes: br#"{"type":"message","seq":7,"from":"p-11c2","data":{"n":1}}"#
+                            .to_vec(),
+                    }],
+                }),
+            })
+            .to_vec(),
+        ),
+        (
+            "HandedOver",
+            wire::encode(&wire::HandedOver { session: None }).to_vec(),
+        ),
     ];
     encoded
         .into_iter()

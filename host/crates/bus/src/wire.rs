@@ -45,6 +45,10 @@ pub fn decode<'a, T: Deserialize<'a>>(
 /// A peer on the bus: the same record a restarting node writes to disk.
 pub use roomlet_rooms::MemberImage as WirePeer;
 
+/// A session's stream on the bus ([`HandedOver`]): the same image an
+/// all-in-one node writes to disk when it restarts.
+pub use roomlet_gateway::{FrameImage, SessionImage};
+
 fn kind_code(k: SignalKind) -> u8 {
     match k {
         SignalKind::Offer => 0,
@@ -213,7 +217,7 @@ pub struct HandOver {
 /// The answer to [`HandOver`]: the session's stream, if it was held.
 #[derive(Debug, Serialize, Deserialize)]
 pub struct HandedOver {
-    pub session: Option<roomlet_gateway::SessionImage>,
+    pub session: Option<SessionImage>,
 }
 
 /// A home asks the gateway holding one of a room's peers (`P.reap.NODE`,
