@@ -57,7 +57,20 @@ async fn a_join_whose_home_does_not_answer_is_unavailable_for_now() {
         Duration::from_secs(60),
     )
     .expect("starts");
-    let gw = Node::start(&nats.url(), "silent", "gw-1", "a", "auth,relay");
+    // The same lease for the gateway: the nodes bucket's max age follows
+    // the last node to open it, and at a 3 s one the rooms node's key
+    // would lapse between its renewals (every 15 s), so a slow start made
+    // the join find no rooms node alive instead of a silent one.
+    let gw = Node::try_start(
+        &nats.url(),
+        "silent",
+        "gw-1",
+        "a",
+        "auth,relay",
+        &[],
+        Duration::from_secs(60),
+    )
+    .expect("starts");
     assert_eq!(rooms.ready().await, 200);
     assert_eq!(gw.ready().await, 200);
     rooms.signal("STOP");

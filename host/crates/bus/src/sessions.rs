@@ -147,6 +147,31 @@ impl SessionJournal for SessionStore {
 const HAND_OVER_WAIT: Duration = Duration::from_secs(3);
 
 impl super::Bus {
+    /// Tells gateway `node` that a client resumed here with a token it
+    /// issued ([`wire::SessionGone`]). Best effort: the session ends after
+    /// its grace period anyway.
+    pub async fn session_gone(&self, node: &str, token: &str) {
+        let msg = wire::encode(&wire::SessionGone {
+            token: token.to_owned(),
+        });
+        let subject = self.subject("resumed", Some(&super::subject_token(node)));
+        if let Err(e) = self.client.publish(subject, msg).await {
+            tracing::debug!(error = %e, "telling a gateway its session resumed elsewhere failed");
+        }
+    }
+
+    /// Runs `on` with each resume token other gateways report for this one.
+    pub async fn on_session_gone<F, Fut>(&self, on: F) -> Result<(), BusError>
+    where
+        F: Fn(String) -> Fut + Send + 'static,
+        Fut: std::future::Future<Output = ()> + Send,
+    {
+        self.listen(Some(&self.node), "resumed", move |m: wire::SessionGone| {
+            Some(on(m.token))
+        })
+        .await
+    }
+
     /// Asks gateway `node` to hand over the session under `key`
     /// ([`wire::HandOver`]): its stream, or `None` when the gateway holds
     /// no such session, is gone, or did not answer in time.
