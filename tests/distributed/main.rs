@@ -33,6 +33,8 @@ const CLASSROOM: &str = env!("ROOMLET_EXAMPLE_CLASSROOM");
 const HOSTILE: &str = env!("ROOMLET_FIXTURE_HOSTILE");
 /// The liveness TTL the tests run with.
 const TTL: Duration = Duration::from_secs(3);
+/// As a node's TTL: none in its config, so it runs with the shipped one.
+const SHIPPED_TTL: Duration = Duration::ZERO;
 
 /// A `roomlet serve` child process on the test's NATS.
 pub struct Node {
@@ -117,11 +119,14 @@ impl Node {
     ) -> Result<Node, String> {
         let dir = tempfile::tempdir().expect("tempdir");
         let config = dir.path().join("roomlet.toml");
+        let ttl = match ttl {
+            SHIPPED_TTL => String::new(),
+            t => format!("liveness_ttl_ms = {}", t.as_millis()),
+        };
         std::fs::write(
             &config,
             format!(
-                "[rooms]\nhibernate_after_ms = 0\n[server]\ndrain_grace_ms = 3000\n[nats]\nprefix = \"{prefix}\"\nliveness_ttl_ms = {}\n{nats_settings}\n[nats.room_regions]\n\"pinned-\" = \"b\"\n",
-                ttl.as_millis()
+                "[rooms]\nhibernate_after_ms = 0\n[server]\ndrain_grace_ms = 3000\n[nats]\nprefix = \"{prefix}\"\n{ttl}\n{nats_settings}\n[nats.room_regions]\n\"pinned-\" = \"b\"\n",
             ),
         )
         .expect("config");

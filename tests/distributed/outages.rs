@@ -94,3 +94,68 @@ async fn a_nats_restart_is_survived() {
         "{hist}"
     );
 }
+
+/// NATS away for 5 s, at the shipped liveness TTL: no node loses its
+/// lease, so no room moves and no session is told to join again; traffic
+/// flows again within 2 s of NATS being back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_five_second_nats_outage_costs_no_lease_at_the_shipped_ttl() {
+    let Some(bin) = nats_server() else { return };
+    let mut nats = Nats::start(bin, None);
+    let url = nats.url();
+    let p = "outage5";
+    let node = |name: &str, functions: &str| {
+        Node::try_start(&url, p, name, "a", functions, &[], SHIPPED_TTL).expect("node starts")
+    };
+    let auth = node("auth-1", "auth");
+    let rooms1 = node("rooms-1", "rooms");
+    let gw_a = node("gw-a", "relay");
+    let gw_b = node("gw-b", "relay");
+    let (mut a, _) = join(&gw_a, "r", "alice").await;
+    // A second rooms node, which would take the room were rooms-1's
+    // lease to lapse.
+    let rooms2 = node("rooms-2", "rooms");
+    let (mut b, _) = join(&gw_b, "r", "bob").await;
+    until_flowing(&mut a, &mut b, "before", Instant::now() + DEADLINE).await;
+    let nodes = [&auth, &rooms1, &rooms2, &gw_a, &gw_b];
+
+    nats.kill();
+    let down = Instant::now();
+    for n in nodes {
+        while n.ready().await == 200 {
+            assert!(down.elapsed() < Duration::from_secs(2), "still ready");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    // The outage itself: its length is the scenario, nothing waits on it.
+    tokio::time::sleep(Duration::from_secs(5).saturating_sub(down.elapsed())).await;
+    nats.spawn();
+    let back = Instant::now();
+    until_flowing(&mut a, &mut b, "after-a", back + DEADLINE).await;
+    until_flowing(&mut b, &mut a, "after-b", back + DEADLINE).await;
+    let flowed = back.elapsed();
+    for n in nodes {
+        while n.ready().await != 200 {
+            assert!(back.elapsed() < DEADLINE, "not ready again: {}", n.log());
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    assert!(
+        flowed < Duration::from_secs(2),
+        "messages flowed again {flowed:?} after NATS returned"
+    );
+    assert!(!rooms1.log().contains("lease lost"), "{}", rooms1.log());
+    assert!(
+        !rooms2.log().contains("room homed here"),
+        "{}",
+        rooms2.log()
+    );
+    for gw in [&gw_a, &gw_b] {
+        assert!(!gw.log().contains("home is gone"), "{}", gw.log());
+        assert_eq!(
+            gw.metric("roomlet_rehomes_total", &["side=\"gateway\""])
+                .await,
+            0.0
+        );
+    }
+}

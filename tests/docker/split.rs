@@ -3,9 +3,9 @@
 use super::*;
 
 /// How long a killed home's room may take to flow again: the liveness TTL
-/// (5 s by default) plus the gateways' re-join, with room to spare on a
-/// busy 2-core machine.
-const RECOVERY_DEADLINE: Duration = Duration::from_secs(30);
+/// (15 s by default, as the shipped configs have it) plus the gateways'
+/// re-join, with room to spare on a busy 2-core machine.
+const RECOVERY_DEADLINE: Duration = Duration::from_secs(40);
 
 /// A room message carrying `key` = `value`, skipping other messages
 /// (history, probes); None if none comes `within`.

@@ -17,7 +17,11 @@ pub struct NatsSection {
     pub prefix: String,
     /// How long a node's liveness lease lasts without renewal. A dead
     /// node's rooms are re-homed after this; a cut-off node stops serving
-    /// its rooms before it.
+    /// its rooms before it. The default (15 s) outlasts a NATS restart of
+    /// 5 s with seconds to spare (reconnect, JetStream recovery, the last
+    /// renewal's age, the drift margin); a shorter one re-homes a dead
+    /// node's rooms sooner and loses every lease to a NATS restart that
+    /// outlasts it.
     pub liveness_ttl_ms: u64,
     /// Require TLS to the NATS server.
     pub tls: bool,
@@ -41,7 +45,7 @@ impl Default for NatsSection {
         Self {
             url: None,
             prefix: "roomlet".into(),
-            liveness_ttl_ms: 5000,
+            liveness_ttl_ms: 15_000,
             tls: false,
             ca_file: None,
             cert_file: None,

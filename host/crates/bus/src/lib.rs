@@ -497,13 +497,11 @@ impl Bus {
     /// fails leaves the lease to run out.
     pub async fn keep_alive(self: Arc<Self>, mut info: directory::NodeInfo) {
         let ttl = self.directory.ttl();
-        // Four tries per TTL, each allowed half of it: one slow or lost
-        // renewal under load does not cost the lease.
-        let every = ttl / 4;
+        let (every, patience) = renewal_pace(ttl);
         loop {
             info.draining = self.draining.load(Ordering::Relaxed);
             let started = roomlet_runtime::clock::unix_millis();
-            match tokio::time::timeout(ttl / 2, self.directory.renew(&self.node, &info)).await {
+            match tokio::time::timeout(patience, self.directory.renew(&self.node, &info)).await {
                 Ok(Ok(())) => {
                     // The key expires TTL after the server stored it,
                     // which is after `started`; keep a tenth of the TTL
@@ -551,6 +549,21 @@ impl Bus {
             tracing::warn!(error = %e, "flushing the bus failed");
         }
     }
+}
+
+/// How often the liveness key is renewed, and how long one renewal may
+/// take before the next is tried. Every second at most, whatever the TTL:
+/// what costs a lease in a NATS outage is the age of the last renewal when
+/// NATS went away plus the time to get one through after it returns, so
+/// the key is kept young (one put a second per node) rather than renewed
+/// a few times per TTL. A renewal stuck in a dead connection is given up
+/// after two seconds at most, so the first one after NATS returns is not
+/// queued behind it; one slow renewal under load still leaves several
+/// more within the TTL.
+fn renewal_pace(ttl: Duration) -> (Duration, Duration) {
+    let every = (ttl / 4).min(Duration::from_secs(1));
+    let patience = (ttl / 2).min(Duration::from_secs(2));
+    (every, patience)
 }
 
 /// A URL without its userinfo, for errors and logs.

@@ -122,6 +122,35 @@ impl JetStreamKv {
     }
 }
 
+fn routing_key(room: &str) -> String {
+    format!("o.{}", B64.encode(room))
+}
+
+impl JetStreamKv {
+    /// Records what the room's module observes ([`crate::home`]'s routing).
+    pub async fn put_routing(&self, room: &str, flags: (bool, bool)) -> Result<(), String> {
+        let body = rmp_serde::to_vec(&flags).map_err(|e| e.to_string())?;
+        self.store
+            .put(routing_key(room), body.into())
+            .await
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    }
+
+    /// The routing flags on record for `room`, if any.
+    pub async fn routing(&self, room: &str) -> Result<Option<(bool, bool)>, String> {
+        let Some(body) = self
+            .store
+            .get(routing_key(room))
+            .await
+            .map_err(|e| e.to_string())?
+        else {
+            return Ok(None);
+        };
+        Ok(super::wire::decode(&self.malformed, "routing", &body))
+    }
+}
+
 impl KvReplica for JetStreamKv {
     fn commit(&self, room: &str, writes: &[(&str, Option<&[u8]>)]) -> Result<(), String> {
         let prefix = room_prefix(room);

@@ -14,6 +14,7 @@
 //! [`upkeep`].
 
 mod moves;
+mod routing;
 mod traffic;
 mod upkeep;
 
@@ -42,6 +43,8 @@ struct Held {
     at: Locations,
     /// The lease epoch the claim was made in.
     epoch: u64,
+    /// The routing flags on record in JetStream (`None`: unknown).
+    routing: Option<routing::Routing>,
 }
 
 /// This node's rooms, as homes on the bus.
@@ -175,6 +178,7 @@ impl Home {
                         "the room's event log is unavailable; try again",
                     );
                 }
+                self.commit_routing(&req.room, &handle).await;
                 let at = at.read();
                 JoinReply::Joined {
                     rev,
@@ -218,6 +222,7 @@ impl Home {
                     self.relocated(&req.room, &peer_id, &self.bus.node, &at)
                         .await;
                 }
+                self.commit_routing(&req.room, &h).await;
                 Ok((rev, h, j, at))
             }
             Err(e) => Err(refused_join(&at, &peer_id, &e)),
@@ -440,18 +445,21 @@ impl Home {
             .open(&req.room)
             .map_err(|e| refused(e.code(), &e.to_string()))?;
         // The previous home's memory, when it handed the room off (drain).
-        match self.replica.take_snapshot(&req.room).await {
+        let routing = match self.replica.take_snapshot(&req.room).await {
             Ok(Some(h)) => {
                 if let Some((signals, messages)) = h.observe {
                     handle.shared().set_observe(signals, messages);
                 }
-                handle.put_snapshot(h.version, h.state).await
+                handle.put_snapshot(h.version, h.state).await;
+                // Whatever is on record, the next join compares with it.
+                None
             }
-            Ok(None) => {}
+            Ok(None) => self.restore_routing(&req.room, &handle).await,
             Err(e) => {
-                tracing::warn!(room = %req.room, error = %e, "reading the room's snapshot failed")
+                tracing::warn!(room = %req.room, error = %e, "reading the room's snapshot failed");
+                self.restore_routing(&req.room, &handle).await
             }
-        }
+        };
         let at: Locations = Arc::default();
         self.held.lock().insert(
             req.room.clone(),
@@ -460,6 +468,7 @@ impl Home {
                 handle,
                 at: at.clone(),
                 epoch,
+                routing,
             },
         );
         tracing::info!(room = %req.room, rev, "room homed here");
