@@ -312,6 +312,7 @@ const SNAPSHOT_JS: &str = r#"(() => {
     tiles: d ? d.tiles() : null,
     iceRestarts: d ? d.iceRestarts : {},
     tokenTest: window.tokenTest || null,
+    unconfirmed: d && d.client ? d.client.unconfirmed : null,
     status: (document.getElementById('status') || {}).textContent || null,
     log: log ? log.textContent : '',
   };
@@ -546,6 +547,16 @@ async fn run(binary: &Path) {
     )
     .await;
     lap("A received B's reply");
+    // Every signal each page sent (offers, answers, candidates) was
+    // confirmed by the server: nothing is left to send again.
+    wait_until(
+        "both pages to hold no unconfirmed signal",
+        CHAT_ARRIVES,
+        &browser,
+        &mut [&mut a, &mut b],
+        |s| Ok(s.iter().all(|p| p["unconfirmed"] == 0)),
+    )
+    .await;
     // Nothing was lost or duplicated on the way.
     assert_eq!(
         snaps[0]["chatLog"],

@@ -806,3 +806,175 @@ async fn a_long_rejection_code_still_closes_with_its_code() {
     assert!(close.reason.len() >= 120, "cut at the limit, not before");
     assert!(code.starts_with(close.reason.as_str()));
 }
+
+// ---- Client frame ids ----
+
+/// The next `confirmed` frame naming `id` or more, skipping others; how
+/// many `confirmed` frames came before it.
+async fn confirmed_up_to(c: &mut Client, id: u64) -> usize {
+    let mut before = 0;
+    loop {
+        let f = c.frame_of("confirmed").await;
+        assert!(f.get("seq").is_none(), "confirmations are unnumbered: {f}");
+        if f["id"].as_u64().expect("id") >= id {
+            return before;
+        }
+        before += 1;
+    }
+}
+
+#[tokio::test]
+async fn frame_ids_are_passed_on_confirmed_and_named_in_refusals() {
+    let s = start(|_| {}).await;
+    for wire in Wire::BOTH {
+        let room = format!("ids-{wire:?}");
+        let (mut a, ja) = joined(&s, wire, &room, "alice").await;
+        let (mut b, jb) = joined(&s, wire, &room, "bob").await;
+        let a_id = ja["peerId"].as_str().expect("peer id").to_owned();
+        let b_id = jb["peerId"].as_str().expect("peer id").to_owned();
+        a.frame_of("peer-joined").await;
+
+        a.send(json!({"type": "signal", "to": b_id, "kind": "offer", "payload": {"sdp": "v=0"}, "id": 1}))
+            .await;
+        a.send(json!({"type": "message", "data": "hi", "id": 2}))
+            .await;
+        a.send(json!({"type": "signal", "to": "p-nobody", "kind": "candidate", "payload": {}, "id": 3}))
+            .await;
+        // Without an id, as before: no id passed on.
+        a.send(json!({"type": "message", "data": "plain"})).await;
+        let s1 = b.frame_of("signal").await;
+        assert_eq!((&s1["from"], &s1["id"]), (&json!(a_id), &json!(1)), "{s1}");
+        let m2 = b.frame_of("message").await;
+        assert_eq!((&m2["data"], &m2["id"]), (&json!("hi"), &json!(2)), "{m2}");
+        let plain = b.frame_of("message").await;
+        assert_eq!(plain["data"], "plain");
+        assert!(plain.get("id").is_none(), "{plain}");
+        // The refusal names the frame, in the numbered stream.
+        let e = a.frame_of("error").await;
+        assert_eq!(
+            (&e["code"], &e["id"]),
+            (&json!("unknown-peer"), &json!(3)),
+            "{e}"
+        );
+        assert!(e["seq"].as_u64().is_some(), "{e}");
+        confirmed_up_to(&mut a, 3).await;
+
+        // A frame whose id was taken already is a re-send, dropped by the
+        // sender's session (and confirmed): even id 3, which was refused
+        // and never reached bob, now as a message he could take.
+        a.send(json!({"type": "message", "data": "again", "id": 3}))
+            .await;
+        a.send(json!({"type": "message", "data": "next", "id": 4}))
+            .await;
+        let m = b.frame_of("message").await;
+        assert_eq!((&m["data"], &m["id"]), (&json!("next"), &json!(4)), "{m}");
+        confirmed_up_to(&mut a, 4).await;
+
+        // An id out of range is a bad frame, and names nothing.
+        for bad in [json!(0), json!(1u64 << 32), json!(-5), json!("6")] {
+            a.send(json!({"type": "message", "data": 1, "id": bad}))
+                .await;
+            let e = a.frame_of("error").await;
+            assert_eq!(e["code"], "bad-frame", "{bad}: {e}");
+            assert!(e.get("id").is_none(), "{e}");
+        }
+    }
+}
+
+#[tokio::test]
+async fn confirmations_come_at_most_every_hundred_milliseconds() {
+    let s = start(|_| {}).await;
+    let (mut a, _) = joined(&s, Wire::Json, "ids-pace", "alice").await;
+    let (mut b, _) = joined(&s, Wire::Json, "ids-pace", "bob").await;
+    a.frame_of("peer-joined").await;
+    let started = std::time::Instant::now();
+    // Within the default burst (200): none is rate-limited.
+    for id in 1..=150 {
+        a.send(json!({"type": "message", "data": id, "id": id}))
+            .await;
+    }
+    let before = confirmed_up_to(&mut a, 150).await;
+    let periods = started.elapsed().as_millis() / 100;
+    assert!(
+        before as u128 <= periods + 1,
+        "{before} confirmations before the last, in {periods} periods of 100 ms"
+    );
+    for id in 1..=150 {
+        assert_eq!(b.frame_of("message").await["id"], id);
+    }
+}
+
+/// A client whose socket dropped resumes and sends again what it was not
+/// told was confirmed, then goes on: every frame reaches the receiver once.
+#[tokio::test]
+async fn a_resumed_sender_sends_again_and_no_one_gets_a_copy() {
+    let s = start(|_| {}).await;
+    for wire in Wire::BOTH {
+        let room = format!("ids-resume-{wire:?}");
+        let (mut a, ja) = joined(&s, wire, &room, "alice").await;
+        let (mut b, _) = joined(&s, wire, &room, "bob").await;
+        a.frame_of("peer-joined").await;
+        let token = ja["resumeToken"].as_str().expect("token").to_owned();
+        for id in 1..=10 {
+            a.send(json!({"type": "message", "data": id, "id": id}))
+                .await;
+        }
+        for id in 1..=10 {
+            assert_eq!(b.frame_of("message").await["id"], id);
+        }
+        a.drop_connection();
+        let mut a2 = Client::connect(&s.ws_url(), wire).await;
+        a2.send(json!({"type": "resume", "resumeToken": token, "lastSeq": 1}))
+            .await;
+        assert_eq!(a2.frame().await["resumed"], true);
+        for id in 1..=11 {
+            a2.send(json!({"type": "message", "data": id, "id": id}))
+                .await;
+        }
+        confirmed_up_to(&mut a2, 11).await;
+        assert_eq!(b.frame_of("message").await["id"], 11, "no copy of 1..=10");
+    }
+}
+
+/// Every numbered frame is accounted for under a rate limit: delivered,
+/// or refused with its id; the last confirmation covers them all.
+#[tokio::test]
+async fn a_rate_limited_frame_is_refused_by_its_id() {
+    let s = start(|c| {
+        c.limits.frames_per_second = 5;
+        c.limits.frame_burst = 5;
+    })
+    .await;
+    let (mut a, _) = joined(&s, Wire::Json, "ids-rate", "alice").await;
+    let (mut b, _) = joined(&s, Wire::Json, "ids-rate", "bob").await;
+    a.frame_of("peer-joined").await;
+    let n = 12u64;
+    for id in 1..=n {
+        a.send(json!({"type": "message", "data": id, "id": id}))
+            .await;
+    }
+    let mut refused = Vec::new();
+    loop {
+        let f = a.frame().await;
+        match f["type"].as_str() {
+            Some("error") => {
+                assert_eq!(f["code"], "rate-limited", "{f}");
+                refused.push(f["id"].as_u64().expect("the refused frame's id"));
+            }
+            Some("confirmed") if f["id"] == n => break,
+            _ => {}
+        }
+    }
+    assert!(!refused.is_empty(), "the limit refused nothing");
+    let mut delivered = Vec::new();
+    while delivered.len() + refused.len() < n as usize {
+        delivered.push(b.frame_of("message").await["id"].as_u64().expect("id"));
+    }
+    let mut all: Vec<u64> = delivered.iter().chain(&refused).copied().collect();
+    all.sort_unstable();
+    assert_eq!(
+        all,
+        (1..=n).collect::<Vec<_>>(),
+        "delivered {delivered:?}, refused {refused:?}"
+    );
+}

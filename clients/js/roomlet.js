@@ -30,12 +30,22 @@ const ACK_EVERY_MS = 1000;
 /** Frames sent while (re)connecting are kept until `joined`, up to this many. */
 const MAX_QUEUED_FRAMES = 1000;
 
+/**
+ * Signals and messages the server has not confirmed are kept to send again
+ * after a resume, up to this many (past it, sending throws, as a full queue does).
+ */
+const MAX_UNCONFIRMED = 2000;
+/** A received (sender, id) is remembered this many ids back, to drop a copy. */
+const SEEN_WINDOW = 64;
+/** Senders remembered for that before the table starts afresh. */
+const SEEN_SENDERS = 1024;
+
 const SIGNAL_KINDS = new Set(['offer', 'answer', 'candidate']);
 
 /** Server frame types that are dispatched as events of the same name. */
 const FRAME_EVENTS = new Set([
   'peer-joined', 'peer-left', 'signal', 'message', 'error', 'kicked', 'room-metadata', 'reconnect',
-  'refreshed',
+  'refreshed', 'confirmed',
 ]);
 
 /** Token errors after which a fresh token (getToken) is worth one more try. */
@@ -75,6 +85,11 @@ export class RoomletError extends Error {
  *                   drain or when a resume failed: the server had lost the session)
  * - `resumed`       the `joined` frame (with `resumed: true`) after an automatic resume
  * - `peer-joined`, `peer-left`, `signal`, `message`, `error`, `kicked`, `room-metadata`, `reconnect`
+ *                   (a `signal` or `message` the client already delivered, re-sent by a peer
+ *                   after a failure, is dropped; an `error` with an `id` refuses that frame)
+ * - `confirmed`     `{type: 'confirmed', id}`: every signal and message sent up to that id
+ *                   was handled (see {@link RoomletClient#unconfirmed}); what was not is
+ *                   sent again after a resume, before anything new
  * - `closed`        the client is closed for good: `{type: 'closed', code, reason}`
  *                   (no further reconnect; call connect() again to start a new session)
  * - `reconnecting`  a reconnect attempt is scheduled:
@@ -139,6 +154,12 @@ export class RoomletClient extends EventTarget {
   #connectWaiter = null;
 
   #queue = [];
+  /** The id of the last signal or message sent (ids rise for the client's life). */
+  #lastId = 0;
+  /** Signals and messages sent and not yet confirmed, oldest first. */
+  #unconfirmed = [];
+  /** sender peer id -> {newest, ids: Set} of the ids delivered lately. */
+  #seen = new Map();
   #pings = new Map();
   #lastPingTs = 0;
 
@@ -184,6 +205,12 @@ export class RoomletClient extends EventTarget {
 
   /** The room name. */
   get room() { return this.#room; }
+
+  /**
+   * Signals and messages sent that the server has not confirmed yet: after a
+   * resume they are sent again (the server and the receivers drop copies).
+   */
+  get unconfirmed() { return this.#unconfirmed.length; }
 
   /** The last `joined` frame (fresh or resumed), or null. */
   get joinedFrame() { return this.#joinedFrame; }
@@ -383,6 +410,8 @@ export class RoomletClient extends EventTarget {
     this.#reconnectTimer = null;
     this.#reconnectAttempt = 0;
     this.#queue = [];
+    this.#unconfirmed = [];
+    this.#seen.clear();
   }
 
   /**
@@ -534,15 +563,65 @@ export class RoomletClient extends EventTarget {
     return true;
   }
 
-  /** Send a frame that needs a joined session; queue it while (re)connecting. */
+  /**
+   * Send a frame that needs a joined session; queue it while (re)connecting.
+   * A signal or message gets the next id and is kept until confirmed.
+   */
   #sendRoomFrame(frame) {
-    if (this.#state === 'joined' && this.#sendNow(frame)) return;
-    if (this.#state === 'connecting' || this.#state === 'reconnecting' || this.#state === 'joined') {
-      if (this.#queue.length >= MAX_QUEUED_FRAMES) throw new RoomletError('send queue full while reconnecting');
-      this.#queue.push(frame);
+    const live = this.#state === 'connecting' || this.#state === 'reconnecting' || this.#state === 'joined';
+    if (!live) throw new RoomletError(`not connected (state ${this.#state})`);
+    const numbered = frame.type === 'signal' || frame.type === 'message';
+    if (numbered) {
+      if (this.#unconfirmed.length >= MAX_UNCONFIRMED) throw new RoomletError('too many frames not yet confirmed');
+      this.#lastId += 1;
+      frame.id = this.#lastId;
+    }
+    if (this.#state === 'joined' && this.#sendNow(frame)) {
+      if (numbered) this.#unconfirmed.push(frame);
       return;
     }
-    throw new RoomletError(`not connected (state ${this.#state})`);
+    if (this.#queue.length >= MAX_QUEUED_FRAMES) throw new RoomletError('send queue full while reconnecting');
+    this.#queue.push(frame);
+    if (numbered) this.#unconfirmed.push(frame);
+  }
+
+  /** After a resume: what was not confirmed goes again, in order, before anything new. */
+  #resendUnconfirmed() {
+    const again = this.#unconfirmed;
+    const queued = new Set(this.#queue);
+    for (const frame of again) {
+      if (!queued.has(frame) && !this.#sendNow(frame)) return;
+    }
+  }
+
+  /** Drops what a `confirmed` (every id up to it) or a refusal (that id) settles. */
+  #settle(upTo, only = null) {
+    if (only !== null) {
+      this.#unconfirmed = this.#unconfirmed.filter((f) => f.id !== only);
+      return;
+    }
+    let n = 0;
+    while (n < this.#unconfirmed.length && this.#unconfirmed[n].id <= upTo) n += 1;
+    if (n > 0) this.#unconfirmed = this.#unconfirmed.slice(n);
+  }
+
+  /** Whether a delivered signal or message is a copy of one already delivered. */
+  #isCopy(frame) {
+    if (typeof frame.id !== 'number' || typeof frame.from !== 'string') return false;
+    let w = this.#seen.get(frame.from);
+    if (!w) {
+      if (this.#seen.size >= SEEN_SENDERS) this.#seen.clear();
+      w = { newest: 0, ids: new Set() };
+      this.#seen.set(frame.from, w);
+    }
+    if (frame.id <= w.newest - SEEN_WINDOW) return false; // too old to tell: deliver
+    if (w.ids.has(frame.id)) return true;
+    w.ids.add(frame.id);
+    if (frame.id > w.newest) {
+      w.newest = frame.id;
+      for (const id of w.ids) if (id <= w.newest - SEEN_WINDOW) w.ids.delete(id);
+    }
+    return false;
   }
 
   #flushQueue() {
@@ -571,11 +650,18 @@ export class RoomletClient extends EventTarget {
       this.#onJoined(frame);
       return;
     }
+    if (frame.type === 'confirmed') {
+      if (typeof frame.id === 'number') this.#settle(frame.id);
+      this.#emit('confirmed', frame);
+      return;
+    }
     if (typeof frame.seq === 'number') {
       if (frame.seq <= this.#highestSeq) return; // already delivered (replayed after resume)
       this.#highestSeq = frame.seq;
       this.#noteStreamFrame();
     }
+    if ((frame.type === 'signal' || frame.type === 'message') && this.#isCopy(frame)) return;
+    if (frame.type === 'error' && typeof frame.id === 'number') this.#settle(0, frame.id);
     if (frame.type === 'reconnect') {
       // Without a hint, the same URL: the load balancer picks a node that is not draining.
       this.#redirectUrl = typeof frame.url === 'string' && frame.url !== '' ? frame.url : this.#url;
@@ -627,6 +713,9 @@ export class RoomletClient extends EventTarget {
     if (moved) {
       this.#highestSeq = 0;
       this.#unacked = 0;
+      // A new session, under a new peer id: what the old one sent is not
+      // sent again (its signals named peers of the old session's view).
+      this.#unconfirmed = this.#unconfirmed.filter((f) => this.#queue.includes(f));
     }
     const resuming = this.#state === 'reconnecting' && !moved;
     this.#joinedFrame = frame;
@@ -647,6 +736,7 @@ export class RoomletClient extends EventTarget {
     }
     this.#reconnectAttempt = 0;
     this.#setState('joined');
+    if (resuming) this.#resendUnconfirmed();
     this.#flushQueue();
     // Frames seen before the drop may not have been acked yet.
     if (this.#unacked > 0 && this.#ackTimer === null) this.#ackTimer = setTimeout(() => this.#sendAck(), ACK_EVERY_MS);
@@ -764,6 +854,7 @@ export class RoomletClient extends EventTarget {
     clearTimeout(this.#mediaTimer);
     this.#mediaTimer = null;
     this.#queue = [];
+    this.#unconfirmed = [];
     for (const pc of [...this.#statsReporters.keys()]) this.#detachPeerConnection(pc);
     const waiter = this.#connectWaiter;
     this.#connectWaiter = null;

@@ -175,19 +175,26 @@ fn frame_roundtrip(data: &[u8]) {
     // client's `to` stands in for the sender's id: ids are the server's,
     // but the encoder must escape any).
     let (delivered, field, text) = match inbound {
-        Inbound::Signal { to, kind, payload } => (
+        Inbound::Signal {
+            to,
+            kind,
+            payload,
+            id,
+        } => (
             ServerFrame::Signal {
                 from: to.as_str().into(),
                 kind: kind.name(),
                 payload: payload.as_str().into(),
+                id,
             },
             "payload",
             payload,
         ),
-        Inbound::Message { to, data } => (
+        Inbound::Message { to, data, id } => (
             ServerFrame::Message {
                 from: to.unwrap_or_default().as_str().into(),
                 data: data.as_str().into(),
+                id,
             },
             "data",
             data,
@@ -267,20 +274,27 @@ fn assert_bad_frame(decoded: Result<Inbound, roomlet_protocol::DecodeError>, wha
 fn assert_same_frame(a: &Inbound, b: &Inbound) {
     let same = match (a, b) {
         (
-            Inbound::Signal { to, kind, payload },
+            Inbound::Signal {
+                to,
+                kind,
+                payload,
+                id,
+            },
             Inbound::Signal {
                 to: to_b,
                 kind: kind_b,
                 payload: payload_b,
+                id: id_b,
             },
-        ) => to == to_b && kind == kind_b && same_json_text(payload, payload_b),
+        ) => to == to_b && kind == kind_b && id == id_b && same_json_text(payload, payload_b),
         (
-            Inbound::Message { to, data },
+            Inbound::Message { to, data, id },
             Inbound::Message {
                 to: to_b,
                 data: data_b,
+                id: id_b,
             },
-        ) => to == to_b && same_json_text(data, data_b),
+        ) => to == to_b && id == id_b && same_json_text(data, data_b),
         (Inbound::Ping { ts }, Inbound::Ping { ts: ts_b }) => same_opt_f64(*ts, *ts_b),
         (Inbound::Stats(s), Inbound::Stats(t)) => same_stats(s, t),
         _ => a == b,

@@ -259,6 +259,7 @@ fn bus_messages() -> Vec<(String, Vec<u8>)> {
                 payload:
                     r#"{"candidate":"candidate:1 1 udp 1 203.0.113.7 46154 typ host","sdpMid":"0"}"#
                         .into(),
+                id: 12,
             }))
             .to_vec(),
         ),
@@ -364,6 +365,7 @@ fn bus_messages() -> Vec<(String, Vec<u8>)> {
                     trimmed_before: 7,
                     expires_at_ms: TOKEN_NOW_MS + 600_000,
                     gap: false,
+                    last_id: 41,
                     unacked: vec![wire::FrameImage {
                         seq: 7,
                         kind: 4,

@@ -23,7 +23,8 @@
 #   tests/benches/instructions.sh floor matchbox -- target/release/deps/load-HASH floor @ADDR@
 #
 # Env: RATE (400 frames/s: the server under valgrind must keep up), SHORT (5),
-# LONG (20), ROOMS (100), PEERS (2), MIX (1:0:0), BY_CRATE=1 for a breakdown,
+# LONG (20), ROOMS (100), PEERS (2), MIX (1:0:0), FRAME_IDS=1 (roomlet frames
+# carry client frame ids, as the JS client sends them), BY_CRATE=1 for a breakdown,
 # LOAD (the bench binary; default: the newest target/release/deps/load-*).
 # Needs valgrind, python3, curl, taskset, and a built load generator:
 # `cargo bench -p roomlet-tests --bench load --no-run`.

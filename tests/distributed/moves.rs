@@ -215,6 +215,17 @@ async fn a_killed_gateways_clients_resume_elsewhere_with_a_gap() {
     let (a_id, d_id, e_id) = (id(&ja), id(&jd), id(&je));
     let seen = frames_until(&mut a, |f| f["peer"]["identity"] == "bob").await;
     let last = last_seq(seen.iter().chain([&ja]));
+    // Numbered signals, gateway to gateway (the module observes only
+    // messages): bob has 1..=5 before gw-a dies.
+    let bob = id(&jb);
+    let signal = |n: u64| json!({"type": "signal", "to": bob, "kind": "candidate", "payload": {"n": n}, "id": n});
+    for n in 1..=5 {
+        a.send(signal(n)).await;
+    }
+    for n in 1..=5 {
+        let s = next_of(&mut b, "signal", DEADLINE).await.expect("signal");
+        assert_eq!(s["id"], n, "{s}");
+    }
 
     gw_a.signal("KILL");
     // erin's page reloads: she joins afresh at gw-b, whose home cannot ask
@@ -233,6 +244,13 @@ async fn a_killed_gateways_clients_resume_elsewhere_with_a_gap() {
     let (mut a2, j) = resume(&gw_b, &token, last).await;
     assert_eq!(j["peerId"], a_id.as_str(), "{j}");
     assert_eq!(j["gap"], true, "what gw-a held died with it: {j}");
+    // alice cannot know what of hers arrived: she sends it all again,
+    // then goes on. Her new session does not know those ids (gw-a's
+    // memory died with it); bob's session, whose gateway lives, drops
+    // the copies.
+    for n in 1..=6 {
+        a2.send(signal(n)).await;
+    }
     b.send(message(json!({"text": "after"}))).await;
     assert_eq!(next_text(&mut a2).await, "after");
     a2.send(message(json!({"text": "alive"}))).await;
@@ -242,6 +260,9 @@ async fn a_killed_gateways_clients_resume_elsewhere_with_a_gap() {
         f["type"] == "peer-left" && f["peerId"] == d_id.as_str()
     })
     .await;
+    let signals: Vec<&Value> = at_b.iter().filter(|f| f["type"] == "signal").collect();
+    assert_eq!(signals.len(), 1, "copies reached bob: {signals:?}");
+    assert_eq!(signals[0]["id"], 6, "{signals:?}");
     let left: Vec<&Value> = at_b.iter().filter(|f| f["type"] == "peer-left").collect();
     assert_eq!(left.len(), 2, "{left:?}");
     assert_eq!(left[0]["peerId"], e_id.as_str(), "{left:?}");

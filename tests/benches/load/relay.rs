@@ -12,7 +12,7 @@ use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering::Relaxed};
 use std::time::{Duration, Instant};
 use tokio::sync::{Semaphore, mpsc};
 use tokio_tungstenite::tungstenite::Message;
@@ -249,9 +249,15 @@ pub async fn run(server: Arc<Server>, w: &Workload) -> Result<Report> {
     if kinds.is_empty() {
         bail!("--mix has no non-zero weight");
     }
+    // FRAME_IDS=1: roomlet frames carry client frame ids, as the JS
+    // client sends them (the server then confirms them).
+    let frame_ids = (server.kind == Kind::Roomlet
+        && std::env::var("FRAME_IDS").as_deref() == Ok("1"))
+    .then(|| (0..writers.len()).map(|_| AtomicU32::new(0)).collect());
     let ctx = Arc::new(SendCtx {
         kind: server.kind,
         ids,
+        frame_ids,
         writers,
         pad,
         kinds,
@@ -359,6 +365,8 @@ pub fn percentiles(v: &mut [u64]) -> [f64; 4] {
 struct SendCtx {
     kind: Kind,
     ids: Vec<Vec<String>>,
+    /// The last frame id of each connection, when frames carry ids.
+    frame_ids: Option<Vec<AtomicU32>>,
     writers: Vec<mpsc::UnboundedSender<Message>>,
     pad: String,
     kinds: Vec<FrameKind>,
@@ -379,7 +387,12 @@ impl SendCtx {
     fn send(&self, rng: &mut Rng, r: usize, k: FrameKind, due: Option<u64>) {
         let from = rng.below(self.peers);
         let to = (from + 1 + rng.below(self.peers - 1)) % self.peers;
-        let text = proto::frame(self.kind, k, &self.ids[r][to], &self.pad, due);
+        let mut text = proto::frame(self.kind, k, &self.ids[r][to], &self.pad, due);
+        if let Some(ids) = &self.frame_ids {
+            let id = ids[r * self.peers + from].fetch_add(1, Relaxed) + 1;
+            text.pop();
+            text.push_str(&format!(",\"id\":{id}}}"));
+        }
         let s = &self.shared;
         if self.writers[r * self.peers + from]
             .send(Message::text(text))

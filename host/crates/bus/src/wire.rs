@@ -7,7 +7,7 @@
 
 #![allow(missing_docs)] // field names are the documentation of these plain records
 
-use roomlet_protocol::ErrorText;
+use roomlet_protocol::{ErrorText, FrameId};
 use roomlet_rooms::{Delivery, LeaveReason};
 use roomlet_runtime::bindings::authenticator::{AuthError, AuthRequest};
 use roomlet_runtime::bindings::types::{Identity, SignalKind};
@@ -271,11 +271,17 @@ pub enum WireDelivery {
     Message {
         from: String,
         data: String,
+        /// The sender's frame id (0: none; absent from older nodes).
+        #[serde(default, skip_serializing_if = "no_id")]
+        id: FrameId,
     },
     Signal {
         from: String,
         kind: u8,
         payload: String,
+        /// The sender's frame id (0: none; absent from older nodes).
+        #[serde(default, skip_serializing_if = "no_id")]
+        id: FrameId,
     },
     Error {
         code: String,
@@ -314,18 +320,21 @@ impl WireDelivery {
                 peer: peer_id.to_string(),
                 reason: reason_code(*reason),
             },
-            Delivery::Message { from, data } => WireDelivery::Message {
+            Delivery::Message { from, data, id } => WireDelivery::Message {
                 from: from.to_string(),
                 data: data.to_string(),
+                id: *id,
             },
             Delivery::Signal {
                 from,
                 kind,
                 payload,
+                id,
             } => WireDelivery::Signal {
                 from: from.to_string(),
                 kind: kind_code(*kind),
                 payload: payload.to_string(),
+                id: *id,
             },
             Delivery::Error { code, message } => WireDelivery::Error {
                 code: code.as_str().to_owned(),
@@ -356,18 +365,21 @@ impl WireDelivery {
                 peer_id: peer.into(),
                 reason: reason_from(reason),
             },
-            WireDelivery::Message { from, data } => Delivery::Message {
+            WireDelivery::Message { from, data, id } => Delivery::Message {
                 from: from.into(),
                 data: data.into(),
+                id,
             },
             WireDelivery::Signal {
                 from,
                 kind,
                 payload,
+                id,
             } => Delivery::Signal {
                 from: from.into(),
                 kind: kind_from(kind),
                 payload: payload.into(),
+                id,
             },
             WireDelivery::Error { code, message } => match ErrorText::parse(&code) {
                 ErrorText::Host(code) => Delivery::Error {
@@ -499,6 +511,10 @@ impl WireAuthReply {
             WireAuthReply::Failed => None,
         }
     }
+}
+
+fn no_id(id: &FrameId) -> bool {
+    *id == 0
 }
 
 fn observe_by_default() -> bool {

@@ -70,7 +70,7 @@ pub(crate) async fn before_join<S: AsyncRead + AsyncWrite + Unpin>(
                 "send join (or resume) first",
                 None,
             )),
-            Incoming::Refused(e) => Err(Refusal::new(e.code, e.message, None)),
+            Incoming::Refused(e, _) => Err(Refusal::new(e.code, e.message, None)),
             Incoming::Close {
                 code,
                 error,
@@ -292,6 +292,8 @@ async fn join_inner(
         expires_at_ms,
         gap: false,
         media_at_s: 0,
+        ids: Default::default(),
+        seen: Default::default(),
     };
     let media = crate::media::issue(gw, &state, MediaCause::Join)
         .await

@@ -48,6 +48,8 @@ pub(crate) struct Refusal {
     pub code: ErrorText,
     pub message: String,
     pub close: Option<CloseCode>,
+    /// The client frame refused, when it had an id.
+    pub id: roomlet_protocol::FrameId,
 }
 
 impl Refusal {
@@ -60,6 +62,7 @@ impl Refusal {
             code: code.into(),
             message: message.into(),
             close,
+            id: 0,
         }
     }
 }
@@ -68,8 +71,9 @@ impl Refusal {
 pub(crate) enum Incoming {
     /// A client frame.
     Frame(Inbound),
-    /// A frame refused before any logic; the session goes on.
-    Refused(DecodeError),
+    /// A frame refused before any logic, with its id when it had one
+    /// (a rate-limited frame is named to its sender); the session goes on.
+    Refused(DecodeError, roomlet_protocol::FrameId),
     /// The client broke a limit: answer `error`, then close.
     Close {
         code: CloseCode,
@@ -89,7 +93,11 @@ impl Incoming {
     pub fn refusal(self) -> Result<Inbound, Option<Refusal>> {
         match self {
             Incoming::Frame(f) => Ok(f),
-            Incoming::Refused(e) => Err(Some(Refusal::new(e.code, e.message, None))),
+            Incoming::Refused(e, id) => {
+                let mut r = Refusal::new(e.code, e.message, None);
+                r.id = id;
+                Err(Some(r))
+            }
             Incoming::Close {
                 code,
                 error,
@@ -246,10 +254,19 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
             match self.rate.check(now.into_std()) {
                 Rate::Ok => {}
                 Rate::Refuse => {
-                    return Incoming::Refused(DecodeError {
+                    // Decoded only for its id: the refusal of a numbered
+                    // frame names it, so its sender knows it is final.
+                    // Bounded: past 3 s of this the connection closes.
+                    let id = match text {
+                        Some(text) => codec::decode_text(self.encoding, text),
+                        None => codec::decode(self.encoding, false, bytes),
+                    }
+                    .map_or(0, |f| f.frame_id());
+                    let e = DecodeError {
                         code: ErrorCode::RateLimited,
                         message: "too many frames per second; this one was dropped".into(),
-                    });
+                    };
+                    return Incoming::Refused(e, id);
                 }
                 Rate::Disconnect => {
                     return Incoming::Close {
@@ -281,7 +298,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
                             ),
                         }
                     } else {
-                        Incoming::Refused(e)
+                        Incoming::Refused(e, 0)
                     }
                 }
             };

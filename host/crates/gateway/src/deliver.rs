@@ -16,7 +16,9 @@ pub(crate) async fn deliver<S: AsyncRead + AsyncWrite + Unpin>(
     d: Delivery,
     keep: Keep,
 ) -> Option<End> {
-    let (frame, close_with) = frame_of(d);
+    let Some((frame, close_with)) = frame_for(state, d) else {
+        return None; // a copy the client already has
+    };
     let sent = conn.feed_numbered(state, &frame, keep).await;
     if let Some((code, reason)) = close_with {
         let _ = conn.ws.flush().await;
@@ -27,6 +29,15 @@ pub(crate) async fn deliver<S: AsyncRead + AsyncWrite + Unpin>(
         return Some(End::Dropped);
     }
     None
+}
+
+/// [`frame_of`], or `None` for a signal or message the session has
+/// already delivered (a sender's re-send: [`crate::frame_ids`]).
+pub(crate) fn frame_for(
+    state: &mut PeerState,
+    d: Delivery,
+) -> Option<(ServerFrame, Option<(CloseCode, &'static str)>)> {
+    state.seen.first_time(&d).then(|| frame_of(d))
 }
 
 /// The frame a delivery becomes, and the close that follows it when the
@@ -46,16 +57,18 @@ pub(crate) fn frame_of(d: Delivery) -> (ServerFrame, Option<(CloseCode, &'static
             },
             None,
         ),
-        Delivery::Message { from, data } => (ServerFrame::Message { from, data }, None),
+        Delivery::Message { from, data, id } => (ServerFrame::Message { from, data, id }, None),
         Delivery::Signal {
             from,
             kind,
             payload,
+            id,
         } => (
             ServerFrame::Signal {
                 from,
                 kind: signal_kind(kind).name(),
                 payload,
+                id,
             },
             None,
         ),

@@ -6,7 +6,7 @@ use crate::conn::Refusal;
 use crate::guard::check_stats;
 use crate::resume::PeerState;
 use crate::wire::signal_kind_in;
-use roomlet_protocol::{ErrorCode, ErrorText, Inbound, ServerFrame};
+use roomlet_protocol::{ErrorCode, ErrorText, FrameId, Inbound, ServerFrame};
 use roomlet_rooms::{Delivery, LeaveReason};
 use roomlet_runtime::bindings::authenticator::AuthRequest;
 use roomlet_runtime::bindings::media::MediaCause;
@@ -65,87 +65,22 @@ pub(crate) async fn handle(gw: &Gateway, state: &mut PeerState, frame: Inbound) 
             ErrorCode::AlreadyJoined,
             "this connection has already joined",
         ),
-        Inbound::Signal { to, kind, payload } => {
-            let kind = signal_kind_in(kind);
-            if kind == SignalKind::Offer && !grants.contains(Grants::PUBLISH) {
-                return refuse(
-                    ErrorCode::Forbidden,
-                    "sending offers needs the canPublish grant",
-                );
+        Inbound::Signal {
+            to,
+            kind,
+            payload,
+            id,
+        } => {
+            if !state.ids.take(id) {
+                return Handled::Done; // a re-send: handled already
             }
-            let Some((outbox, target_grants)) = state.room.shared().peer(&to) else {
-                return refuse(ErrorCode::UnknownPeer, "no such peer in this room");
-            };
-            if kind == SignalKind::Offer && !target_grants.contains(Grants::SUBSCRIBE) {
-                return refuse(
-                    ErrorCode::Forbidden,
-                    "that peer may not receive offers (canSubscribe)",
-                );
-            }
-            let payload = match relay(gw, state, FrameKind::Signal(kind), Some(&to), payload).await
-            {
-                Ok(p) => p,
-                Err(h) => return h,
-            };
-            if state.room.shared().observe_signals() {
-                state
-                    .room
-                    .signal(Signal {
-                        sender: state.peer.id.clone(),
-                        to,
-                        kind,
-                        payload,
-                    })
-                    .await;
-            } else {
-                let _ = outbox.send(Delivery::Signal {
-                    from: state.sender.clone(),
-                    kind,
-                    payload: payload.into(),
-                });
-            }
-            Handled::Done
+            naming(id, signal(gw, state, to, kind, payload, id).await)
         }
-        Inbound::Message { to, data } => {
-            if !grants.contains(Grants::PUBLISH_DATA) {
-                return refuse(
-                    ErrorCode::Forbidden,
-                    "sending messages needs the canPublishData grant",
-                );
-            }
-            let addressee = match &to {
-                Some(to) => match state.room.shared().peer(to) {
-                    Some((outbox, _)) => Some(outbox),
-                    None => return refuse(ErrorCode::UnknownPeer, "no such peer in this room"),
-                },
-                None => None,
-            };
-            let data = match relay(gw, state, FrameKind::Message, to.as_deref(), data).await {
-                Ok(d) => d,
-                Err(h) => return h,
-            };
-            if state.room.shared().observe_messages() {
-                state
-                    .room
-                    .message(RoomMessage {
-                        sender: state.peer.id.clone(),
-                        target: to.map(Target::Peer).unwrap_or(Target::Room),
-                        data,
-                    })
-                    .await;
+        Inbound::Message { to, data, id } => {
+            if !state.ids.take(id) {
                 return Handled::Done;
             }
-            let delivery = Delivery::Message {
-                from: state.sender.clone(),
-                data: data.into(),
-            };
-            match addressee {
-                Some(outbox) => {
-                    let _ = outbox.send(delivery);
-                }
-                None => state.room.shared().broadcast(&delivery, &state.peer.id),
-            }
-            Handled::Done
+            naming(id, message(gw, state, to, data, id).await)
         }
         Inbound::Leave => {
             state.room.leave(&state.peer.id, LeaveReason::Left).await;
@@ -191,6 +126,118 @@ pub(crate) async fn handle(gw: &Gateway, state: &mut PeerState, frame: Inbound) 
         // function) would otherwise size every frame's handler future.
         Inbound::MediaToken => Box::pin(media_token(gw, state)).await,
     }
+}
+
+/// A refusal of the client frame `id` names it: final, the client need
+/// not send it again.
+fn naming(id: FrameId, h: Handled) -> Handled {
+    match h {
+        Handled::Reply(mut r) => {
+            r.id = id;
+            Handled::Reply(r)
+        }
+        h => h,
+    }
+}
+
+async fn signal(
+    gw: &Gateway,
+    state: &mut PeerState,
+    to: String,
+    kind: roomlet_protocol::SignalKind,
+    payload: String,
+    id: FrameId,
+) -> Handled {
+    let grants = state.peer.grants;
+    let kind = signal_kind_in(kind);
+    if kind == SignalKind::Offer && !grants.contains(Grants::PUBLISH) {
+        return refuse(
+            ErrorCode::Forbidden,
+            "sending offers needs the canPublish grant",
+        );
+    }
+    let Some((outbox, target_grants)) = state.room.shared().peer(&to) else {
+        return refuse(ErrorCode::UnknownPeer, "no such peer in this room");
+    };
+    if kind == SignalKind::Offer && !target_grants.contains(Grants::SUBSCRIBE) {
+        return refuse(
+            ErrorCode::Forbidden,
+            "that peer may not receive offers (canSubscribe)",
+        );
+    }
+    let payload = match relay(gw, state, FrameKind::Signal(kind), Some(&to), payload).await {
+        Ok(p) => p,
+        Err(h) => return h,
+    };
+    if state.room.shared().observe_signals() {
+        state
+            .room
+            .signal(Signal {
+                sender: state.peer.id.clone(),
+                to,
+                kind,
+                payload,
+            })
+            .await;
+    } else {
+        let _ = outbox.send(Delivery::Signal {
+            from: state.sender.clone(),
+            kind,
+            payload: payload.into(),
+            id,
+        });
+    }
+    Handled::Done
+}
+
+async fn message(
+    gw: &Gateway,
+    state: &mut PeerState,
+    to: Option<String>,
+    data: String,
+    id: FrameId,
+) -> Handled {
+    let grants = state.peer.grants;
+    if !grants.contains(Grants::PUBLISH_DATA) {
+        return refuse(
+            ErrorCode::Forbidden,
+            "sending messages needs the canPublishData grant",
+        );
+    }
+    let addressee = match &to {
+        Some(to) => match state.room.shared().peer(to) {
+            Some((outbox, _)) => Some(outbox),
+            None => return refuse(ErrorCode::UnknownPeer, "no such peer in this room"),
+        },
+        None => None,
+    };
+    let data = match relay(gw, state, FrameKind::Message, to.as_deref(), data).await {
+        Ok(d) => d,
+        Err(h) => return h,
+    };
+    if state.room.shared().observe_messages() {
+        state
+            .room
+            .message(RoomMessage {
+                sender: state.peer.id.clone(),
+                target: to.map(Target::Peer).unwrap_or(Target::Room),
+                data,
+            })
+            .await;
+        return Handled::Done;
+    }
+    let delivery = Delivery::Message {
+        from: state.sender.clone(),
+        data: data.into(),
+        id,
+    };
+    match addressee {
+        Some(outbox) => {
+            let _ = outbox.send(delivery);
+        }
+        None => state.room.shared().broadcast(&delivery, &state.peer.id),
+    }
+    Handled::Done
 }
 
 /// `media-token`: fresh media credentials, until the session's access

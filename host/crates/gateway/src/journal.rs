@@ -57,6 +57,10 @@ pub struct SessionImage {
     /// Re-created from a journal record: no stream to replay (`gap`).
     #[serde(default)]
     pub gap: bool,
+    /// The highest client frame id its session took (0: none, or a
+    /// session recorded before frame ids).
+    #[serde(default)]
+    pub last_id: roomlet_protocol::FrameId,
     /// Sent (or due) and not acknowledged, oldest first.
     pub unacked: Vec<FrameImage>,
 }
@@ -87,6 +91,8 @@ impl SessionImage {
             trimmed_before: 1,
             expires_at_ms: r.expires_at_ms,
             gap: true,
+            // Forgotten with the process: receivers drop the copies.
+            last_id: 0,
             unacked: Vec::new(),
         }
     }

@@ -9,6 +9,7 @@ pub mod budget;
 pub mod config;
 mod conn;
 mod deliver;
+mod frame_ids;
 mod guard;
 mod inbound;
 pub mod journal;

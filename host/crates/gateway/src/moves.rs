@@ -12,7 +12,7 @@
 //! the bus's store) gives the peer back without its stream: `gap: true`.
 
 use crate::Gateway;
-use crate::deliver::frame_of;
+use crate::deliver::frame_for;
 use crate::journal::SessionImage;
 use crate::journal::SessionKey;
 use crate::restart::{peer_state, session_image};
@@ -31,7 +31,9 @@ impl Gateway {
         let mut state = self.resumable.take_key(key).await?;
         let keep = self.limits.keep();
         while let Some(d) = state.inbox.try_recv() {
-            let (frame, close) = frame_of(d);
+            let Some((frame, close)) = frame_for(&mut state, d) else {
+                continue;
+            };
             if close.is_some() {
                 return None; // the room ended the session meanwhile
             }

@@ -7,7 +7,7 @@
 //! every stream frame the client had not acknowledged replayed in order.
 
 use crate::Gateway;
-use crate::deliver::frame_of;
+use crate::deliver::frame_for;
 use crate::journal::{FrameImage, SessionImage, SessionRecord};
 use crate::resume::{self, PeerState, Unacked};
 use crate::topology::RoomLink;
@@ -54,7 +54,9 @@ impl Gateway {
             // What the room sent after the socket closed is due too.
             let mut over = false;
             while let Some(d) = state.inbox.try_recv() {
-                let (frame, close) = frame_of(d);
+                let Some((frame, close)) = frame_for(&mut state, d) else {
+                    continue;
+                };
                 if close.is_some() {
                     over = true; // kicked, or the room closed: not resumable
                     break;
@@ -153,6 +155,7 @@ pub(crate) fn session_image(key: resume::Key, s: &PeerState) -> SessionImage {
         trimmed_before: s.trimmed_before,
         expires_at_ms: s.expires_at_ms,
         gap: s.gap,
+        last_id: s.ids.last,
         unacked: s
             .unacked
             .iter()
@@ -211,5 +214,11 @@ pub(crate) fn peer_state(
         gap: s.gap,
         // A new process's clock: the rate limit starts afresh.
         media_at_s: 0,
+        // What the client was told stands; it re-sends the rest.
+        ids: crate::frame_ids::Sent {
+            last: s.last_id,
+            told: s.last_id,
+        },
+        seen: Default::default(),
     }
 }

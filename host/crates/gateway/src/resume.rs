@@ -50,6 +50,10 @@ pub(crate) struct PeerState {
     /// When the session last got fresh media credentials (seconds on
     /// [`crate::media::now_s`]'s clock; 0: never), for their rate limit.
     pub media_at_s: u32,
+    /// The ids of the client's frames taken and confirmed.
+    pub ids: crate::frame_ids::Sent,
+    /// The ids of other peers' frames delivered to the client.
+    pub seen: crate::frame_ids::Seen,
 }
 
 /// A frame sent and not yet acknowledged.

@@ -5,6 +5,7 @@ use crate::admission::{Opening, before_join};
 use crate::config::Keep;
 use crate::conn::{Conn, End, Incoming};
 use crate::deliver::deliver;
+use crate::frame_ids::CONFIRM_EVERY;
 use crate::guard::RateLimit;
 use crate::inbound::{Handled, handle};
 use crate::resume::PeerState;
@@ -237,6 +238,7 @@ async fn pump<S: AsyncRead + AsyncWrite + Unpin>(
     // The takeover sender lives in the resumable table until a resume
     // takes it; dropped unused, it resolves once and is not polled again.
     let mut takeover_open = true;
+    let mut confirms = Confirms::default();
     loop {
         tokio::select! {
             biased;
@@ -282,6 +284,14 @@ async fn pump<S: AsyncRead + AsyncWrite + Unpin>(
                 if let Some(end) = Box::pin(on_incoming(gw, conn, state, incoming, keep)).await {
                     return Some(end);
                 }
+                if !confirms.after_frame(conn, state).await {
+                    return Some(End::Dropped);
+                }
+            }
+            () = confirms.wait(), if confirms.armed() => {
+                if !confirms.send(conn, state).await {
+                    return Some(End::Dropped);
+                }
             }
             // Last: frames the client already sent are handled first.
             drain = &mut drained => {
@@ -324,6 +334,62 @@ async fn pump<S: AsyncRead + AsyncWrite + Unpin>(
                 return Some(End::Dropped);
             }
         }
+    }
+}
+
+/// When the session confirms its client's frame ids: at once for the first
+/// frame after a quiet spell, then at most once per [`CONFIRM_EVERY`]. The
+/// timer is allocated only while a confirmation waits, so an idle session
+/// holds one word for it.
+#[derive(Default)]
+struct Confirms {
+    last: Option<Instant>,
+    timer: Option<std::pin::Pin<Box<tokio::time::Sleep>>>,
+}
+
+impl Confirms {
+    fn armed(&self) -> bool {
+        self.timer.is_some()
+    }
+
+    async fn wait(&mut self) {
+        if let Some(t) = self.timer.as_mut() {
+            t.await;
+        }
+    }
+
+    /// After a client frame: confirms now, or arms the timer. `false`
+    /// when the socket failed.
+    async fn after_frame<S: AsyncRead + AsyncWrite + Unpin>(
+        &mut self,
+        conn: &mut Conn<S>,
+        state: &mut PeerState,
+    ) -> bool {
+        if self.timer.is_some() || state.ids.due().is_none() {
+            return true;
+        }
+        match self.last.map(|t| t + CONFIRM_EVERY) {
+            Some(at) if at > Instant::now() => {
+                self.timer = Some(Box::pin(tokio::time::sleep_until(at)));
+                true
+            }
+            _ => self.send(conn, state).await,
+        }
+    }
+
+    /// Confirms the highest id taken.
+    async fn send<S: AsyncRead + AsyncWrite + Unpin>(
+        &mut self,
+        conn: &mut Conn<S>,
+        state: &mut PeerState,
+    ) -> bool {
+        self.timer = None;
+        let Some(id) = state.ids.due() else {
+            return true;
+        };
+        state.ids.told = id;
+        self.last = Some(Instant::now());
+        conn.send(&ServerFrame::Confirmed { id }).await
     }
 }
 
@@ -428,7 +494,7 @@ async fn finish_reading<S: AsyncRead + AsyncWrite + Unpin>(
                     return LastReads::Left;
                 }
             }
-            Incoming::Refused(_) => {}
+            Incoming::Refused(..) => {}
             Incoming::Close { .. } | Incoming::Violation(..) | Incoming::Gone => break,
         }
     }
@@ -468,11 +534,16 @@ async fn on_incoming<S: AsyncRead + AsyncWrite + Unpin>(
                 None
             }
         },
-        Err(Some(r)) => Some(r),
+        Err(Some(r)) => {
+            // Refused unread (rate-limited): taken all the same, so the
+            // confirmations go past it; the refusal names it.
+            state.ids.take(r.id);
+            Some(r)
+        }
         Err(None) => return Some(End::Dropped),
     };
     if let Some(r) = reply {
-        let frame = ServerFrame::error(r.code.clone(), r.message);
+        let frame = ServerFrame::refusal(r.code.clone(), r.message, r.id);
         let sent = conn.send_numbered(state, &frame, keep).await;
         if let Some(code) = r.close {
             conn.close(code, r.code.as_str()).await;
@@ -502,5 +573,7 @@ fn placeholder(state: &PeerState) -> PeerState {
         expires_at_ms: state.expires_at_ms,
         gap: false,
         media_at_s: state.media_at_s,
+        ids: state.ids,
+        seen: Default::default(),
     }
 }

@@ -3,7 +3,7 @@
 
 use super::codes::ErrorCode;
 use super::contract;
-use super::frames::{Inbound, Numbered, ServerFrame, SignalKind, Stats, WireIn};
+use super::frames::{FrameId, Inbound, Numbered, ServerFrame, SignalKind, Stats, WireIn};
 use std::fmt::Write as _;
 
 /// The JSON subprotocol.
@@ -90,6 +90,17 @@ pub fn decode_text(encoding: Encoding, text: &str) -> Result<Inbound, DecodeErro
     }
 }
 
+/// A frame's `id`: absent is 0; present, it is 1 up to `u32::MAX`.
+fn frame_id(id: Option<u64>) -> Result<FrameId, DecodeError> {
+    match id {
+        None => Ok(0),
+        Some(n) => FrameId::try_from(n)
+            .ok()
+            .filter(|n| *n > 0)
+            .ok_or_else(|| bad(format!("`id` must be from 1 to {}", FrameId::MAX))),
+    }
+}
+
 fn need<T>(v: Option<T>, frame: &str, field: &str) -> Result<T, DecodeError> {
     v.ok_or_else(|| bad(format!("`{frame}` needs `{field}`")))
 }
@@ -117,11 +128,13 @@ fn check<P>(
                 to: need(w.to, "signal", "to")?,
                 kind,
                 payload: text(need(w.payload, "signal", "payload")?)?,
+                id: frame_id(w.id)?,
             }
         }
         "message" => Inbound::Message {
             to: w.to,
             data: text(need(w.data, "message", "data")?)?,
+            id: frame_id(w.id)?,
         },
         "leave" => Inbound::Leave,
         "ping" => Inbound::Ping { ts: w.ts },
@@ -193,13 +206,14 @@ pub fn encode(encoding: Encoding, seq: Option<u64>, frame: &ServerFrame) -> Enco
 /// directly: their payload is already JSON text, so it is spliced in
 /// rather than parsed and re-serialised.
 fn encode_json(seq: Option<u64>, frame: &ServerFrame) -> String {
-    let (kind, from, signal_kind, body): (_, &str, _, &str) = match frame {
+    let (kind, from, signal_kind, body, id): (_, &str, _, &str, _) = match frame {
         ServerFrame::Signal {
             from,
             kind,
             payload,
-        } => ("signal", from, Some(*kind), payload),
-        ServerFrame::Message { from, data } => ("message", from, None, data),
+            id,
+        } => ("signal", from, Some(*kind), payload, *id),
+        ServerFrame::Message { from, data, id } => ("message", from, None, data, *id),
         other => {
             return serde_json::to_string(&Numbered { seq, frame: other }).unwrap_or_else(|e| {
                 tracing::error!(error = %e, "cannot encode frame as JSON");
@@ -220,10 +234,15 @@ fn encode_json(seq: Option<u64>, frame: &ServerFrame) -> String {
     // Sized exactly: `Message::text` keeps a buffer without spare capacity
     // as it is; one with spare capacity costs another allocation.
     let seq_len = seq.map_or(0, |s| r#","seq":"#.len() + decimal_len(s));
+    let id_len = match id {
+        0 => 0,
+        id => r#","id":"#.len() + decimal_len(id.into()),
+    };
     let mut out = String::with_capacity(
         r#"{"type":"","from":"#.len()
             + kind.len()
             + seq_len
+            + id_len
             + from.len()
             + if plain { 2 } else { 0 }
             + signal_kind.map_or(r#","data":}"#.len(), |k| {
@@ -245,6 +264,10 @@ fn encode_json(seq: Option<u64>, frame: &ServerFrame) -> String {
         out.push('"');
     } else {
         out.push_str(from);
+    }
+    if id != 0 {
+        out.push_str(",\"id\":");
+        let _ = write!(out, "{id}");
     }
     match signal_kind {
         Some(k) => {
@@ -287,10 +310,23 @@ mod tests {
                         from: from.into(),
                         kind: "offer",
                         payload: r#"{"sdp":"v=0\r\n"}"#.into(),
+                        id: 0,
                     },
                     ServerFrame::Message {
                         from: from.into(),
                         data: "[1,2]".into(),
+                        id: 0,
+                    },
+                    ServerFrame::Signal {
+                        from: from.into(),
+                        kind: "candidate",
+                        payload: "{}".into(),
+                        id: 9,
+                    },
+                    ServerFrame::Message {
+                        from: from.into(),
+                        data: "null".into(),
+                        id: u32::MAX,
                     },
                 ];
                 for f in &frames {
@@ -304,13 +340,50 @@ mod tests {
     }
 
     #[test]
+    fn frame_ids_are_one_to_u32_max_in_both_encodings() {
+        for enc in [Encoding::Json, Encoding::Msgpack] {
+            let frame = |id: serde_json::Value| {
+                let v = serde_json::json!({"type": "message", "data": 1, "id": id});
+                match enc {
+                    Encoding::Json => decode(enc, true, v.to_string().as_bytes()),
+                    Encoding::Msgpack => {
+                        decode(enc, false, &rmp_serde::to_vec_named(&v).expect("msgpack"))
+                    }
+                }
+            };
+            let id_of = |r: Result<Inbound, DecodeError>| match r {
+                Ok(Inbound::Message { id, .. }) => Ok(id),
+                Ok(other) => panic!("{other:?}"),
+                Err(e) => Err(e.code),
+            };
+            assert_eq!(id_of(frame(serde_json::json!(1))), Ok(1));
+            assert_eq!(id_of(frame(serde_json::json!(u32::MAX))), Ok(u32::MAX));
+            for bad in [
+                serde_json::json!(0),
+                serde_json::json!(u64::from(u32::MAX) + 1),
+                serde_json::json!(-1),
+                serde_json::json!(1.5),
+                serde_json::json!("7"),
+            ] {
+                assert_eq!(id_of(frame(bad.clone())), Err(ErrorCode::BadFrame), "{bad}");
+            }
+        }
+    }
+
+    #[test]
     fn escaped_type_and_kind_decode_as_plain_ones() {
         let json = br#"{"type":"sig\u006eal","to":"p-2","kind":"\u006fffer","payload":{}}"#;
         match decode(Encoding::Json, true, json).expect("json") {
-            Inbound::Signal { to, kind, payload } => {
+            Inbound::Signal {
+                to,
+                kind,
+                payload,
+                id,
+            } => {
                 assert_eq!(to, "p-2");
                 assert_eq!(kind, SignalKind::Offer);
                 assert_eq!(payload, "{}");
+                assert_eq!(id, 0);
             }
             other => panic!("{other:?}"),
         }

@@ -40,6 +40,7 @@ pub(crate) struct WireIn<'a, P> {
     pub height: Option<f64>,
     pub freeze_count: Option<f64>,
     pub concealed_samples: Option<f64>,
+    pub id: Option<u64>,
 }
 
 /// A string field borrowed from the frame when it has no escapes. serde
@@ -122,6 +123,8 @@ pub enum Inbound {
         kind: SignalKind,
         /// JSON text.
         payload: String,
+        /// The client's frame id ([`FrameId`]).
+        id: FrameId,
     },
     /// A room message.
     Message {
@@ -129,6 +132,8 @@ pub enum Inbound {
         to: Option<String>,
         /// JSON text.
         data: String,
+        /// The client's frame id ([`FrameId`]).
+        id: FrameId,
     },
     /// Leave the room.
     Leave,
@@ -165,6 +170,17 @@ pub enum Inbound {
     /// Fresh media-plane credentials, please.
     MediaToken,
 }
+
+/// A client's number for one of its `signal` and `message` frames, rising
+/// within a session (1 up to `u32::MAX`; 0: the frame has none). The
+/// server confirms ids cumulatively, names the id in a refusal, drops a
+/// frame whose id is not above the last one (a re-send), and passes the id
+/// on with the frame so receivers can drop a copy they already have.
+///
+/// 32 bits, not 64: it rides in every queued delivery, which stays five
+/// words with it (`roomlet_rooms::Delivery`); at a hundred frames a second
+/// a session would need more than a year to run out.
+pub type FrameId = u32;
 
 impl Inbound {
     /// Every client frame `type`, indexed by [`Inbound::type_index`].
@@ -204,6 +220,15 @@ impl Inbound {
     /// The frame's `type`.
     pub fn type_name(&self) -> &'static str {
         Self::TYPES[self.type_index()]
+    }
+
+    /// The client's id for a `signal` or `message` (0: none, or another
+    /// type).
+    pub fn frame_id(&self) -> FrameId {
+        match self {
+            Inbound::Signal { id, .. } | Inbound::Message { id, .. } => *id,
+            _ => 0,
+        }
     }
 }
 
@@ -315,6 +340,9 @@ pub enum ServerFrame {
         /// JSON text, embedded as JSON. Owned: a signal goes to one peer.
         #[serde(serialize_with = "json_text")]
         payload: Box<str>,
+        /// The sender's frame id (absent when it gave none).
+        #[serde(skip_serializing_if = "no_id")]
+        id: FrameId,
     },
     /// A message for you.
     Message {
@@ -323,6 +351,10 @@ pub enum ServerFrame {
         /// JSON text, embedded as JSON.
         #[serde(serialize_with = "json_text")]
         data: Arc<str>,
+        /// The sender's frame id (absent when it gave none, and in what a
+        /// room module sends).
+        #[serde(skip_serializing_if = "no_id")]
+        id: FrameId,
     },
     /// Answer to `ping`.
     Pong {
@@ -336,6 +368,10 @@ pub enum ServerFrame {
         code: ErrorText,
         /// Human reason.
         message: String,
+        /// The id of the client frame refused, when it had one: final,
+        /// the frame will not be delivered.
+        #[serde(skip_serializing_if = "no_id")]
+        id: FrameId,
     },
     /// You were removed.
     Kicked {
@@ -365,6 +401,17 @@ pub enum ServerFrame {
         /// Media-plane credentials, by provider.
         media: Media,
     },
+    /// Every client frame with an id up to this one has been handled:
+    /// handed on towards its receivers, or refused (an `error` naming it
+    /// came first). Outside the numbered stream.
+    Confirmed {
+        /// The highest id handled.
+        id: FrameId,
+    },
+}
+
+fn no_id(id: &FrameId) -> bool {
+    *id == 0
 }
 
 impl ServerFrame {
@@ -382,6 +429,7 @@ impl ServerFrame {
         "reconnect",
         "refreshed",
         "media-token",
+        "confirmed",
     ];
 
     /// The frame's place in [`ServerFrame::TYPES`] (metrics count by it).
@@ -399,6 +447,7 @@ impl ServerFrame {
             ServerFrame::Reconnect { .. } => 9,
             ServerFrame::Refreshed { .. } => 10,
             ServerFrame::MediaToken { .. } => 11,
+            ServerFrame::Confirmed { .. } => 12,
         }
     }
 
@@ -409,9 +458,15 @@ impl ServerFrame {
 
     /// An `error` frame.
     pub fn error(code: impl Into<ErrorText>, message: impl Into<String>) -> Self {
+        Self::refusal(code, message, 0)
+    }
+
+    /// An `error` frame refusing the client frame `id` (0: one without).
+    pub fn refusal(code: impl Into<ErrorText>, message: impl Into<String>, id: FrameId) -> Self {
         ServerFrame::Error {
             code: code.into(),
             message: message.into(),
+            id,
         }
     }
 }

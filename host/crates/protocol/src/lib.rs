@@ -12,5 +12,5 @@ mod servers;
 pub use codec::{DecodeError, Encoded, Encoding};
 pub use codes::{CloseCode, ErrorCode, ErrorText};
 pub use contract::MAX_DEPTH;
-pub use frames::{Inbound, ServerFrame, SignalKind, Stats, WirePeer};
+pub use frames::{FrameId, Inbound, ServerFrame, SignalKind, Stats, WirePeer};
 pub use servers::{IceServer, Media, MediaCredential, RegionLink};

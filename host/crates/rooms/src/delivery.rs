@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use roomlet_protocol::ErrorCode;
+use roomlet_protocol::{ErrorCode, FrameId};
 use roomlet_runtime::bindings::types::{Peer, SignalKind};
 
 /// Why a peer left.
@@ -49,6 +49,8 @@ pub enum Delivery {
         from: Arc<str>,
         /// JSON text.
         data: Arc<str>,
+        /// The sender's frame id (0: none, as in what a module sends).
+        id: FrameId,
     },
     /// A targeted signal (JSON payload).
     Signal {
@@ -59,6 +61,8 @@ pub enum Delivery {
         /// JSON text. Owned, not shared: a signal has one recipient, and
         /// the relay's `String` becomes a `Box<str>` without a copy.
         payload: Box<str>,
+        /// The sender's frame id (0: none).
+        id: FrameId,
     },
     /// Something this peer sent was refused by the host.
     Error {

@@ -236,6 +236,7 @@ mod tests {
         Delivery::Message {
             from: "p".into(),
             data: Arc::from(n.to_string()),
+            id: 0,
         }
     }
 

@@ -182,6 +182,8 @@ impl RoomActor {
                 from: signal.sender.into(),
                 kind: signal.kind,
                 payload: signal.payload.into(),
+                // What a module forwards is its own frame: no client id.
+                id: 0,
             });
         }
     }
@@ -243,5 +245,6 @@ fn outgoing(out: Outgoing) -> Delivery {
     Delivery::Message {
         from: out.sender.into(),
         data: out.data.into(),
+        id: 0,
     }
 }

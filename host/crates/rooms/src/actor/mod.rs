@@ -294,6 +294,7 @@ impl RoomActor {
                 let d = Delivery::Message {
                     from: "".into(),
                     data: data.into(),
+                    id: 0,
                 };
                 match to {
                     Some(id) => {
