@@ -978,3 +978,40 @@ async fn a_rate_limited_frame_is_refused_by_its_id() {
         "delivered {delivered:?}, refused {refused:?}"
     );
 }
+
+/// A confirmation rides with the next frames written to the client, in the
+/// same write, where one that goes alone waits up to a second for them.
+#[tokio::test]
+async fn a_confirmation_rides_with_the_next_delivery() {
+    let s = start(|_| {}).await;
+    let (mut a, _) = joined(&s, Wire::Json, "ids-ride", "alice").await;
+    let (mut b, _) = joined(&s, Wire::Json, "ids-ride", "bob").await;
+    a.frame_of("peer-joined").await;
+    a.send(json!({"type": "message", "data": "from a", "id": 1}))
+        .await;
+    assert_eq!(b.frame_of("message").await["id"], 1);
+    b.send(json!({"type": "message", "data": "from b"})).await;
+    let (mut message, mut confirmed) = (None, None);
+    while message.is_none() || confirmed.is_none() {
+        let f = a.frame().await;
+        let now = std::time::Instant::now();
+        match f["type"].as_str() {
+            Some("message") => message = Some(now),
+            Some("confirmed") => {
+                assert_eq!(f["id"], 1, "{f}");
+                confirmed = Some(now);
+            }
+            _ => {}
+        }
+    }
+    // Alone, it would come a second after alice's frame, long after bob's
+    // message; riding, with it (or before it, on a machine slow enough for
+    // the second to pass first).
+    let late = confirmed
+        .zip(message)
+        .map(|(c, m)| c.saturating_duration_since(m));
+    assert!(
+        late < Some(std::time::Duration::from_millis(300)),
+        "the confirmation came {late:?} after the message"
+    );
+}

@@ -17,11 +17,6 @@ use roomlet_rooms::Delivery;
 use std::collections::HashMap;
 use std::sync::Arc;
 
-/// How often at most a session confirms its client's frames: a burst is
-/// confirmed by its first frame and then once per period, not frame by
-/// frame.
-pub(crate) const CONFIRM_EVERY: std::time::Duration = std::time::Duration::from_millis(100);
-
 /// The ids a session took from its client, and the last one it confirmed.
 #[derive(Debug, Default, Clone, Copy)]
 pub(crate) struct Sent {
@@ -100,7 +95,10 @@ impl Window {
 /// Boxed on purpose: an empty `HashMap` is six words, in every session.
 #[derive(Debug, Default)]
 #[allow(clippy::box_collection)]
-pub(crate) struct Seen(Option<Box<HashMap<Arc<str>, Window>>>);
+pub(crate) struct Seen(Option<Box<Senders>>);
+
+/// Keyed by the server's own peer ids: a fast hash, no client picks them.
+type Senders = HashMap<Arc<str>, Window, foldhash::fast::RandomState>;
 
 impl Seen {
     /// Whether `d` is to be delivered: anything but a signal or message

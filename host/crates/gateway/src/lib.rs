@@ -7,6 +7,7 @@
 mod admission;
 pub mod budget;
 pub mod config;
+mod confirms;
 mod conn;
 mod deliver;
 mod frame_ids;

@@ -3,9 +3,9 @@
 
 use crate::admission::{Opening, before_join};
 use crate::config::Keep;
+use crate::confirms::Confirms;
 use crate::conn::{Conn, End, Incoming};
 use crate::deliver::deliver;
-use crate::frame_ids::CONFIRM_EVERY;
 use crate::guard::RateLimit;
 use crate::inbound::{Handled, handle};
 use crate::resume::PeerState;
@@ -261,7 +261,7 @@ async fn pump<S: AsyncRead + AsyncWrite + Unpin>(
                 let overflow = state.inbox.overflow();
                 let end = tokio::select! {
                     biased;
-                    end = deliver_batch(conn, state, d, keep) => end,
+                    end = deliver_batch(conn, state, d, keep, &mut confirms) => end,
                     // The timer boxed: inline, it would size every session.
                     () = async { overflow.await; Box::pin(tokio::time::sleep(idle)).await } => Some(End::Dropped),
                 };
@@ -284,9 +284,7 @@ async fn pump<S: AsyncRead + AsyncWrite + Unpin>(
                 if let Some(end) = Box::pin(on_incoming(gw, conn, state, incoming, keep)).await {
                     return Some(end);
                 }
-                if !confirms.after_frame(conn, state).await {
-                    return Some(End::Dropped);
-                }
+                confirms.after_frame(state);
             }
             () = confirms.wait(), if confirms.armed() => {
                 if !confirms.send(conn, state).await {
@@ -337,62 +335,6 @@ async fn pump<S: AsyncRead + AsyncWrite + Unpin>(
     }
 }
 
-/// When the session confirms its client's frame ids: at once for the first
-/// frame after a quiet spell, then at most once per [`CONFIRM_EVERY`]. The
-/// timer is allocated only while a confirmation waits, so an idle session
-/// holds one word for it.
-#[derive(Default)]
-struct Confirms {
-    last: Option<Instant>,
-    timer: Option<std::pin::Pin<Box<tokio::time::Sleep>>>,
-}
-
-impl Confirms {
-    fn armed(&self) -> bool {
-        self.timer.is_some()
-    }
-
-    async fn wait(&mut self) {
-        if let Some(t) = self.timer.as_mut() {
-            t.await;
-        }
-    }
-
-    /// After a client frame: confirms now, or arms the timer. `false`
-    /// when the socket failed.
-    async fn after_frame<S: AsyncRead + AsyncWrite + Unpin>(
-        &mut self,
-        conn: &mut Conn<S>,
-        state: &mut PeerState,
-    ) -> bool {
-        if self.timer.is_some() || state.ids.due().is_none() {
-            return true;
-        }
-        match self.last.map(|t| t + CONFIRM_EVERY) {
-            Some(at) if at > Instant::now() => {
-                self.timer = Some(Box::pin(tokio::time::sleep_until(at)));
-                true
-            }
-            _ => self.send(conn, state).await,
-        }
-    }
-
-    /// Confirms the highest id taken.
-    async fn send<S: AsyncRead + AsyncWrite + Unpin>(
-        &mut self,
-        conn: &mut Conn<S>,
-        state: &mut PeerState,
-    ) -> bool {
-        self.timer = None;
-        let Some(id) = state.ids.due() else {
-            return true;
-        };
-        state.ids.told = id;
-        self.last = Some(Instant::now());
-        conn.send(&ServerFrame::Confirmed { id }).await
-    }
-}
-
 /// Sends `d` and up to 63 more queued deliveries, then flushes. `Some`
 /// ends the session.
 async fn deliver_batch<S: AsyncRead + AsyncWrite + Unpin>(
@@ -400,6 +342,7 @@ async fn deliver_batch<S: AsyncRead + AsyncWrite + Unpin>(
     state: &mut PeerState,
     d: roomlet_rooms::Delivery,
     keep: Keep,
+    confirms: &mut Confirms,
 ) -> Option<End> {
     let mut next = Some(d);
     let mut budget = 64;
@@ -412,7 +355,8 @@ async fn deliver_batch<S: AsyncRead + AsyncWrite + Unpin>(
             next = state.inbox.try_recv();
         }
     }
-    if conn.ws.flush().await.is_err() {
+    // A confirmation waiting for a write to ride with goes in this one.
+    if !confirms.ride(conn, state).await || conn.ws.flush().await.is_err() {
         return Some(End::Dropped);
     }
     None

@@ -214,6 +214,14 @@ fn encode_json(seq: Option<u64>, frame: &ServerFrame) -> String {
             id,
         } => ("signal", from, Some(*kind), payload, *id),
         ServerFrame::Message { from, data, id } => ("message", from, None, data, *id),
+        // One per burst of a client's numbered frames: written directly
+        // too, serde's general path cost a tenth of a relayed frame.
+        ServerFrame::Confirmed { id } if seq.is_none() => {
+            let mut out = String::with_capacity(r#"{"type":"confirmed","id":}"#.len() + 10);
+            out.push_str(r#"{"type":"confirmed","id":"#);
+            let _ = write!(out, "{id}}}");
+            return out;
+        }
         other => {
             return serde_json::to_string(&Numbered { seq, frame: other }).unwrap_or_else(|e| {
                 tracing::error!(error = %e, "cannot encode frame as JSON");
@@ -328,6 +336,8 @@ mod tests {
                         data: "null".into(),
                         id: u32::MAX,
                     },
+                    ServerFrame::Confirmed { id: 7 },
+                    ServerFrame::Confirmed { id: u32::MAX },
                 ];
                 for f in &frames {
                     let fast: serde_json::Value =
