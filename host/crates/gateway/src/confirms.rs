@@ -21,9 +21,10 @@ pub(crate) const CONFIRM_EVERY: Duration = Duration::from_millis(100);
 /// How long a confirmation waits for a write to ride with.
 pub(crate) const CONFIRM_WITHIN: Duration = Duration::from_secs(1);
 
-/// A session's confirmation timer. Allocated at the first id and reset
-/// afterwards, so a session that never numbers its frames holds one word
-/// for it, and one that does allocates it once.
+/// A session's confirmations: when the last went, and the timer of the
+/// waiting one. The timer is allocated at the first id and reset after,
+/// so a session that never numbers its frames holds no timer and one that
+/// does allocates it once.
 #[derive(Default)]
 pub(crate) struct Confirms {
     last: Option<Instant>,

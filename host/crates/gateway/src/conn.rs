@@ -65,6 +65,11 @@ impl Refusal {
             id: 0,
         }
     }
+
+    /// The same refusal, naming the client frame `id` it refuses.
+    pub fn naming(self, id: roomlet_protocol::FrameId) -> Self {
+        Self { id, ..self }
+    }
 }
 
 /// What reading the socket gave.
@@ -93,11 +98,7 @@ impl Incoming {
     pub fn refusal(self) -> Result<Inbound, Option<Refusal>> {
         match self {
             Incoming::Frame(f) => Ok(f),
-            Incoming::Refused(e, id) => {
-                let mut r = Refusal::new(e.code, e.message, None);
-                r.id = id;
-                Err(Some(r))
-            }
+            Incoming::Refused(e, id) => Err(Some(Refusal::new(e.code, e.message, None).naming(id))),
             Incoming::Close {
                 code,
                 error,
@@ -251,35 +252,28 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
             if bytes.len() > self.max_frame {
                 return self.too_large();
             }
-            match self.rate.check(now.into_std()) {
-                Rate::Ok => {}
-                Rate::Refuse => {
-                    // Decoded only for its id: the refusal of a numbered
-                    // frame names it, so its sender knows it is final.
-                    // Bounded: past 3 s of this the connection closes.
-                    let id = match text {
-                        Some(text) => codec::decode_text(self.encoding, text),
-                        None => codec::decode(self.encoding, false, bytes),
-                    }
-                    .map_or(0, |f| f.frame_id());
-                    let e = DecodeError {
-                        code: ErrorCode::RateLimited,
-                        message: "too many frames per second; this one was dropped".into(),
-                    };
-                    return Incoming::Refused(e, id);
-                }
-                Rate::Disconnect => {
-                    return Incoming::Close {
-                        code: CloseCode::RateLimited,
-                        error: ErrorCode::RateLimited,
-                        message: "over the frame rate limit for too long".into(),
-                    };
-                }
+            let rate = self.rate.check(now.into_std());
+            if let Rate::Disconnect = rate {
+                return Incoming::Close {
+                    code: CloseCode::RateLimited,
+                    error: ErrorCode::RateLimited,
+                    message: "over the frame rate limit for too long".into(),
+                };
             }
             let decoded = match text {
                 Some(text) => codec::decode_text(self.encoding, text),
                 None => codec::decode(self.encoding, false, bytes),
             };
+            if let Rate::Refuse = rate {
+                // Decoded only for its id: the refusal of a numbered frame
+                // names it, so its sender knows it is final. Bounded: past
+                // 3 s of this the connection closes.
+                let e = DecodeError {
+                    code: ErrorCode::RateLimited,
+                    message: "too many frames per second; this one was dropped".into(),
+                };
+                return Incoming::Refused(e, decoded.map_or(0, |f| f.frame_id()));
+            }
             return match decoded {
                 Ok(f) => {
                     self.metrics.frames_in.inc(f.type_index());

@@ -132,10 +132,7 @@ pub(crate) async fn handle(gw: &Gateway, state: &mut PeerState, frame: Inbound) 
 /// not send it again.
 fn naming(id: FrameId, h: Handled) -> Handled {
     match h {
-        Handled::Reply(mut r) => {
-            r.id = id;
-            Handled::Reply(r)
-        }
+        Handled::Reply(r) => Handled::Reply(r.naming(id)),
         h => h,
     }
 }
